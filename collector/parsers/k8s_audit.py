@@ -1,0 +1,224 @@
+"""Kubernetes audit events (audit.k8s.io/v1 and v1beta1) to ECS Events.
+
+Accepts what kube-apiserver writes to --audit-log-path (one Event per line), what its webhook
+backend posts (an EventList), and the two managed-cluster envelopes seen in the wild: AKS
+diagnostic records (`properties.log`, the Event as an object or a JSON string) and GKE Cloud Audit
+Log entries (`protoPayload`). The ECS mapping follows Elastic's Kubernetes audit integration:
+`user.name` from `user.username`, `source.ip` from the first `sourceIPs`, and the raw Event kept
+whole under `kubernetes.audit`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Final
+
+import orjson
+
+from collector.identity import event_id
+from ctrail.components import RawRecord
+from ctrail.ecs import DATASET_K8S_AUDIT
+from ctrail.errors import InvalidInput, Reason
+from ctrail.event import Event
+
+AUDIT_KINDS: Final = frozenset({"Event", "EventList"})
+TIMESTAMP_FIELDS: Final = ("requestReceivedTimestamp", "stageTimestamp", "timestamp")
+OBJECT_FIELDS: Final = ("user", "objectRef", "responseStatus", "annotations", "impersonatedUser")
+_decoder = json.JSONDecoder()
+
+
+def parse_time(value: Any, field: str) -> datetime:
+    """RFC 3339 (and the 'YYYY-MM-DD HH:MM:SS.fffffffff' some exporters write); naive is UTC."""
+    if not isinstance(value, str):
+        raise InvalidInput(Reason.INVALID_TIMESTAMP, f"{field} is not a string: {value!r:.60}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(Reason.INVALID_TIMESTAMP, f"{field} is not a timestamp: {value!r:.60}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def item_spans(text: str) -> list[tuple[int, int]] | None:
+    """Exact (start, end) of each element of a top-level object's "items" array, so each event
+    keeps its own bytes as `event.original`. None when the document has no items array."""
+    pos = _skip(text, 0)
+    if pos >= len(text) or text[pos] != "{":
+        return None
+    pos = _skip(text, pos + 1)
+    while pos < len(text) and text[pos] != "}":
+        key, pos = _decoder.raw_decode(text, pos)
+        pos = _skip(text, _skip(text, pos) + 1)          # past the colon
+        if key == "items" and text[pos] == "[":
+            return _array_spans(text, pos)
+        _value, pos = _decoder.raw_decode(text, pos)
+        pos = _skip(text, pos)
+        if text[pos] == ",":
+            pos = _skip(text, pos + 1)
+    return None
+
+
+def _array_spans(text: str, pos: int) -> list[tuple[int, int]]:
+    spans = []
+    pos = _skip(text, pos + 1)
+    while text[pos] != "]":
+        _value, end = _decoder.raw_decode(text, pos)
+        spans.append((pos, end))
+        pos = _skip(text, end)
+        if text[pos] == ",":
+            pos = _skip(text, pos + 1)
+    return spans
+
+
+def _skip(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def unwrap_envelope(doc: dict[str, Any]) -> dict[str, Any]:
+    """The audit Event inside an AKS diagnostic record or a GKE Cloud Audit Log entry."""
+    if "protoPayload" in doc:
+        return from_gke(doc)
+    properties = doc.get("properties")
+    if isinstance(properties, dict) and "log" in properties:
+        inner = properties["log"]
+        if isinstance(inner, str):
+            try:
+                inner = orjson.loads(inner)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidInput(Reason.INVALID_JSON, f"properties.log: {exc}") from None
+        if not isinstance(inner, dict):
+            raise InvalidInput(Reason.SCHEMA_MISMATCH, "properties.log is not an object")
+        return inner
+    return doc
+
+
+def from_gke(doc: dict[str, Any]) -> dict[str, Any]:
+    """GKE's Cloud Audit Log entry, re-expressed in audit.k8s.io Event fields."""
+    payload = doc["protoPayload"]
+    if not isinstance(payload, dict):
+        raise InvalidInput(Reason.SCHEMA_MISMATCH, "protoPayload is not an object")
+    method = str(payload.get("methodName", ""))          # io.k8s.core.v1.pods.create
+    parts = str(payload.get("resourceName", "")).split("/")
+    object_ref: dict[str, Any] = {}
+    if len(parts) >= 4 and parts[2] == "namespaces":     # core/v1/namespaces/NS/pods/NAME[/sub]
+        object_ref = {"apiGroup": "" if parts[0] == "core" else parts[0], "apiVersion": parts[1],
+                      "namespace": parts[3], "resource": parts[4] if len(parts) > 4 else "namespaces"}
+        rest = parts[5:]
+    else:                                                 # cluster-scoped, or a plain path
+        object_ref = {"resource": parts[2] if len(parts) > 2 else parts[0]}
+        rest = parts[3:]
+    if rest:
+        object_ref["name"] = rest[0]
+    if len(rest) > 1:
+        object_ref["subresource"] = rest[1]
+    metadata = payload.get("requestMetadata") or {}
+    status = payload.get("status") or {}
+    return {
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "stage": "ResponseComplete",
+        "verb": method.rsplit(".", 1)[-1],
+        "user": {"username": (payload.get("authenticationInfo") or {}).get("principalEmail")},
+        "sourceIPs": [metadata["callerIp"]] if metadata.get("callerIp") else [],
+        "userAgent": metadata.get("callerSuppliedUserAgent"),
+        "objectRef": object_ref,
+        "responseStatus": {"code": 200 if status.get("code", 0) == 0 else 500},
+        "annotations": doc.get("labels") or {},
+        "requestReceivedTimestamp": doc.get("timestamp"),
+    }
+
+
+class K8sAuditParser:
+    """audit.k8s.io Events (lines, EventLists, AKS and GKE envelopes) -> Events."""
+
+    dataset: ClassVar[str] = DATASET_K8S_AUDIT
+
+    def parse(self, record: RawRecord) -> list[Event]:
+        text = decode_text(record.data)
+        try:
+            doc = orjson.loads(record.data)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(Reason.INVALID_JSON, str(exc)) from None
+        if not isinstance(doc, dict):
+            raise InvalidInput(Reason.SCHEMA_MISMATCH, f"a JSON {type(doc).__name__}, not an object")
+        if doc.get("kind") == "EventList":
+            return self._parse_list(doc, text, record)
+        return [to_event(unwrap_envelope(doc), text, record.data, record.received)]
+
+    def _parse_list(self, doc: dict[str, Any], text: str, record: RawRecord) -> list[Event]:
+        items = doc.get("items")
+        if not isinstance(items, list):
+            raise InvalidInput(Reason.SCHEMA_MISMATCH, "EventList without an items array")
+        spans = item_spans(text) or []
+        if len(spans) != len(items):
+            raise InvalidInput(Reason.SCHEMA_MISMATCH, "EventList items could not be delimited")
+        events = []
+        for item, (start, end) in zip(items, spans):
+            original = text[start:end]
+            if not isinstance(item, dict):
+                raise InvalidInput(Reason.SCHEMA_MISMATCH, "an EventList item is not an object")
+            events.append(to_event(item, original, original.encode(), record.received))
+        return events
+
+
+def decode_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(Reason.INVALID_ENCODING, f"not UTF-8 at byte {exc.start}") from None
+
+
+def to_event(audit: dict[str, Any], original: str, raw: bytes, received: datetime) -> Event:
+    """One audit Event (a dict as decoded) to our Event. Raises InvalidInput."""
+    check_shape(audit)
+    timestamp = next((parse_time(audit[f], f) for f in TIMESTAMP_FIELDS if audit.get(f)), None)
+    user = audit.get("user") or {}
+    object_ref = audit.get("objectRef") or {}
+    source_ips = [ip for ip in audit.get("sourceIPs") or () if isinstance(ip, str)]
+    code = (audit.get("responseStatus") or {}).get("code")
+    names = [n for n in (user.get("username"), (audit.get("impersonatedUser") or {}).get("username"))
+             if isinstance(n, str)]
+    doc: dict[str, Any] = {
+        "@timestamp": timestamp or received,
+        "event": {
+            "id": event_id(DATASET_K8S_AUDIT, raw),
+            "kind": "event",
+            "category": ("web",) if object_ref.get("resource") is None else ("configuration",),
+            "type": ("access",) if audit.get("verb") in ("get", "list", "watch") else ("change",),
+            "action": str(audit.get("verb") or "unknown"),
+            "outcome": outcome(code),
+            "dataset": DATASET_K8S_AUDIT,
+            "module": "kubernetes",
+            "original": original,
+            "ingested": received,
+            "created": parse_time(audit["stageTimestamp"], "stageTimestamp")
+            if audit.get("stageTimestamp") else None,
+        },
+        "user": {"name": user.get("username"), "id": user.get("uid")} if user else None,
+        "source": {"ip": source_ips[0]} if source_ips else None,
+        "user_agent": {"original": audit["userAgent"]} if audit.get("userAgent") else None,
+        "kubernetes": {"namespace": object_ref.get("namespace"), "audit": audit},
+        "related": {"user": tuple(names), "ip": tuple(source_ips)},
+        "tags": () if timestamp else ("timestamp_from_ingest",),
+    }
+    return Event.model_validate(doc)
+
+
+def check_shape(audit: dict[str, Any]) -> None:
+    kind = audit.get("kind")
+    if kind != "Event":
+        raise InvalidInput(Reason.SCHEMA_MISMATCH, f"kind is {kind!r}, expected 'Event'")
+    for field in OBJECT_FIELDS:
+        if field in audit and not isinstance(audit[field], dict | None):
+            raise InvalidInput(Reason.SCHEMA_MISMATCH, f"{field} is not an object")
+    if not isinstance(audit.get("sourceIPs") or [], list):
+        raise InvalidInput(Reason.SCHEMA_MISMATCH, "sourceIPs is not a list")
+    for field in ("verb", "auditID", "stage", "requestURI", "userAgent"):
+        if field in audit and not isinstance(audit[field], str | None):
+            raise InvalidInput(Reason.SCHEMA_MISMATCH, f"{field} is not a string")
+
+
+def outcome(code: Any) -> str:
+    if not isinstance(code, int):
+        return "unknown"
+    return "success" if code < 400 else "failure"

@@ -1,0 +1,291 @@
+"""The durable local log: Kafka's semantics in the data directory, for embedded mode.
+
+Layout: `<root>/<topic>/<base>.log` segments, where `<base>` is the topic position of the
+segment's first byte, and `<root>/<topic>/<group>.offset` per consumer group.
+
+Each record is framed as `value_len:u32 crc32:u32 key_len:u16 key value`, the CRC covering key
+and value. `flush` writes and fsyncs; only then may a consumer see the records (so no stage ever
+acts on something a crash can take back). A kill -9 can leave a torn frame at the end of the last
+segment: opening the topic truncates back to the last whole, CRC-valid record. Offsets are written
+to a temporary file, fsynced and renamed over the old one, so a committed offset is never torn.
+
+One process owns a data directory at a time (an exclusive flock); all stages in that process
+share the bus across threads.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import threading
+import zlib
+from pathlib import Path
+from typing import Final, Sequence
+
+from ctrail.bus import Record
+from ctrail.errors import Unavailable
+
+HEADER: Final = struct.Struct("<IIH")
+DEFAULT_SEGMENT_BYTES: Final = 256 * 1024 * 1024
+READ_CHUNK_BYTES: Final = 4 * 1024 * 1024
+
+
+def _segment_name(base: int) -> str:
+    return f"{base:020d}.log"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def scan_valid_end(data: bytes) -> int:
+    """Length of the prefix of `data` made of whole, CRC-valid frames."""
+    pos, size = 0, len(data)
+    while pos + HEADER.size <= size:
+        value_len, crc, key_len = HEADER.unpack_from(data, pos)
+        end = pos + HEADER.size + key_len + value_len
+        if end > size or zlib.crc32(memoryview(data)[pos + HEADER.size:end]) != crc:
+            break
+        pos = end
+    return pos
+
+
+class LocalTopic:
+    """One topic's segments: append under a lock, readable up to `durable_end`."""
+
+    def __init__(self, directory: Path, segment_bytes: int) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._pending = bytearray()
+        self.bases = sorted(int(p.stem) for p in directory.glob("*.log")) or [0]
+        self._open_tail()
+
+    def _open_tail(self) -> None:
+        base = self.bases[-1]
+        path = self.directory / _segment_name(base)
+        data = path.read_bytes() if path.exists() else b""
+        valid = scan_valid_end(data)
+        self._file = open(path, "ab")
+        if valid < len(data):                   # a torn write from a crash: drop it
+            self._file.truncate(valid)
+            os.fsync(self._file.fileno())
+        self._file.seek(valid)
+        self.durable_end = base + valid
+
+    def append(self, key: bytes, value: bytes) -> None:
+        body = key + value
+        frame = HEADER.pack(len(value), zlib.crc32(body), len(key)) + body
+        with self._lock:
+            self._pending += frame
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._pending:
+                return
+            self._file.write(self._pending)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self.durable_end += len(self._pending)
+            self._pending.clear()
+            if self.durable_end - self.bases[-1] >= self.segment_bytes:
+                self._roll()
+
+    def _roll(self) -> None:
+        self._file.close()
+        self.bases.append(self.durable_end)
+        self._file = open(self.directory / _segment_name(self.durable_end), "ab")
+        _fsync_dir(self.directory)
+        self._delete_consumed_segments()
+
+    def _delete_consumed_segments(self) -> None:
+        """Delete whole segments that every consumer group has committed past."""
+        offsets = [int(p.read_text() or 0) for p in self.directory.glob("*.offset")]
+        if not offsets:
+            return
+        floor = min(offsets)
+        while len(self.bases) > 1 and self.bases[1] <= floor:
+            (self.directory / _segment_name(self.bases[0])).unlink(missing_ok=True)
+            self.bases.pop(0)
+
+    def segment_for(self, position: int) -> tuple[int, Path]:
+        base = max((b for b in self.bases if b <= position), default=self.bases[0])
+        return base, self.directory / _segment_name(base)
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+class LocalProducer:
+    def __init__(self, bus: "LocalBus") -> None:
+        self._bus = bus
+        self._touched: set[str] = set()
+
+    def send(self, topic: str, key: str, value: bytes) -> None:
+        self._bus.topic(topic).append(key.encode(), value)
+        self._touched.add(topic)
+
+    def flush(self) -> None:
+        for name in sorted(self._touched):
+            self._bus.topic(name).flush()
+        self._touched.clear()
+
+
+class _TopicCursor:
+    """One group's read position in one topic, with a read-ahead buffer."""
+
+    def __init__(self, topic: LocalTopic, offset_path: Path) -> None:
+        self.topic = topic
+        self.offset_path = offset_path
+        self.committed = int(offset_path.read_text()) if offset_path.exists() else 0
+        self.committed = max(self.committed, topic.bases[0])
+        if not offset_path.exists():            # register the group, so retention waits for it
+            self.save(self.committed)
+        self.position = self.committed
+        self._buffer = b""
+        self._buffer_start = self.position
+
+    def reset(self, position: int) -> None:
+        self.position = position
+        self._buffer, self._buffer_start = b"", position
+
+    def read(self, max_records: int) -> list[Record]:
+        records: list[Record] = []
+        end = self.topic.durable_end
+        while len(records) < max_records and self.position < end:
+            # Frames never span segments and durable_end moves by whole frames, so the frame
+            # at `position` is complete on disk.
+            self._ensure(HEADER.size, end)
+            at = self.position - self._buffer_start
+            value_len, _crc, key_len = HEADER.unpack_from(self._buffer, at)
+            frame_len = HEADER.size + key_len + value_len
+            self._ensure(frame_len, end)
+            at = self.position - self._buffer_start
+            key_start = at + HEADER.size
+            next_offset = self.position + frame_len
+            records.append(Record(self.topic.directory.name,
+                                  self._buffer[key_start:key_start + key_len],
+                                  self._buffer[key_start + key_len:at + frame_len],
+                                  self.position, next_offset))
+            self.position = next_offset
+        return records
+
+    def _ensure(self, needed: int, end: int) -> None:
+        """Make the buffer hold `needed` bytes from `position`, reading ahead a chunk."""
+        if self.position - self._buffer_start + needed <= len(self._buffer):
+            return
+        base, path = self.topic.segment_for(self.position)
+        later = [b for b in self.topic.bases if b > base]
+        limit = min(end, later[0]) if later else end
+        with open(path, "rb") as handle:
+            handle.seek(self.position - base)
+            self._buffer = handle.read(min(limit - self.position, max(READ_CHUNK_BYTES, needed)))
+        self._buffer_start = self.position
+
+    def save(self, offset: int) -> None:
+        tmp = self.offset_path.with_suffix(".tmp")
+        with open(tmp, "w") as handle:
+            handle.write(str(offset))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.offset_path)
+        self.committed = offset
+
+
+class LocalConsumer:
+    def __init__(self, bus: "LocalBus", group: str, topics: Sequence[str]) -> None:
+        self._cursors = {name: _TopicCursor(bus.topic(name), bus.offset_path(name, group))
+                         for name in topics}
+        self._turn = 0
+        self._wakeup = bus.wakeup
+
+    def poll(self, max_records: int, timeout_secs: float) -> list[Record]:
+        records = self._read(max_records)
+        if not records and timeout_secs > 0:
+            with self._wakeup:
+                self._wakeup.wait(timeout_secs)
+            records = self._read(max_records)
+        return records
+
+    def _read(self, max_records: int) -> list[Record]:
+        # Round-robin over topics so one busy topic cannot starve the others.
+        names = list(self._cursors)
+        for i in range(len(names)):
+            name = names[(self._turn + i) % len(names)]
+            records = self._cursors[name].read(max_records)
+            if records:
+                self._turn = (self._turn + i + 1) % len(names)
+                return records
+        return []
+
+    def commit(self, records: Sequence[Record]) -> None:
+        last: dict[str, int] = {}
+        for record in records:
+            last[record.topic] = max(last.get(record.topic, 0), record.next_offset)
+        for name, offset in last.items():
+            self._cursors[name].save(offset)
+
+    def rewind(self) -> None:
+        for cursor in self._cursors.values():
+            cursor.reset(cursor.committed)
+
+    def lag(self) -> int:
+        return sum(c.topic.durable_end - c.committed for c in self._cursors.values())
+
+    def close(self) -> None:
+        pass
+
+
+class LocalBus:
+    """The bus of embedded mode; see the module docstring for the guarantees."""
+
+    def __init__(self, root: Path, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
+        self.root = root
+        self.segment_bytes = segment_bytes
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(root / ".lock", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise Unavailable(f"the data directory {root.parent} is in use by another "
+                              "ctrail process; stop it or use another --data-dir") from None
+        self._topics: dict[str, LocalTopic] = {}
+        self._topics_lock = threading.Lock()
+        self.wakeup = threading.Condition()
+
+    def topic(self, name: str) -> LocalTopic:
+        with self._topics_lock:
+            if name not in self._topics:
+                self._topics[name] = LocalTopic(self.root / name, self.segment_bytes)
+            return self._topics[name]
+
+    def offset_path(self, topic: str, group: str) -> Path:
+        return self.root / topic / f"{group}.offset"
+
+    def producer(self) -> "LocalProducer":
+        return _NotifyingProducer(self)
+
+    def consumer(self, group: str, topics: Sequence[str]) -> LocalConsumer:
+        return LocalConsumer(self, group, topics)
+
+    def close(self) -> None:
+        for topic in self._topics.values():
+            topic.close()
+        self._lock_file.close()
+
+
+class _NotifyingProducer(LocalProducer):
+    """Wakes consumers waiting in `poll` as soon as a flush makes records visible."""
+
+    def flush(self) -> None:
+        super().flush()
+        with self._bus.wakeup:
+            self._bus.wakeup.notify_all()

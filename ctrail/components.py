@@ -1,0 +1,77 @@
+"""The component protocols every source, parser, enricher, detector and sink implements.
+
+Only the stage runner needs these contracts, so they are Protocols, not base classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar, Protocol, Sequence
+
+from ctrail.event import Alert, Event, Rejection
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One record as a source read it, before parsing."""
+
+    data: bytes
+    origin: str                  # "path:line", or "endpoint request-id"
+    received: datetime
+
+
+class EndOfInput(Exception):
+    """Raised by Source.read when a finite input (a file given to `ctrail ingest`) is exhausted."""
+
+
+class Source(Protocol):
+    """Reads raw records from outside. Blocking.
+
+    commit() is called only after the records' events are durable on the bus; a source that
+    cannot re-read (a webhook) answers its client only then."""
+
+    def read(self, max_records: int) -> list[RawRecord]: ...
+
+    def commit(self, records: Sequence[RawRecord]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Parser(Protocol):
+    dataset: ClassVar[str]
+
+    def parse(self, record: RawRecord) -> list[Event]:
+        """Normalise one raw record to zero or more Events. Pure. Raises InvalidInput."""
+
+
+class Enricher(Protocol):
+    def enrich(self, event: Event) -> Event:
+        """Return the event with what is known about its subject attached."""
+
+
+class Detector(Protocol):
+    def observe(self, event: Event) -> list[Alert]:
+        """Alerts this event raises, now."""
+
+    def advance(self, now: datetime) -> list[Alert]:
+        """Alerts that become due as time moves (windows closing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What a sink did with a batch: the runner retries `retry` and dead-letters `rejected`."""
+
+    delivered: int
+    retry: tuple[Event | Alert | Rejection, ...] = ()
+    rejected: tuple[Rejection, ...] = field(default_factory=tuple)
+
+
+class Sink(Protocol):
+    def write(self, items: Sequence[Event | Alert | Rejection]) -> WriteResult:
+        """Store or deliver items idempotently (by id). Raises Retryable when it cannot now."""
+
+    def check(self) -> None:
+        """Startup health check; raises Unavailable."""
+
+    def close(self) -> None: ...
