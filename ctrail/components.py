@@ -19,6 +19,7 @@ class RawRecord:
     data: bytes
     origin: str                  # "path:line", or "endpoint request-id"
     received: datetime
+    truncated: bool = False      # longer than the reader's cap: `data` holds only its start
 
 
 class EndOfInput(Exception):

@@ -1,0 +1,1 @@
+"""The `ctrail` command line: one module per command, wired in main.py."""

@@ -1,0 +1,67 @@
+"""`ctrail ingest --source SRC FILE...`: files through the whole pipeline, then a summary."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+from collector import PARSERS
+from collector.sources.files import FileSource, check_inputs
+from ctrail.cli.common import add_common, settings_of
+from ctrail.components import EndOfInput
+from ctrail.runtime.collect import Collector
+from ctrail.runtime.pipeline import Pipeline
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("ingest", help="push files through the pipeline and exit")
+    parser.add_argument("--source", required=True, choices=sorted(PARSERS),
+                        help="the format of the files")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="input files, or - for stdin")
+    add_common(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_inputs(args.files)
+    settings = settings_of(args)
+    pipeline = Pipeline(settings)
+    try:
+        with _progress(args.files) as progress:
+            task = progress.add_task("ingesting", total=_total_bytes(args.files))
+            source = FileSource(args.files, settings.pipeline.max_record_bytes,
+                                on_progress=lambda n: progress.advance(task, n))
+            collector = pipeline.collector("ingest", source, PARSERS[args.source]())
+            _collect_all(collector, pipeline)
+    finally:
+        pipeline.close()
+    counts = collector.counts
+    print(f"{counts.accepted} accepted, {counts.dead_lettered} dead-lettered")
+    return 0
+
+
+def _collect_all(collector: Collector, pipeline: Pipeline) -> None:
+    """Interleave collecting and the stages so the backlog stays one batch deep, then drain."""
+    while True:
+        try:
+            collector.run_once()
+        except EndOfInput:
+            break
+        pipeline.step()
+    pipeline.drain()
+
+
+def _total_bytes(files: list[str]) -> int | None:
+    if "-" in files:
+        return None
+    return sum(os.path.getsize(name) for name in files)
+
+
+def _progress(files: list[str]) -> Progress:
+    return Progress("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=True,
+                    disable=not sys.stderr.isatty())

@@ -1,0 +1,48 @@
+"""`ctrail`: the one entry point. Errors print one line (no traceback) and exit non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from ctrail import __version__
+from ctrail.cli import alerts, dlq, ingest, run, search
+from ctrail.errors import ConfigError, CtrailError, QueryError, UsageError
+
+USAGE_ERRORS = (ConfigError, UsageError, QueryError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ctrail", description="ContainerTrail: container-security audit pipeline.")
+    parser.add_argument("--version", action="version", version=f"ctrail {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (run, ingest, search, alerts, dlq):
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet = logging.INFO if args.command == "run" else logging.WARNING
+    logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args))
+    except USAGE_ERRORS as exc:
+        print(f"ctrail: error: {exc}", file=sys.stderr)
+        return 2
+    except CtrailError as exc:
+        print(f"ctrail: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:      # `ctrail search ... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

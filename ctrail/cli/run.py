@@ -1,0 +1,68 @@
+"""`ctrail run`: the long-running pipeline — configured listeners and tailers, and every stage."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from types import FrameType
+
+from collector import PARSERS
+from ctrail.cli.common import add_common, settings_of
+from ctrail.runtime.collect import Collector
+from ctrail.runtime.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("run", help="run the pipeline until stopped (SIGINT, SIGTERM)")
+    add_common(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    pipeline = Pipeline(settings)
+    stop = threading.Event()
+    collectors: list[Collector] = []
+    try:
+        for name, config in settings.sources.items():
+            source = config.build(name, settings.data_dir, settings.pipeline.max_record_bytes)
+            collectors.append(pipeline.collector(name, source, PARSERS[config.parser_name]()))
+        _on_signals(stop)
+        pipeline.start()
+        threads = [threading.Thread(target=_collect, args=(c, stop), name=f"collect-{c.name}",
+                                    daemon=True) for c in collectors]
+        for thread in threads:
+            thread.start()
+        log.info("ContainerTrail is running.", extra={"sources": list(settings.sources),
+                                                       "data_dir": str(settings.data_dir)})
+        stop.wait()
+        for thread in threads:
+            thread.join()
+    finally:
+        for collector in collectors:
+            collector.source.close()
+        pipeline.close()
+    return 0
+
+
+def _collect(collector: Collector, stop: threading.Event) -> None:
+    """Collect until stopped; sources block briefly in read() when idle."""
+    while not stop.is_set():
+        try:
+            collector.run_once()
+        except Exception:
+            # The input stays uncommitted, so nothing is lost; try again shortly.
+            log.exception("Collecting failed; retrying.", extra={"source": collector.name})
+            stop.wait(1.0)
+
+
+def _on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("Stopping.", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,119 @@
+"""StageWorker: poll → handle → publish → flush → commit, the same loop on every bus.
+
+A stage's handler turns a batch of decoded items into outputs (items for the next topic) and
+rejections (dead letters). The worker publishes both, waits until they are durable, and only
+then commits its input, so a crash at any point redelivers rather than loses. A handler raising
+Retryable leaves the batch uncommitted: the worker rewinds and tries again after a backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from ctrail.bus import DLQ, Consumer, Producer, Record
+from ctrail.bus.codec import Item, decode, encode
+from ctrail.errors import InvalidInput, Reason, Retryable
+from ctrail.event import Rejection
+from ctrail.runtime.deadletter import rejection
+from ctrail.runtime.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF_SECS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: str
+    item: Item
+
+
+@dataclass(slots=True)
+class StageResult:
+    outputs: list[Output] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+Handler = Callable[[Sequence[Item]], StageResult]
+
+
+def isolate(stage: str, items: Sequence[Item], handle_one: Callable[[Item], list[Output]]
+            ) -> StageResult:
+    """Apply handle_one to each item; an item that fails is dead-lettered, not the batch."""
+    result = StageResult()
+    for item in items:
+        try:
+            result.outputs.extend(handle_one(item))
+        except Retryable:
+            raise
+        except InvalidInput as exc:
+            result.rejected.append(_reject_item(stage, item, exc.reason, exc.detail))
+        except Exception as exc:  # a bug must not stall the pipeline: keep the item, say why
+            log.exception("Stage failed on an item.", extra={"stage": stage})
+            result.rejected.append(_reject_item(stage, item, Reason.STAGE_ERROR,
+                                                f"{type(exc).__name__}: {exc}"))
+    return result
+
+
+def _reject_item(stage: str, item: Item, reason: Reason, detail: str) -> Rejection:
+    return rejection(stage=stage, reason=reason, detail=detail, origin=f"{stage} {item.key}",
+                     raw=encode(item), dataset=getattr(getattr(item, "event", None), "dataset", None))
+
+
+class StageWorker:
+    def __init__(self, name: str, consumer: Consumer, producer: Producer, handler: Handler,
+                 telemetry: Telemetry, batch_size: int = 1000) -> None:
+        self.name = name
+        self.consumer = consumer
+        self.producer = producer
+        self.handler = handler
+        self.telemetry = telemetry
+        self.batch_size = batch_size
+
+    def run_once(self, timeout_secs: float = 1.0) -> int:
+        """Process one batch; returns how many records it consumed (0 when idle)."""
+        records = self.consumer.poll(self.batch_size, timeout_secs=timeout_secs)
+        if not records:
+            return 0
+        items, undecodable = self._decode(records)
+        result = self.handler(items)
+        for out in result.outputs:
+            self.producer.send(out.topic, key=out.key, value=encode(out.item))
+        dead = [*undecodable, *result.rejected]
+        for dead_letter in dead:
+            self.producer.send(DLQ, key=dead_letter.key, value=encode(dead_letter))
+        self.producer.flush()                     # durable before we let go of the input
+        self.consumer.commit(records)
+        self.telemetry.record(self.name, received=len(records), sent=len(result.outputs),
+                              dead_lettered=len(dead))
+        return len(records)
+
+    def _decode(self, records: Sequence[Record]) -> tuple[list[Item], list[Rejection]]:
+        items: list[Item] = []
+        undecodable: list[Rejection] = []
+        for record in records:
+            try:
+                items.append(decode(record.topic, record.value))
+            except InvalidInput as exc:
+                undecodable.append(rejection(stage=self.name, reason=exc.reason, detail=exc.detail,
+                                             origin=f"{record.topic}@{record.offset}",
+                                             raw=record.value, dataset=None))
+        return items, undecodable
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until `stop` is set, backing off on Retryable without committing."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self.run_once()
+                backoff = 0.5
+            except Retryable as exc:
+                log.warning("Stage will retry.", extra={"stage": self.name, "error": str(exc),
+                                                        "backoff_secs": backoff})
+                self.telemetry.record(self.name, retries=1)
+                self.consumer.rewind()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECS)

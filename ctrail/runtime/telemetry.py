@@ -1,0 +1,30 @@
+"""Counters per stage, owned by the runner (components only return results)."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+
+
+@dataclass
+class StageCounters:
+    received: int = 0
+    sent: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.stages: dict[str, StageCounters] = defaultdict(StageCounters)
+
+    def record(self, stage: str, *, received: int = 0, sent: int = 0,
+               dead_lettered: int = 0, retries: int = 0) -> None:
+        with self._lock:
+            counters = self.stages[stage]
+            counters.received += received
+            counters.sent += sent
+            counters.dead_lettered += dead_lettered
+            counters.retries += retries

@@ -1,0 +1,101 @@
+"""The root Settings: one YAML file, validated by pydantic, with CTRAIL_… environment overrides.
+
+A file may hold only the sections it changes; everything else keeps its default. Environment
+variables override the file: `CTRAIL_DATA_DIR`, and nested keys with a double underscore,
+e.g. `CTRAIL_ENRICH__CLUSTER_NAME=prod-eu`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from collector.sources import SourceConfig
+from ctrail.errors import ConfigError
+from detectors import SigmaDetectorConfig
+from enrich import EnrichConfig
+from sinks.sqlite import SqliteConfig
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalBusConfig(Section):
+    """The durable local log in the data directory (embedded mode)."""
+
+    type: Literal["local"] = "local"
+    segment_bytes: PositiveInt = Field(256 * 1024 * 1024,
+                                       description="Roll a topic's segment file at this size.")
+
+
+class PipelineConfig(Section):
+    batch_events: PositiveInt = Field(1000, description="Records a stage handles per batch.")
+    max_record_bytes: PositiveInt = Field(
+        1024 * 1024, description="A raw record larger than this is dead-lettered, not parsed.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CTRAIL_", env_nested_delimiter="__",
+                                      extra="forbid", frozen=True)
+
+    data_dir: Path = Field(Path("ctrail-data"), description="Where the local log and store live.")
+    bus: LocalBusConfig = LocalBusConfig()
+    store: SqliteConfig = SqliteConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    enrich: EnrichConfig = EnrichConfig()
+    detection: SigmaDetectorConfig = SigmaDetectorConfig()
+    sources: dict[str, SourceConfig] = Field(
+        default_factory=dict, description="Listeners and tailers that `ctrail run` starts, by name.")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file (passed as init kwargs), as users expect.
+        return env_settings, init_settings
+
+
+DEFAULT_CONFIG = Path("config/containertrail.yaml")
+
+
+def load_settings(path: Path | None, data_dir: Path | None = None) -> Settings:
+    """Settings from `path` (or the default file when it exists), the environment and flags.
+
+    Raises ConfigError with the file and the failing key paths."""
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG
+    values: dict[str, Any] = {}
+    if path.exists():
+        values = _read_yaml(path)
+    elif explicit:
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}"
+                             for e in exc.errors()[:5])
+        raise ConfigError(f"invalid config {path}: {problems}") from None
+    # A command-line flag wins over the environment and the file.
+    return settings if data_dir is None else settings.model_copy(update={"data_dir": data_dir})
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return loaded

@@ -1,0 +1,125 @@
+"""The audit parser on real samples: every shape kube-apiserver and managed clusters emit."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+
+from collector.parsers.k8s_audit import K8sAuditParser, item_spans
+from ctrail.components import RawRecord
+from ctrail.errors import InvalidInput
+from ctrail.event import Event
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+parser = K8sAuditParser()
+
+
+def parse(line: bytes) -> list[Event]:
+    return parser.parse(RawRecord(line, "test:1", NOW))
+
+
+def lines(path: Path) -> list[bytes]:
+    return [line for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def test_a_plain_event_maps_to_ecs_and_keeps_its_original(real_data: Path) -> None:
+    line = lines(real_data / "falco-k8saudit-traces/trace_files/exec_pod.json")[0]
+    (event,) = parse(line)
+    assert event.event.original == line.decode()
+    assert event.timestamp == datetime(2018, 10, 26, 13, 38, 34, 867116, tzinfo=timezone.utc)
+    assert event.event.action == "create"
+    assert event.event.outcome == "success"
+    assert event.user is not None and event.user.name == "minikube-user"
+    assert event.source is not None and event.source.ip == "192.168.99.1"
+    assert event.kubernetes is not None and event.kubernetes.namespace == "default"
+    assert event.kubernetes.audit is not None
+    assert event.kubernetes.audit["objectRef"]["subresource"] == "exec"
+
+
+def test_the_id_is_deterministic_and_differs_per_record(real_data: Path) -> None:
+    first, second = lines(real_data / "elastic-k8s-audit-pipeline-tests/test-audit.log")[:2]
+    assert parse(first)[0].event.id == parse(first)[0].event.id
+    assert parse(first)[0].event.id != parse(second)[0].event.id
+
+
+def test_every_real_audit_sample_parses_except_the_known_malformed_one(real_data: Path) -> None:
+    files = [*sorted((real_data / "falco-k8saudit-traces/trace_files").glob("*.json")),
+             *sorted((real_data / "elastic-k8s-audit-pipeline-tests").glob("*.log")),
+             real_data / "panther-k8s-rule-tests/raw_audit_events_from_tests.jsonl"]
+    parsed, failed, total = 0, [], sum(len(lines(path)) for path in files)
+    for path in files:
+        for line in lines(path):
+            try:
+                parsed += len(parse(line))
+            except InvalidInput as exc:
+                failed.append((path.name, exc.reason.value))
+    assert failed == [("fal_01_003.json", "schema_mismatch")]
+    assert parsed == total - 1 > 200
+
+
+def test_aks_envelopes_are_unwrapped_whether_the_log_is_an_object_or_a_string(real_data: Path) -> None:
+    aks = [l for path in sorted((real_data / "elastic-k8s-audit-pipeline-tests").glob("*.log"))
+           for l in lines(path) if b'"properties"' in l]
+    assert len(aks) == 2
+    for line in aks:
+        (event,) = parse(line)
+        assert event.event.original == line.decode()      # the whole envelope is the evidence
+        assert event.user is not None and event.user.name
+        assert event.kubernetes is not None and event.kubernetes.audit is not None
+        assert event.kubernetes.audit["kind"] == "Event"
+
+
+def test_a_gke_cloud_audit_entry_is_expressed_in_audit_fields(real_data: Path) -> None:
+    (line,) = [l for l in lines(real_data / "elastic-k8s-audit-pipeline-tests/test-audit.log")
+               if b"protoPayload" in l]
+    (event,) = parse(line)
+    assert event.user is not None and event.user.name == "system:gke-master-healthcheck"
+    assert event.source is not None and event.source.ip == "67.43.156.1"
+    assert event.event.action == "get"
+    assert event.timestamp == datetime(2025, 7, 13, 8, 38, 39, 127266, tzinfo=timezone.utc)
+
+
+def test_panther_style_timestamps_and_missing_ones(real_data: Path) -> None:
+    events = [parse(line)[0] for line in
+              lines(real_data / "panther-k8s-rule-tests/raw_audit_events_from_tests.jsonl")]
+    spaced = [e for e in events if "requestReceivedTimestamp" in (e.kubernetes.audit or {})]
+    assert spaced and all(e.timestamp.tzinfo is not None for e in spaced)
+    undated = [e for e in events if "timestamp_from_ingest" in e.tags]
+    assert undated and all(e.timestamp == NOW for e in undated)
+
+
+def test_an_event_list_gives_one_event_per_item_with_its_exact_bytes(real_data: Path) -> None:
+    items = lines(real_data / "falco-k8saudit-traces/trace_files/create_nginx_pod_privileged.json")
+    items += lines(real_data / "falco-k8saudit-traces/trace_files/exec_pod.json")
+    body = (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},\n  "items": [\n    '
+            + b",\n    ".join(items) + b"\n  ]\n}")
+    events = parse(body)
+    assert [e.event.original.encode() for e in events] == items
+    assert [e.event.id for e in events] == [parse(i)[0].event.id for i in items]
+
+
+def test_item_spans_handle_strings_with_brackets_and_escapes() -> None:
+    text = '{"metadata": {"x": "]},["}, "items": [{"a": "\\"]"}, [1, 2], "s"]}'
+    spans = item_spans(text)
+    assert spans is not None
+    assert [orjson.loads(text[a:b]) for a, b in spans] == [{"a": '"]'}, [1, 2], "s"]
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    (b'{"kind":"Event","verb":"get"', "invalid_json"),
+    (b"not json at all", "invalid_json"),
+    (b'["an", "array"]', "schema_mismatch"),
+    (b'{"kind": 0}', "schema_mismatch"),
+    (b'{"kind":"Pod","metadata":{}}', "schema_mismatch"),
+    (b'{"kind":"Event","user":"alice"}', "schema_mismatch"),
+    (b'{"kind":"Event","requestReceivedTimestamp":"yesterday"}', "invalid_timestamp"),
+    (b'{"kind":"Event","stageTimestamp":12}', "invalid_timestamp"),
+    (b'{"kind":"Event","verb":"\xff\xfe"}', "invalid_encoding"),
+    (b'{"kind":"EventList","items":{}}', "schema_mismatch"),
+])
+def test_malformed_records_are_refused_with_a_reason(line: bytes, reason: str) -> None:
+    with pytest.raises(InvalidInput, match=reason):
+        parse(line)
