@@ -1,0 +1,94 @@
+"""The stage runner: commit only after output is durable; retry without commit; isolate bugs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import pytest
+
+from collector.parsers.k8s_audit import K8sAuditParser
+from ctrail.bus import DLQ, EVENTS, RAW
+from ctrail.bus.codec import Item, decode, encode
+from ctrail.bus.local import LocalBus
+from ctrail.components import RawRecord
+from ctrail.errors import Retryable
+from ctrail.event import Event
+from ctrail.runtime.stage import Output, StageResult, StageWorker, isolate
+from ctrail.runtime.telemetry import Telemetry
+
+LINE = (b'{"kind":"Event","auditID":"a","verb":"get","stage":"ResponseComplete",'
+        b'"requestReceivedTimestamp":"2026-01-01T00:00:00Z"}')
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> Iterator[LocalBus]:
+    bus = LocalBus(tmp_path / "bus")
+    producer = bus.producer()
+    for i in range(3):
+        event = K8sAuditParser().parse(RawRecord(LINE.replace(b'"a"', f'"{i}"'.encode()), "t",
+                                                 datetime.now(timezone.utc)))[0]
+        producer.send(RAW, key=event.key, value=encode(event))
+    producer.flush()
+    yield bus
+    bus.close()
+
+
+def passthrough(items: Sequence[Item]) -> StageResult:
+    return StageResult(outputs=[Output(EVENTS, item.key, item) for item in items])
+
+
+def test_a_batch_is_published_then_committed(bus: LocalBus) -> None:
+    worker = StageWorker("enrich", bus.consumer("enrich", [RAW]), bus.producer(), passthrough,
+                         Telemetry())
+    assert worker.run_once(timeout_secs=0) == 3
+    assert worker.consumer.lag() == 0
+    assert len(bus.consumer("check", [EVENTS]).poll(10, timeout_secs=0)) == 3
+    assert worker.telemetry.stages["enrich"].sent == 3
+
+
+def test_a_retryable_failure_commits_nothing_and_the_batch_comes_back(bus: LocalBus) -> None:
+    calls = []
+
+    def flaky(items: Sequence[Item]) -> StageResult:
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise Retryable("store is down")
+        return passthrough(items)
+
+    worker = StageWorker("store", bus.consumer("store", [RAW]), bus.producer(), flaky, Telemetry())
+    with pytest.raises(Retryable):
+        worker.run_once(timeout_secs=0)
+    assert worker.consumer.lag() > 0
+    worker.consumer.rewind()
+    assert worker.run_once(timeout_secs=0) == 3
+    assert calls == [3, 3]
+
+
+def test_an_item_that_breaks_the_handler_is_dead_lettered_and_the_rest_go_on(bus: LocalBus) -> None:
+    def buggy(item: Item) -> list[Output]:
+        assert isinstance(item, Event)
+        if item.kubernetes and item.kubernetes.audit and item.kubernetes.audit["auditID"] == "1":
+            raise KeyError("surprise")
+        return [Output(EVENTS, item.key, item)]
+
+    worker = StageWorker("enrich", bus.consumer("enrich", [RAW]), bus.producer(),
+                         lambda items: isolate("enrich", items, buggy), Telemetry())
+    assert worker.run_once(timeout_secs=0) == 3
+    assert len(bus.consumer("check", [EVENTS]).poll(10, timeout_secs=0)) == 2
+    (dead,) = bus.consumer("check", [DLQ]).poll(10, timeout_secs=0)
+    rejection = decode(DLQ, dead.value)
+    assert rejection.reason == "stage_error" and "KeyError" in rejection.detail
+    assert '"auditID":"1"' in rejection.original
+
+
+def test_a_record_that_does_not_decode_is_dead_lettered(bus: LocalBus) -> None:
+    producer = bus.producer()
+    producer.send(RAW, key="x", value=b'{"not": "an event"}')
+    producer.flush()
+    worker = StageWorker("enrich", bus.consumer("enrich", [RAW]), bus.producer(), passthrough,
+                         Telemetry())
+    assert worker.run_once(timeout_secs=0) == 4
+    (dead,) = bus.consumer("check", [DLQ]).poll(10, timeout_secs=0)
+    assert decode(DLQ, dead.value).reason == "undecodable"
