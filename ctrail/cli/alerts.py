@@ -6,7 +6,8 @@ import argparse
 from datetime import datetime, timezone
 from typing import Final
 
-from ctrail.cli.common import add_common, parse_duration, print_docs, settings_of
+from ctrail.cli.common import add_common, print_docs, settings_of
+from ctrail.query import parse_duration
 
 COLUMNS: Final = (
     ("@timestamp", "@timestamp"), ("rule", "rule.id"), ("severity", "alert.severity"),

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -13,11 +11,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from ctrail.errors import UsageError
 from ctrail.settings import Settings, load_settings
-
-DURATION = re.compile(r"^(\d+)([smhdw])$")
-UNIT_SECS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -31,31 +25,6 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 def settings_of(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, args.data_dir)
-
-
-def parse_duration(text: str) -> timedelta:
-    """'30m', '24h', '7d' → timedelta; UsageError otherwise."""
-    match = DURATION.match(text.strip())
-    if not match:
-        raise UsageError(f"not a duration: {text!r} (use e.g. 30m, 24h, 7d)")
-    return timedelta(seconds=int(match.group(1)) * UNIT_SECS[match.group(2)])
-
-
-def parse_time_arg(text: str | None) -> datetime | None:
-    """An ISO 8601 time (naive is UTC), 'now', or 'now-DURATION'."""
-    if text is None:
-        return None
-    text = text.strip()
-    now = datetime.now(timezone.utc)
-    if text == "now":
-        return now
-    if text.startswith("now-"):
-        return now - parse_duration(text[4:])
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"not a time: {text!r} (use ISO 8601, now or now-24h)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def field(doc: dict[str, Any], path: str) -> Any:
@@ -83,7 +52,9 @@ def print_docs(docs: Iterable[dict[str, Any]], output_format: str, title: str,
         table.add_column(header, overflow="fold")
     for doc in docs:
         table.add_row(*(_cell(field(doc, path)) for _header, path in columns))
-    Console(soft_wrap=False).print(table)
+    # Piped output keeps whole rows (one line each) for grep; a terminal folds to its width.
+    width = None if sys.stdout.isatty() else 100_000
+    Console(soft_wrap=False, width=width).print(table)
     return len(docs)
 
 

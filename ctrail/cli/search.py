@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Final
 
-from ctrail.cli.common import add_common, parse_time_arg, print_docs, settings_of
+from ctrail.cli.common import add_common, print_docs, settings_of
+from ctrail.query import parse_time
 
 COLUMNS: Final = (
     ("@timestamp", "@timestamp"), ("action", "event.action"), ("outcome", "event.outcome"),
@@ -26,7 +27,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    time_from, time_to = parse_time_arg(args.time_from), parse_time_arg(args.time_to)
+    time_from = parse_time(args.time_from) if args.time_from else None
+    time_to = parse_time(args.time_to) if args.time_to else None
     settings = settings_of(args)
     store = settings.store.build(settings.data_dir)
     try:

@@ -1,0 +1,78 @@
+"""The Alert a matched rule raises: a pure function of the rule, the event and the severity.
+
+Being pure, it is idempotent by construction: a replay of the same event rebuilds the same alert,
+with the same id, so the store keeps one.
+
+- `event.id` hashes the rule id and a dedup key. For an audit event the key is its auditID:
+  kube-apiserver logs a long-running request (exec, attach, port-forward, watch) once at
+  ResponseStarted and again at ResponseComplete, and a rule fires once per request, so both
+  stages give the same alert id. Other events use their own event id.
+- `@timestamp` is the event's time; `event.ingested` is the event's own, so the alert does not
+  depend on when it was computed.
+- `alert.group_key` is the rule id and the entities involved: user, and namespace/object (the
+  pod for exec and attach), for grouping and suppression downstream.
+- The event's user, source, container, orchestrator and kubernetes groups are copied, without
+  the raw audit dict; `event.original` keeps the triggering record byte for byte for evidence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+from ctrail.event import Alert, AlertInfo, Event, EventInfo, Rule, Severity
+from detectors.sigma_rules import CompiledRule
+
+ALERT_DATASET: Final = "containertrail.alerts"
+ALERT_MODULE: Final = "containertrail"
+RULESET: Final = "containertrail"
+
+
+def build_alert(rule: CompiledRule, event: Event, severity: Severity) -> Alert:
+    info = event.event
+    k8s = event.kubernetes
+    return Alert(
+        timestamp=event.timestamp,
+        event=EventInfo(
+            id=alert_id(rule.id, dedup_key(event)), kind="alert", category=info.category,
+            type=info.type, action=rule.id, outcome=info.outcome, dataset=ALERT_DATASET,
+            module=ALERT_MODULE, original=info.original, ingested=info.ingested,
+            severity=int(severity)),
+        rule=Rule(id=rule.id, name=rule.title, description=rule.description,
+                  reference=rule.reference, ruleset=RULESET),
+        threat=rule.threat,
+        alert=AlertInfo(severity=severity.word, group_key=group_key(rule.id, event), count=1,
+                        event_ids=(info.id,)),
+        user=event.user, source=event.source, container=event.container,
+        orchestrator=event.orchestrator,
+        kubernetes=k8s.model_copy(update={"audit": None}) if k8s is not None else None)
+
+
+def alert_id(rule_id: str, key: str) -> str:
+    return hashlib.blake2b(f"{rule_id}\x00{key}".encode(), digest_size=16).hexdigest()
+
+
+def dedup_key(event: Event) -> str:
+    """The request's auditID for audit events that have one, else the event id."""
+    audit = event.kubernetes.audit if event.kubernetes is not None else None
+    audit_id = audit.get("auditID") if audit else None
+    return f"audit:{audit_id}" if isinstance(audit_id, str) and audit_id else event.event.id
+
+
+def group_key(rule_id: str, event: Event) -> str:
+    user = event.user.name if event.user is not None else None
+    namespace = event.kubernetes.namespace if event.kubernetes is not None else None
+    return f"{rule_id}|{user or '-'}|{namespace or '-'}/{subject_name(event) or '-'}"
+
+
+def subject_name(event: Event) -> str | None:
+    """The object acted on: the pod when known, else the object the audit event references."""
+    k8s = event.kubernetes
+    if k8s is not None and k8s.pod is not None and k8s.pod.name:
+        return k8s.pod.name
+    orchestrator = event.orchestrator
+    if orchestrator is not None and orchestrator.resource is not None:
+        return orchestrator.resource.name
+    ref = (k8s.audit or {}).get("objectRef") if k8s is not None else None
+    name = ref.get("name") if isinstance(ref, dict) else None
+    return name if isinstance(name, str) else None
