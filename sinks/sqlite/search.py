@@ -39,7 +39,8 @@ class Condition:
             case q.Or(children):
                 return "(" + " OR ".join(self.sql(c) for c in children) + ")"
             case q.Not(child):
-                return f"NOT {self.sql(child)}"
+                # A missing field makes a test NULL; NOT must still keep that document.
+                return f"({self.sql(child)}) IS NOT 1"
             case q.Equals(field, value):
                 return self._values(field, "{v} IN (" + ", ".join(
                     self._param(v) for v in _candidates(value)) + ")")
@@ -51,7 +52,8 @@ class Condition:
             case q.Exists(field):
                 if field == q.TIMESTAMP:
                     return "1"
-                return f"json_type(doc, {_literal(json_path(field))}) NOT IN ('null')"
+                # JSON null counts as missing, as in Elasticsearch.
+                return f"coalesce(json_type(doc, {_literal(json_path(field))}), 'null') != 'null'"
             case q.Range():
                 return self._range(node)
             case q.Text(text, prefix):
