@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Protocol, Sequence
 
 from ctrail.event import Alert, Event, Rejection
 
@@ -76,3 +76,16 @@ class Sink(Protocol):
         """Startup health check; raises Unavailable."""
 
     def close(self) -> None: ...
+
+
+class Store(Sink, Protocol):
+    """A sink that answers searches in the language of ctrail.query (embedded or Elasticsearch).
+
+    `kind` is "events", "alerts" or "dead_letters"; time_from is inclusive, time_to exclusive.
+    `search` returns the newest `limit` matching documents, oldest first, as stored (ECS)."""
+
+    def search(self, query: str, kind: str = "events", time_from: datetime | None = None,
+               time_to: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def count(self, query: str, kind: str = "events", time_from: datetime | None = None,
+              time_to: datetime | None = None) -> int: ...

@@ -18,6 +18,7 @@ from collector.sources import SourceConfig
 from ctrail.errors import ConfigError
 from detectors import SigmaDetectorConfig
 from enrich import EnrichConfig
+from sinks import StoreConfig
 from sinks.sqlite import SqliteConfig
 
 
@@ -45,7 +46,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("ctrail-data"), description="Where the local log and store live.")
     bus: LocalBusConfig = LocalBusConfig()
-    store: SqliteConfig = SqliteConfig()
+    store: StoreConfig = SqliteConfig()
     pipeline: PipelineConfig = PipelineConfig()
     enrich: EnrichConfig = EnrichConfig()
     detection: SigmaDetectorConfig = SigmaDetectorConfig()

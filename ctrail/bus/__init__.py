@@ -25,6 +25,7 @@ class Record:
     value: bytes
     offset: int          # position of this record in its topic
     next_offset: int     # position just after it: what a commit stores
+    partition: int = 0   # Kafka commits per partition; the local log has one per topic
 
 
 class Producer(Protocol):

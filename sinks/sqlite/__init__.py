@@ -17,9 +17,9 @@ class SqliteConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["sqlite"] = "sqlite"
-    path: Path | None = Field(None, description="The database file (default: DATA_DIR/store.db).")
+    path: Path | None = Field(None, description="The database file (default: DATA_DIR/store.sqlite3).")
 
     def build(self, data_dir: Path) -> SqliteStore:
         from sinks.sqlite.store import SqliteStore
 
-        return SqliteStore(self.path or data_dir / "store.db")
+        return SqliteStore(self.path or data_dir / "store.sqlite3")

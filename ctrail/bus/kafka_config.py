@@ -1,0 +1,131 @@
+"""KafkaBusConfig: the `bus: {type: kafka}` section of the configuration (distributed mode).
+
+This module must not import kafka: settings load it whatever the bus type, and kafka-python is
+only needed once a Kafka bus is actually built (`build`, which imports ctrail.bus.kafka then).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt,
+                      field_validator, model_validator)
+
+from ctrail.secrets import SecretRef
+
+if TYPE_CHECKING:
+    from ctrail.bus.kafka import KafkaBus
+
+HOURS_PER_DAY = 24
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaTopicPartitions(_Section):
+    """Partitions per topic, used only when ContainerTrail creates the topic."""
+
+    raw: PositiveInt = Field(6, description="Partitions of ctrail.raw: the upper bound on enrich "
+                                            "workers that can share the load.")
+    events: PositiveInt = Field(6, description="Partitions of ctrail.events (detect and store "
+                                               "workers).")
+    alerts: PositiveInt = Field(3, description="Partitions of ctrail.alerts (notify workers).")
+    dlq: PositiveInt = Field(3, description="Partitions of ctrail.dlq.")
+    entities: PositiveInt = Field(3, description="Partitions of the compacted ctrail.entities.")
+
+
+class KafkaTopicRetention(_Section):
+    """How long each topic keeps records, used only when ContainerTrail creates the topic.
+    ctrail.entities is compacted instead: it keeps the latest fact per key for ever."""
+
+    raw: PositiveInt = Field(7 * HOURS_PER_DAY, description="Hours ctrail.raw keeps records "
+                             "(long enough to replay after fixing a broken stage).")
+    events: PositiveInt = Field(7 * HOURS_PER_DAY, description="Hours ctrail.events keeps records.")
+    alerts: PositiveInt = Field(30 * HOURS_PER_DAY, description="Hours ctrail.alerts keeps records.")
+    dlq: PositiveInt = Field(30 * HOURS_PER_DAY, description="Hours ctrail.dlq keeps dead letters "
+                             "(time to fix the cause and run `ctrail dlq replay`).")
+
+
+class KafkaSecurity(_Section):
+    """TLS and SASL for the connection to the brokers."""
+
+    protocol: Literal["SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        description="Kafka's security.protocol.")
+    ca_file: Path | None = Field(None, description="PEM file of the CA that signed the brokers' "
+                                                   "certificates (TLS protocols); system CAs when absent.")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (SASL protocols).")
+    username: str | None = Field(None, description="SASL user name.")
+    password: SecretRef | None = Field(
+        None, description="SASL password, as a reference: {env: NAME} or {file: PATH}.")
+
+    @model_validator(mode="after")
+    def _sasl_is_complete(self) -> "KafkaSecurity":
+        if self.protocol.startswith("SASL_") and not (self.sasl_mechanism and self.username
+                                                      and self.password):
+            raise ValueError(f"{self.protocol} needs sasl_mechanism, username and password")
+        return self
+
+
+class KafkaBusConfig(_Section):
+    """Kafka topics and consumer groups (distributed mode): `ctrail worker STAGE` processes
+    on any number of hosts share each stage's load."""
+
+    type: Literal["kafka"] = "kafka"
+    bootstrap_servers: str = Field(
+        description="Brokers to bootstrap from, comma separated: `kafka-1:9092,kafka-2:9092`.")
+    client_id: str = Field("ctrail", min_length=1,
+                           description="Client id the brokers see in their logs and quotas.")
+    namespace: str = Field(
+        "", pattern=r"^[A-Za-z0-9._-]*$",
+        description="Prefix of every topic and consumer-group name, so that several pipelines "
+                    "can share a cluster: `staging.` gives `staging.ctrail.raw`. Empty by default.")
+    partitions: KafkaTopicPartitions = KafkaTopicPartitions()
+    replication_factor: PositiveInt = Field(
+        1, description="Replicas of each topic ContainerTrail creates; 3 in production. Writes "
+                       "wait for all in-sync replicas, at least replication_factor - 1 of them.")
+    retention_hours: KafkaTopicRetention = KafkaTopicRetention()
+    linger_ms: NonNegativeInt = Field(
+        5, description="How long the producer waits to fill a batch before sending it.")
+    batch_bytes: PositiveInt = Field(
+        256 * 1024, description="Largest batch of records the producer sends to one partition.")
+    delivery_timeout_secs: float = Field(
+        120.0, ge=2.0, description="How long a write may take, retries included, before it "
+                                   "counts as failed (the stage then backs off and retries).")
+    connect_timeout_secs: PositiveFloat = Field(
+        10.0, description="How long to wait for the first broker at startup.")
+    session_timeout_secs: float = Field(
+        45.0, ge=6.0, le=1800.0,
+        description="A worker silent for this long is presumed dead; its partitions move to "
+                    "the other workers of its stage.")
+    security: KafkaSecurity | None = Field(
+        None, description="TLS and SASL; plaintext when absent.")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers_are_host_port(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",")]
+        bad = [s for s in servers if s.rpartition(":")[0] == "" or
+               not s.rpartition(":")[2].isdigit()]
+        if bad:
+            raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return ",".join(servers)
+
+    def servers(self) -> list[str]:
+        return self.bootstrap_servers.split(",")
+
+    def topic_name(self, topic: str) -> str:
+        """The Kafka topic behind a bus topic (`ctrail.raw`), with the namespace."""
+        return f"{self.namespace}{topic}"
+
+    def group_name(self, group: str) -> str:
+        """The consumer group of a stage: `ctrail.enrich`, with the namespace."""
+        return f"{self.namespace}ctrail.{group}"
+
+    def build(self) -> "KafkaBus":
+        """Connect and create missing topics; raises Unavailable when no broker answers."""
+        from ctrail.bus.kafka import KafkaBus  # kafka-python only when a Kafka bus is used
+
+        return KafkaBus(self)
