@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from collector.sources import SourceConfig
+from ctrail.bus.local import LocalBus
 from ctrail.errors import ConfigError
 from detectors import SigmaDetectorConfig
 from enrich import EnrichConfig
@@ -32,6 +33,9 @@ class LocalBusConfig(Section):
     type: Literal["local"] = "local"
     segment_bytes: PositiveInt = Field(256 * 1024 * 1024,
                                        description="Roll a topic's segment file at this size.")
+
+    def build(self, data_dir: Path) -> LocalBus:
+        return LocalBus(data_dir / "bus", self.segment_bytes)
 
 
 class PipelineConfig(Section):

@@ -7,11 +7,13 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import Sequence
 
 from collector import PARSERS
 from ctrail.cli.common import add_common, settings_of
 from ctrail.runtime.collect import Collector
-from ctrail.runtime.pipeline import Pipeline
+from ctrail.runtime.pipeline import STAGE_NAMES, Pipeline
+from ctrail.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +25,16 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_of(args)
-    pipeline = Pipeline(settings)
+    return serve(settings_of(args), STAGE_NAMES, with_sources=True)
+
+
+def serve(settings: Settings, stages: Sequence[str], with_sources: bool) -> int:
+    """Run `stages` (and the configured sources, if asked) until SIGINT or SIGTERM."""
+    pipeline = Pipeline(settings, stages)
     stop = threading.Event()
     collectors: list[Collector] = []
     try:
-        for name, config in settings.sources.items():
+        for name, config in (settings.sources.items() if with_sources else ()):
             source = config.build(name, settings.data_dir, settings.pipeline.max_record_bytes)
             collectors.append(pipeline.collector(name, source, PARSERS[config.parser_name]()))
         _on_signals(stop)
@@ -37,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
                                     daemon=True) for c in collectors]
         for thread in threads:
             thread.start()
-        log.info("ContainerTrail is running.", extra={"sources": list(settings.sources),
-                                                       "data_dir": str(settings.data_dir)})
+        log.info("ContainerTrail is running.", extra={
+            "stages": list(stages), "sources": [c.name for c in collectors],
+            "bus": settings.bus.type, "store": settings.store.type})
         stop.wait()
         for thread in threads:
             thread.join()

@@ -14,8 +14,7 @@ from typing import Callable, Final, Sequence
 
 from ctrail.bus import ALERTS, DLQ, EVENTS, RAW
 from ctrail.bus.codec import Item
-from ctrail.bus.local import LocalBus
-from ctrail.components import Detector, Enricher, Parser, Sink, Source
+from ctrail.components import Parser, Source
 from ctrail.errors import Retryable
 from ctrail.event import Event
 from ctrail.runtime.collect import Collector
@@ -27,70 +26,87 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class Components:
-    enricher: Enricher
-    detector: Detector
-    store: Sink
+class Stage:
+    """A built stage: its handler, and how to release what the handler holds."""
+
+    handler: Handler
+    close: Callable[[], None] = lambda: None
 
 
-def enrich_handler(components: Components) -> Handler:
+def enrich_stage(settings: Settings) -> Stage:
+    enricher = settings.enrich.build()
+
     def handle(item: Item) -> list[Output]:
         assert isinstance(item, Event)
-        event = components.enricher.enrich(item)
+        event = enricher.enrich(item)
         return [Output(EVENTS, event.key, event)]
-    return lambda items: isolate("enrich", items, handle)
+    return Stage(lambda items: isolate("enrich", items, handle))
 
 
-def detect_handler(components: Components) -> Handler:
+def detect_stage(settings: Settings) -> Stage:
+    detector = settings.detection.build()
+
     def handle(item: Item) -> list[Output]:
         assert isinstance(item, Event)
-        return [Output(ALERTS, alert.key, alert) for alert in components.detector.observe(item)]
+        return [Output(ALERTS, alert.key, alert) for alert in detector.observe(item)]
 
     def handle_batch(items: Sequence[Item]) -> StageResult:
         result = isolate("detect", items, handle)
-        due = components.detector.advance(datetime.now(timezone.utc))
+        due = detector.advance(datetime.now(timezone.utc))
         result.outputs.extend(Output(ALERTS, alert.key, alert) for alert in due)
         return result
-    return handle_batch
+    return Stage(handle_batch)
 
 
-def store_handler(components: Components) -> Handler:
+def store_stage(settings: Settings) -> Stage:
+    store = settings.store.build(settings.data_dir)
+    store.check()
+
     def handle(items: Sequence[Item]) -> StageResult:
-        written = components.store.write(items)
+        written = store.write(items)
         if written.retry:
             raise Retryable(f"the store asked to retry {len(written.retry)} items")
         return StageResult(rejected=list(written.rejected))
-    return handle
+    return Stage(handle, store.close)
 
 
 @dataclass(frozen=True, slots=True)
 class StageSpec:
     name: str
     consumes: tuple[str, ...]
-    build: Callable[[Components], Handler]
+    build: Callable[[Settings], Stage]
 
 
 STAGES: Final = (
-    StageSpec("enrich", consumes=(RAW,), build=enrich_handler),
-    StageSpec("detect", consumes=(EVENTS,), build=detect_handler),
-    StageSpec("store", consumes=(EVENTS, ALERTS, DLQ), build=store_handler),
+    StageSpec("enrich", consumes=(RAW,), build=enrich_stage),
+    StageSpec("detect", consumes=(EVENTS,), build=detect_stage),
+    StageSpec("store", consumes=(EVENTS, ALERTS, DLQ), build=store_stage),
 )
+STAGE_NAMES: Final = tuple(spec.name for spec in STAGES)
 
 
 class Pipeline:
-    """Every stage of embedded mode on the local bus, in this process."""
+    """The selected stages (all by default) on the configured bus, in this process: embedded
+    mode runs them all; a distributed worker runs one."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, stages: Sequence[str] = STAGE_NAMES) -> None:
         self.settings = settings
         self.telemetry = Telemetry()
-        self.bus = LocalBus(settings.data_dir / "bus", settings.bus.segment_bytes)
-        self.components = Components(enricher=settings.enrich.build(),
-                                     detector=settings.detection.build(),
-                                     store=settings.store.build(settings.data_dir))
+        self.bus = settings.bus.build(settings.data_dir)
+        self.stages: list[Stage] = []
+        self.workers: list[StageWorker] = []
         batch = settings.pipeline.batch_events
-        self.workers = [StageWorker(spec.name, self.bus.consumer(spec.name, spec.consumes),
-                                    self.bus.producer(), spec.build(self.components),
-                                    self.telemetry, batch) for spec in STAGES]
+        try:
+            for spec in STAGES:
+                if spec.name in stages:
+                    stage = spec.build(settings)
+                    self.stages.append(stage)
+                    self.workers.append(StageWorker(
+                        spec.name, self.bus.consumer(spec.name, spec.consumes),
+                        self.bus.producer(), stage.handler, self.telemetry, batch))
+        except BaseException:
+            self.close()
+            raise
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -110,6 +126,7 @@ class Pipeline:
 
     def start(self) -> None:
         """Each stage in a thread of its own, until stop()."""
+        self._stop.clear()
         for worker in self.workers:
             thread = threading.Thread(target=worker.run, args=(self._stop,),
                                       name=f"stage-{worker.name}", daemon=True)
@@ -123,7 +140,10 @@ class Pipeline:
         self._threads.clear()
 
     def close(self) -> None:
-        self.stop()
-        self.components.store.close()
+        if hasattr(self, "_stop"):
+            self.stop()
+        for worker in self.workers:
+            worker.consumer.close()
+        for stage in self.stages:
+            stage.close()
         self.bus.close()
-

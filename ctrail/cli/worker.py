@@ -1,0 +1,34 @@
+"""`ctrail worker STAGE`: one stage as a worker on the configured bus (distributed mode).
+
+Run N workers of a stage to share its load: they join the stage's consumer group and Kafka
+splits the topic's partitions between them. `collect` runs the configured sources (webhooks,
+tailers) and publishes to ctrail.raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ctrail.cli.common import add_common, settings_of
+from ctrail.cli.run import serve
+from ctrail.errors import UsageError
+from ctrail.runtime.pipeline import STAGE_NAMES
+
+COLLECT = "collect"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("worker", help="run one stage as a worker (distributed mode)")
+    parser.add_argument("stage", choices=(COLLECT, *STAGE_NAMES), metavar="STAGE",
+                        help=f"one of: {', '.join((COLLECT, *STAGE_NAMES))}")
+    add_common(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    if args.stage == COLLECT:
+        if not settings.sources:
+            raise UsageError("`ctrail worker collect` needs at least one entry under `sources:`")
+        return serve(settings, (), with_sources=True)
+    return serve(settings, (args.stage,), with_sources=False)
