@@ -12,6 +12,7 @@ from typing import Sequence
 from collector import PARSERS
 from ctrail.cli.common import add_common, settings_of
 from ctrail.runtime.collect import Collector
+from ctrail.runtime.health import Heartbeat, all_alive
 from ctrail.runtime.pipeline import STAGE_NAMES, Pipeline
 from ctrail.settings import Settings
 
@@ -25,11 +26,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return serve(settings_of(args), STAGE_NAMES, with_sources=True)
+    return serve(settings_of(args), "run", STAGE_NAMES, with_sources=True)
 
 
-def serve(settings: Settings, stages: Sequence[str], with_sources: bool) -> int:
-    """Run `stages` (and the configured sources, if asked) until SIGINT or SIGTERM."""
+def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bool) -> int:
+    """Run `stages` (and the configured sources, if asked) until SIGINT or SIGTERM, with a
+    heartbeat for `ctrail health` under the name `role`."""
     pipeline = Pipeline(settings, stages)
     stop = threading.Event()
     collectors: list[Collector] = []
@@ -43,10 +45,15 @@ def serve(settings: Settings, stages: Sequence[str], with_sources: bool) -> int:
                                     daemon=True) for c in collectors]
         for thread in threads:
             thread.start()
+        heartbeat = Heartbeat(settings.data_dir, role,
+                              alive=lambda: all_alive([*threads, *pipeline.threads]),
+                              status=lambda: {"stages": pipeline.telemetry.snapshot()})
+        heartbeat.start()
         log.info("ContainerTrail is running.", extra={
             "stages": list(stages), "sources": [c.name for c in collectors],
             "bus": settings.bus.type, "store": settings.store.type})
         stop.wait()
+        heartbeat.stop()
         for thread in threads:
             thread.join()
     finally:

@@ -30,5 +30,5 @@ def run(args: argparse.Namespace) -> int:
     if args.stage == COLLECT:
         if not settings.sources:
             raise UsageError("`ctrail worker collect` needs at least one entry under `sources:`")
-        return serve(settings, (), with_sources=True)
-    return serve(settings, (args.stage,), with_sources=False)
+        return serve(settings, COLLECT, (), with_sources=True)
+    return serve(settings, args.stage, (args.stage,), with_sources=False)

@@ -133,6 +133,10 @@ class Pipeline:
             thread.start()
             self._threads.append(thread)
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return list(self._threads)
+
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:

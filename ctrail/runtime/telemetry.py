@@ -28,3 +28,7 @@ class Telemetry:
             counters.sent += sent
             counters.dead_lettered += dead_lettered
             counters.retries += retries
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {name: vars(counters).copy() for name, counters in self.stages.items()}

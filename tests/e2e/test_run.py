@@ -70,11 +70,17 @@ sources:
         assert post(port, body.encode(), "wrong-token") == 401
         assert post(port, body.encode(), "hook-token-1") == 200
         wait_for(lambda: search_count(exe, data_dir, "user.name:hooked-user") == 1)
+        health = subprocess.run([str(exe), "health", "--data-dir", str(data_dir)],
+                                capture_output=True, text=True, cwd=REPO)
+        assert (health.returncode, health.stdout.strip()) == (0, "healthy: run")
     finally:
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "hook-token-1" not in err
+    stopped = subprocess.run([str(exe), "health", "--data-dir", str(data_dir)],
+                             capture_output=True, text=True, cwd=REPO)
+    assert stopped.returncode == 1 and stopped.stdout.startswith("unhealthy")
 
 
 def _port_open(port: int) -> bool:
