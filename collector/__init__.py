@@ -7,9 +7,19 @@ from __future__ import annotations
 
 from typing import Final
 
+from collector.parsers.cri_log import ContainerLogParser
+from collector.parsers.distribution import DistributionParser
+from collector.parsers.docker_event import DockerEventParser
+from collector.parsers.falco import FalcoParser
+from collector.parsers.harbor import HarborParser
 from collector.parsers.k8s_audit import K8sAuditParser
 from ctrail.components import Parser
 
 PARSERS: Final[dict[str, type[Parser]]] = {
     "k8s-audit": K8sAuditParser,
+    "docker-events": DockerEventParser,
+    "container-log": ContainerLogParser,
+    "falco": FalcoParser,
+    "registry": DistributionParser,
+    "harbor": HarborParser,
 }

@@ -1,8 +1,9 @@
 """The one typed model that crosses every stage boundary: Event, Alert and Rejection.
 
 Field names follow the Elastic Common Schema (ECS) so Kibana and Elastic Security read our
-documents as they are. `registry.*` and `alert.*` are our own groups. Raw Kubernetes audit
-fields stay under `kubernetes.audit.*`, as Elastic's Kubernetes integration keeps them.
+documents as they are. `registry.*`, `docker.*` and `alert.*` are our own groups. Raw Kubernetes
+audit fields stay under `kubernetes.audit.*`, as Elastic's Kubernetes integration keeps them, and
+raw Falco alerts under `falco.*`, as Elastic's Falco integration keeps them.
 
 The models are frozen; stages derive new events with `model_copy(update=...)`. Serialisation
 (`ctrail.bus.codec`) is pydantic-core's, from and to JSON bytes, with no dict round trip.
@@ -115,6 +116,97 @@ class Host(EcsModel):
 class Related(EcsModel):
     user: tuple[str, ...] = ()
     ip: tuple[str, ...] = ()
+    hash: tuple[str, ...] = ()                # image and blob digests, to pivot across sources
+    hosts: tuple[str, ...] = ()
+
+
+class ProcessParent(EcsModel):
+    name: str | None = None
+    pid: int | None = None
+    executable: str | None = None
+    command_line: str | None = None
+
+
+class Process(EcsModel):
+    """ECS `process.*`: Falco's proc.* fields, a Docker exec's command, a container's exit code."""
+
+    name: str | None = None
+    pid: int | None = None
+    executable: str | None = None
+    command_line: str | None = None
+    exit_code: int | None = None
+    parent: ProcessParent | None = None
+
+
+class LogFile(EcsModel):
+    path: str | None = None
+
+
+class Log(EcsModel):
+    """ECS `log.*`: where a log line was read from, and the level its producer gave it."""
+
+    level: str | None = None
+    file: LogFile | None = None
+
+
+class HttpRequest(EcsModel):
+    id: str | None = None
+    method: str | None = None
+
+
+class Http(EcsModel):
+    request: HttpRequest | None = None
+
+
+class EventRule(EcsModel):
+    """ECS `rule.*` on an event that an external detector (Falco) raised; our own alerts use Rule."""
+
+    id: str | None = None
+    name: str | None = None
+    ruleset: str | None = None
+
+
+class Docker(EcsModel):
+    """Our own `docker.*`: the Docker Engine event's object type, scope and actor, as sent."""
+
+    type: str | None = None                   # container, image, network, volume, daemon, ...
+    scope: str | None = None                  # local | swarm
+    actor_id: str | None = None               # the object's id (a network id for network events)
+    attributes: dict[str, str] | None = None  # Actor.Attributes: labels, image, name, exitCode...
+
+
+class RegistryScan(EcsModel):
+    """A vulnerability scan of an image (Harbor's scan_overview), summarised."""
+
+    status: str | None = None                 # Success, Error, Stopped, ...
+    severity: str | None = None               # the worst severity found: None, Low, ... Critical
+    report_id: str | None = None
+    scanner: str | None = None                # "Trivy v0.37.2"
+    total: int | None = None
+    fixable: int | None = None
+    counts: dict[str, int] | None = None      # vulnerabilities per severity
+
+
+class Registry(EcsModel):
+    """Our own `registry.*`: what a registry says happened to an image reference.
+
+    Kept apart from `container.image.*`, which ECS reserves for the image a running container
+    was started from; the entity graph joins the two on the digest (`related.hash`)."""
+
+    type: str                                 # "distribution" or "harbor"
+    event_id: str | None = None               # the registry's own id for this event
+    repository: str | None = None             # "library/test", "harbor/alpine"
+    namespace: str | None = None              # Harbor project
+    digest: str | None = None
+    tag: str | None = None
+    media_type: str | None = None
+    size: int | None = None
+    url: str | None = None
+    host: str | None = None                   # the registry as the client addressed it
+    instance: str | None = None               # the registry instance that sent the event
+    from_repository: str | None = None        # cross-repository blob mounts
+    scan: RegistryScan | None = None
+    details: dict[str, Any] | None = None     # event data we do not map (replication, retention)
 
 
 class Event(EcsModel):
@@ -129,6 +221,15 @@ class Event(EcsModel):
     host: Host | None = None
     related: Related | None = None
     tags: tuple[str, ...] = ()
+    message: str | None = None
+    stream: str | None = None                 # container logs: stdout | stderr
+    log: Log | None = None
+    process: Process | None = None
+    http: Http | None = None
+    rule: EventRule | None = None
+    docker: Docker | None = None
+    registry: Registry | None = None
+    falco: dict[str, Any] | None = None       # the raw Falco alert, as received
 
     @property
     def key(self) -> str:

@@ -9,10 +9,10 @@ from typing import Annotated
 
 from pydantic import Field
 
+from sinks.elasticsearch import ElasticsearchConfig
 from sinks.sqlite import SqliteConfig
 
-# One member per store; `store.type` picks it. (A discriminated union of one member is not
-# allowed by pydantic, so this becomes Annotated[A | B, Field(discriminator="type")] with two.)
-StoreConfig = Annotated[SqliteConfig, Field(discriminator="type")]
+# One member per store; `store.type` picks it.
+StoreConfig = Annotated[SqliteConfig | ElasticsearchConfig, Field(discriminator="type")]
 
-__all__ = ["SqliteConfig", "StoreConfig"]
+__all__ = ["ElasticsearchConfig", "SqliteConfig", "StoreConfig"]

@@ -52,8 +52,10 @@ class Condition:
             case q.Exists(field):
                 if field == q.TIMESTAMP:
                     return "1"
-                # JSON null counts as missing, as in Elasticsearch.
-                return f"coalesce(json_type(doc, {_literal(json_path(field))}), 'null') != 'null'"
+                # JSON null and an empty list count as missing, as in Elasticsearch.
+                path = _literal(json_path(field))
+                return (f"(json_type(doc, {path}) NOT IN ('null', 'array') "
+                        f"OR json_array_length(doc, {path}) > 0)")
             case q.Range():
                 return self._range(node)
             case q.Text(text, prefix):

@@ -6,6 +6,7 @@ enriched by the real parser and enricher, so the stored documents are what users
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,7 +19,9 @@ from ctrail.components import RawRecord
 from ctrail.errors import QueryError
 from ctrail.event import Event, Rejection
 from enrich import EnrichConfig
+from sinks.elasticsearch import ElasticsearchConfig
 from sinks.sqlite import SqliteConfig
+from tests.services import elasticsearch_url
 
 
 def audit(n: int, user: str, verb: str, resource: str, namespace: str | None, ips: list[str],
@@ -51,12 +54,57 @@ EVENTS = [
 ]
 
 
-@pytest.fixture(params=["sqlite"])
+def elasticsearch_config(**overrides: Any) -> ElasticsearchConfig:
+    """Writes wait until searchable, so a search right after a write sees it."""
+    values: dict[str, Any] = {"hosts": [elasticsearch_url()], "refresh_on_write": True,
+                              "namespace": f"t{uuid.uuid4().hex[:12]}"}
+    return ElasticsearchConfig(**(values | overrides))
+
+
+# This server has no _data_stream API: a data stream, once created, cannot be deleted, nor its
+# write index. So a test session writes to one namespace of its own and empties it after each
+# test (roll every stream over, delete the older backing indices): every test starts empty, and
+# a session leaves behind only its namespace's templates and closed, empty write indices.
+
+@pytest.fixture(scope="session")
+def es_namespace() -> Iterator[str]:
+    namespace = f"t{uuid.uuid4().hex[:12]}"
+    yield namespace
+    with _client() as client:
+        for data_stream in _streams(client, namespace):
+            client.indices.close(index=data_stream["backing_indices"][-1])
+
+
+def empty_namespace(namespace: str) -> None:
+    with _client() as client:
+        for data_stream in _streams(client, namespace):
+            client.indices.rollover(alias=data_stream["name"])
+            client.indices.delete(index=",".join(data_stream["backing_indices"]))
+
+
+def _client() -> Any:
+    from elasticsearch import Elasticsearch
+
+    return Elasticsearch(elasticsearch_url())
+
+
+def _streams(client: Any, namespace: str) -> list[dict[str, Any]]:
+    resolved = client.indices.resolve_index(name=f"logs-containertrail.*-{namespace}")
+    return list(resolved["data_streams"])
+
+
+@pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    built = SqliteConfig().build(tmp_path)
+    if request.param == "sqlite":
+        config: Any = SqliteConfig()
+    else:
+        config = elasticsearch_config(namespace=request.getfixturevalue("es_namespace"))
+    built = config.build(tmp_path)
     built.write(EVENTS)
     yield built
     built.close()
+    if isinstance(config, ElasticsearchConfig):
+        empty_namespace(config.namespace)
 
 
 def users(docs: list[dict[str, Any]]) -> list[str]:

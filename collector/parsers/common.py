@@ -1,0 +1,166 @@
+"""Helpers every JSON wire format shares: strict decoding, timestamps, exact member spans.
+
+Each one turns a malformed input into InvalidInput with a reason, so parsers never leak another
+exception to the stage runner.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from datetime import datetime, timezone
+from typing import Any, Final
+
+import orjson
+
+from ctrail.errors import InvalidInput, Reason
+
+MAX_DEPTH: Final = 64
+"""Deeper raw documents are refused: the bus and store serialisers have recursion limits, and no
+real source nests this deep."""
+
+_decoder = json.JSONDecoder()
+
+
+def decode_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(Reason.INVALID_ENCODING, f"not UTF-8 at byte {exc.start}") from None
+
+
+def load_object(data: bytes | str, what: str = "record") -> dict[str, Any]:
+    """A JSON object, not too deep; raises InvalidInput otherwise."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(Reason.INVALID_JSON, f"{what}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput(Reason.SCHEMA_MISMATCH, f"{what} is a JSON {type(doc).__name__}, "
+                                                   "not an object")
+    check_depth(doc)
+    return doc
+
+
+def check_depth(doc: Any) -> None:
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidInput(Reason.SCHEMA_MISMATCH, f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def parse_time(value: Any, field: str) -> datetime:
+    """RFC 3339 with up to nanoseconds (kept to microseconds); naive is UTC."""
+    if not isinstance(value, str):
+        raise InvalidInput(Reason.INVALID_TIMESTAMP, f"{field} is not a string: {value!r:.60}")
+    text = value[:-1] + "Z" if value.endswith("z") else value    # Go accepts a lowercase zone
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(Reason.INVALID_TIMESTAMP, f"{field} is not a timestamp: {value!r:.60}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def from_epoch(value: Any, field: str, per_second: int = 1) -> datetime:
+    """An integer epoch in seconds (per_second=1) or nanoseconds (per_second=10**9)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput(Reason.INVALID_TIMESTAMP, f"{field} is not an integer: {value!r:.60}")
+    seconds, fraction = divmod(value, per_second)
+    try:
+        moment = datetime.fromtimestamp(seconds, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidInput(Reason.INVALID_TIMESTAMP, f"{field} is out of range: {value}") from None
+    return moment.replace(microsecond=fraction * 1_000_000 // per_second)
+
+
+def optional_str(doc: dict[str, Any], key: str, where: str = "") -> str | None:
+    """doc[key] when it is a non-empty string, None when absent, null or empty."""
+    value = doc.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(Reason.SCHEMA_MISMATCH, f"{where}{key} is not a string")
+    return value
+
+
+def optional_obj(doc: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
+    value = doc.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(Reason.SCHEMA_MISMATCH, f"{where}{key} is not an object")
+    return value
+
+
+def optional_int(doc: dict[str, Any], key: str, where: str = "") -> int | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput(Reason.SCHEMA_MISMATCH, f"{where}{key} is not an integer")
+    return value
+
+
+def split_address(addr: str | None) -> tuple[str | None, str | None]:
+    """("ip", None) or (None, "host") from "ip:port", "[v6]:port", "ip" or "host:port": only a
+    real IP goes to source.ip, which stores index as the ip type."""
+    if not addr:
+        return None, None
+    host = addr
+    if addr.startswith("[") and "]" in addr:
+        host = addr[1:addr.index("]")]
+    elif addr.count(":") == 1:
+        host = addr.split(":", 1)[0]
+    try:
+        return str(ipaddress.ip_address(host)), None
+    except ValueError:
+        return None, host or None
+
+
+def member_spans(text: str, key: str) -> list[tuple[int, int]] | None:
+    """Exact (start, end) of each element of a top-level object's `key` array, so each element
+    keeps its own bytes as `event.original`. None when the document has no such array."""
+    try:
+        return _member_spans(text, key)
+    except (ValueError, IndexError, RecursionError):
+        return None
+
+
+def _member_spans(text: str, key: str) -> list[tuple[int, int]] | None:
+    pos = _skip(text, 0)
+    if pos >= len(text) or text[pos] != "{":
+        return None
+    pos = _skip(text, pos + 1)
+    while pos < len(text) and text[pos] != "}":
+        name, pos = _decoder.raw_decode(text, pos)
+        pos = _skip(text, _skip(text, pos) + 1)          # past the colon
+        if name == key and text[pos] == "[":
+            return _array_spans(text, pos)
+        _value, pos = _decoder.raw_decode(text, pos)
+        pos = _skip(text, pos)
+        if text[pos] == ",":
+            pos = _skip(text, pos + 1)
+    return None
+
+
+def _array_spans(text: str, pos: int) -> list[tuple[int, int]]:
+    spans = []
+    pos = _skip(text, pos + 1)
+    while text[pos] != "]":
+        _value, end = _decoder.raw_decode(text, pos)
+        spans.append((pos, end))
+        pos = _skip(text, end)
+        if text[pos] == ",":
+            pos = _skip(text, pos + 1)
+    return spans
+
+
+def _skip(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos

@@ -1,0 +1,84 @@
+"""The write path: skip what is already stored, bulk-create the rest, read every item's result.
+
+Why look before writing: `create` refuses an `_id` that exists (409, counted as delivered), but
+only within one backing index. After a rollover the stream writes to a new backing index, where
+every old id is free again, and a data stream does not let a writer pick the backing index from
+the document. So a replay (at-least-once delivery after a crash) would store a second copy. One
+`ids` search over the target streams, before each bulk, finds the ids stored in any backing index
+and leaves them out. A search sees documents once refreshed (within a second); a replay that
+races a write, a rollover and a refresh inside that second is the one case this cannot see.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final, Sequence
+
+from ctrail.bus.codec import Item
+from ctrail.components import WriteResult
+from ctrail.errors import Retryable, Unavailable
+from ctrail.event import Rejection
+from sinks.elasticsearch.documents import Document, bulk_lines, document
+from sinks.elasticsearch.outcome import Outcome, classify, rejected
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+# Documents per bulk request; also the ids one lookup asks for, under the 10 000 a search returns.
+MAX_BULK_DOCS: Final = 5000
+
+
+def write(client: Elasticsearch, namespace: str, items: Sequence[Item],
+          refresh: bool) -> WriteResult:
+    """Store items once each; retry what the cluster could not take now, reject what it never will.
+    Raises Retryable (Unavailable when unreachable) if a request as a whole failed."""
+    delivered = 0
+    retry: list[Item] = []
+    refused: list[Rejection] = []
+    docs = [document(item, namespace) for item in items]
+    for start in range(0, len(docs), MAX_BULK_DOCS):
+        chunk = docs[start:start + MAX_BULK_DOCS]
+        stored = already_stored(client, chunk)
+        fresh = [doc for doc in chunk if doc.id not in stored]
+        delivered += len(chunk) - len(fresh)
+        for doc, result in zip(fresh, create(client, fresh, refresh)):
+            outcome = classify(result)
+            if outcome is Outcome.DELIVERED:
+                delivered += 1
+            elif outcome is Outcome.RETRY:
+                retry.append(doc.item)
+            else:
+                refused.append(rejected(doc, result))
+    return WriteResult(delivered=delivered, retry=tuple(retry), rejected=tuple(refused))
+
+
+def already_stored(client: Elasticsearch, docs: Sequence[Document]) -> set[str]:
+    """The ids among `docs` that some backing index of their streams already holds."""
+    ids = sorted({doc.id for doc in docs})
+    streams = ",".join(sorted({doc.stream for doc in docs}))
+    response = _call(client.search, index=streams, query={"ids": {"values": ids}}, size=len(ids),
+                     source=False, track_total_hits=False, ignore_unavailable=True,
+                     allow_no_indices=True, filter_path="hits.hits._id")
+    return {hit["_id"] for hit in response.get("hits", {}).get("hits", [])}
+
+
+def create(client: Elasticsearch, docs: Sequence[Document], refresh: bool) -> list[dict[str, Any]]:
+    """Each document's item result, in order. The client's own retry on 429 is off (see
+    store.connect): a refused document comes back here, classified, never retried blindly."""
+    if not docs:
+        return []
+    response = _call(client.bulk, operations=bulk_lines(list(docs)),
+                     refresh="wait_for" if refresh else False,
+                     filter_path="items.*.status,items.*.error")
+    return [next(iter(item.values())) for item in response["items"]]
+
+
+def _call(method: Any, **kwargs: Any) -> Any:
+    from elastic_transport import ConnectionError, TransportError
+    from elasticsearch import ApiError
+
+    try:
+        return method(**kwargs).body
+    except ConnectionError as exc:
+        raise Unavailable(f"Elasticsearch is unreachable: {exc.message}") from exc
+    except (ApiError, TransportError) as exc:  # the whole request: 429, 5xx, timeouts
+        raise Retryable(f"Elasticsearch refused a request: {exc}") from exc

@@ -1,0 +1,138 @@
+"""ElasticsearchStore: the store of distributed mode, answering the same searches as sinks/sqlite.
+
+Writes go to data streams (see bulk.py for how replays stay single); searches translate the query
+tree with the fields' mapped types (search.py). Safe to share between threads: the client is.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, Final, Sequence
+
+from elastic_transport import ConnectionError, TransportError
+from elasticsearch import ApiError, Elasticsearch
+
+from ctrail.bus.codec import Item
+from ctrail.components import WriteResult
+from ctrail.errors import QueryError, Unavailable
+from ctrail.query import parse_query
+from ctrail.secrets import resolve_secret
+from sinks.elasticsearch import bulk, templates
+from sinks.elasticsearch.config import ElasticsearchConfig
+from sinks.elasticsearch.search import FieldTypes, fields_of, index_of, to_dsl
+
+log = logging.getLogger(__name__)
+PAGE: Final = 10_000                    # index.max_result_window: the most one request returns
+# Ties on @timestamp are broken by id, so pages never skip or repeat a document.
+TIEBREAK: Final = {"events": "event.id", "alerts": "event.id", "dead_letters": "id"}
+NO_INDEX_FAILS: Final[dict[str, Any]] = {"ignore_unavailable": True, "allow_no_indices": True}
+
+
+def connect(config: ElasticsearchConfig) -> Elasticsearch:
+    auth: dict[str, Any] = {}
+    if config.api_key is not None:
+        auth["api_key"] = resolve_secret(config.api_key).get_secret_value()
+    elif config.username is not None and config.password is not None:
+        auth["basic_auth"] = (config.username, resolve_secret(config.password).get_secret_value())
+    if config.ca_file is not None:
+        auth["ca_certs"] = str(config.ca_file)
+    # retry_on_status=(): a whole request refused with 429/503 is not resent blindly; the
+    # store stage backs off and redelivers the batch, which replays nothing twice.
+    return Elasticsearch(config.hosts, request_timeout=config.request_timeout_secs,
+                         max_retries=config.max_retries, retry_on_timeout=True,
+                         retry_on_status=(), **auth)
+
+
+class ElasticsearchStore:
+    def __init__(self, config: ElasticsearchConfig) -> None:
+        self.config = config
+        self.namespace = config.namespace
+        self.client = connect(config)
+        try:
+            self.ilm = templates.install(self.client, config)
+        except (ApiError, TransportError) as exc:
+            self.client.close()
+            raise Unavailable(f"cannot install templates in Elasticsearch {config.hosts}: "
+                              f"{_one_line(exc)}") from exc
+
+    # ── the sink side ────────────────────────────────────────────────────────────────────────
+
+    def write(self, items: Sequence[Item]) -> WriteResult:
+        return bulk.write(self.client, self.namespace, items, self.config.refresh_on_write)
+
+    def check(self) -> None:
+        try:
+            self.client.cluster.health()
+            missing = templates.missing(self.client, self.namespace)
+        except (ApiError, TransportError) as exc:
+            raise Unavailable(f"Elasticsearch {self.config.hosts}: {_one_line(exc)}") from exc
+        if missing:
+            raise Unavailable(f"Elasticsearch {self.config.hosts} lacks the index templates "
+                              f"{', '.join(missing)}; restart to install them")
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ── the search side ──────────────────────────────────────────────────────────────────────
+
+    def search(self, query: str, kind: str = "events", time_from: datetime | None = None,
+               time_to: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest `limit` matching documents, oldest first; time_to is exclusive."""
+        index = index_of(kind, self.namespace)
+        body = self._query(query, index, time_from, time_to)
+        sort = [{"@timestamp": {"order": "desc"}}, {TIEBREAK[kind]: {"order": "desc"}}]
+        found: list[dict[str, Any]] = []
+        after: list[Any] | None = None
+        while len(found) < limit:
+            size = min(PAGE, limit - len(found))
+            page = self._request(self.client.search, index=index, query=body, sort=sort,
+                                 size=size, search_after=after, track_total_hits=False,
+                                 **NO_INDEX_FAILS)
+            hits = page["hits"]["hits"]
+            found.extend(hit["_source"] for hit in hits)
+            if len(hits) < size:
+                break
+            after = hits[-1]["sort"]
+        return found[::-1]
+
+    def count(self, query: str, kind: str = "events", time_from: datetime | None = None,
+              time_to: datetime | None = None) -> int:
+        index = index_of(kind, self.namespace)
+        body = self._query(query, index, time_from, time_to)
+        return int(self._request(self.client.count, index=index, query=body,
+                                 **NO_INDEX_FAILS)["count"])
+
+    def _query(self, query: str, index: str, time_from: datetime | None,
+               time_to: datetime | None) -> dict[str, Any]:
+        tree = parse_query(query)
+        return to_dsl(tree, self._types(fields_of(tree), index), time_from, time_to)
+
+    def _types(self, fields: set[str], index: str) -> FieldTypes:
+        if not fields:
+            return {}
+        caps = self._request(self.client.field_caps, index=index, fields=sorted(fields),
+                             **NO_INDEX_FAILS)
+        return {field: frozenset(types) for field, types in caps["fields"].items()}
+
+    def _request(self, method: Any, **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs).body
+        except ConnectionError as exc:
+            raise Unavailable(f"Elasticsearch is unreachable: {exc.message}") from exc
+        except ApiError as exc:
+            if exc.status_code == 400:
+                raise QueryError(f"Elasticsearch refused the query: {_one_line(exc)}") from None
+            raise Unavailable(f"Elasticsearch {self.config.hosts}: {_one_line(exc)}") from exc
+        except TransportError as exc:
+            raise Unavailable(f"Elasticsearch {self.config.hosts}: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, ApiError):
+        error = exc.body.get("error") if isinstance(exc.body, dict) else None
+        root = (error.get("root_cause") or [error])[0] if isinstance(error, dict) else None
+        if isinstance(root, dict):
+            return f"{exc.status_code} {root.get('type')}: {root.get('reason')}"
+        return f"{exc.status_code} {exc.message}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
