@@ -8,13 +8,14 @@ e.g. `CTRAIL_ENRICH__CLUSTER_NAME=prod-eu`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from collector.sources import SourceConfig
+from ctrail.bus.kafka_config import KafkaBusConfig
 from ctrail.bus.local import LocalBus
 from ctrail.errors import ConfigError
 from detectors import SigmaDetectorConfig
@@ -49,7 +50,7 @@ class Settings(BaseSettings):
                                       extra="forbid", frozen=True)
 
     data_dir: Path = Field(Path("ctrail-data"), description="Where the local log and store live.")
-    bus: LocalBusConfig = LocalBusConfig()
+    bus: Annotated[LocalBusConfig | KafkaBusConfig, Field(discriminator="type")] = LocalBusConfig()
     store: StoreConfig = SqliteConfig()
     pipeline: PipelineConfig = PipelineConfig()
     enrich: EnrichConfig = EnrichConfig()

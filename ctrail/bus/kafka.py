@@ -16,11 +16,11 @@ bootstrap servers and what failed; a broker refusing a topic's settings is a Con
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence, TypeVar
-
-import warnings
 
 # kafka-python 3 reads its protocol schemas with importlib.resources.read_text (and open_text)
 # at import time, deprecated on Python 3.11-3.12 and un-deprecated in 3.13: ignore exactly those
@@ -101,6 +101,23 @@ def unavailable(config: KafkaBusConfig, what: str) -> Iterator[None]:
                           f"{_describe(exc)}") from None
 
 
+def probe(config: KafkaBusConfig) -> None:
+    """Raise Unavailable unless some bootstrap server accepts a TCP connection. kafka-python
+    leaks a half-built client (its IO thread and socket) when a constructor fails to bootstrap,
+    so the common case, no broker listening, is caught before any client is built."""
+    failures: list[str] = []
+    for server in config.servers():
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)),
+                                          timeout=config.connect_timeout_secs):
+                return
+        except OSError as exc:
+            failures.append(f"{server}: {exc.strerror or type(exc).__name__}")
+    raise Unavailable(f"Kafka at {config.bootstrap_servers}: connecting failed: "
+                      f"{'; '.join(failures)}")
+
+
 def ensure_topics(admin: KafkaAdminClient, config: KafkaBusConfig) -> list[str]:
     """Create the missing topics; existing ones are left as they are. Returns those created."""
     with unavailable(config, "creating topics"):
@@ -111,7 +128,8 @@ def ensure_topics(admin: KafkaAdminClient, config: KafkaBusConfig) -> list[str]:
         if error is kafka_errors.NoError:
             created.append(topic["name"])
         elif error is not kafka_errors.TopicAlreadyExistsError:
-            problem = f"creating topic {topic['name']} failed: {topic['error_message'] or error.__name__}"
+            reason = topic["error_message"] or error.__name__
+            problem = f"creating topic {topic['name']} failed: {reason}"
             if issubclass(error, CONFIG_ERRORS):
                 raise ConfigError(f"Kafka at {config.bootstrap_servers}: {problem}")
             raise Unavailable(f"Kafka at {config.bootstrap_servers}: {problem}")
@@ -134,6 +152,7 @@ class KafkaBus:
     def __init__(self, config: KafkaBusConfig) -> None:
         self.config = config
         self.options = client_options(config)
+        probe(config)
         with unavailable(config, "connecting"):
             self.admin = KafkaAdminClient(**self.options)
         try:
@@ -231,7 +250,12 @@ class _OwnershipListener(ConsumerRebalanceListener):
 
 
 class KafkaBusConsumer:
-    """One member of the stage's consumer group `<namespace>ctrail.<group>`."""
+    """One member of the stage's consumer group `<namespace>ctrail.<group>`. Not thread-safe
+    (except `lag` and `assigned`): one consumer per worker thread.
+
+    A member takes part in a rebalance only inside `poll`, so call it without long pauses:
+    kafka-python 3.0.12 throws away a group join that completed between two polls and starts
+    another, and a member that pauses between polls can keep its group rebalancing."""
 
     def __init__(self, bus: KafkaBus, group: str, topics: Sequence[str]) -> None:
         config = bus.config
@@ -250,7 +274,16 @@ class KafkaBusConsumer:
                 **bus.options, group_id=self._group_id, enable_auto_commit=False,
                 auto_offset_reset="earliest", session_timeout_ms=session_ms,
                 heartbeat_interval_ms=min(3000, session_ms // 3))
+            # Load the topics' metadata before joining: a group leader that joins without it
+            # assigns nobody those partitions and does not always notice when it arrives.
+            for topic in self._logical:
+                self._consumer.partitions_for_topic(topic)
             self._consumer.subscribe(list(self._logical), listener=_OwnershipListener(self))
+
+    def assigned(self) -> list[tuple[str, int]]:
+        """(bus topic, partition) pairs this member owns now; [] before it joined."""
+        with self._lock:
+            return sorted((self._logical[tp.topic], tp.partition) for tp in self._owned)
 
     def own(self, partitions: set[TopicPartition]) -> None:
         with self._lock:

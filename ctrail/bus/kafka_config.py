@@ -124,8 +124,9 @@ class KafkaBusConfig(_Section):
         """The consumer group of a stage: `ctrail.enrich`, with the namespace."""
         return f"{self.namespace}ctrail.{group}"
 
-    def build(self) -> "KafkaBus":
-        """Connect and create missing topics; raises Unavailable when no broker answers."""
+    def build(self, data_dir: Path | None = None) -> "KafkaBus":
+        """Connect and create missing topics; raises Unavailable when no broker answers.
+        (`data_dir` is unused: Kafka keeps topics and offsets on the brokers.)"""
         from ctrail.bus.kafka import KafkaBus  # kafka-python only when a Kafka bus is used
 
         return KafkaBus(self)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Final, Sequence
@@ -123,6 +124,22 @@ class Pipeline:
         """Run the stages until every one has committed everything upstream produced."""
         while self.step() or any(worker.consumer.lag() for worker in self.workers):
             pass
+
+    def wait_processed(self, timeout_secs: float) -> dict[str, int]:
+        """Wait until every stage's group (wherever its workers run) has committed all that
+        is upstream of it; returns each stage's remaining lag (all 0 unless time ran out).
+        Lags are read in stage order, so one pass of zeros means the whole flow is done."""
+        watchers = {spec.name: self.bus.consumer(spec.name, spec.consumes) for spec in STAGES}
+        deadline = time.monotonic() + timeout_secs
+        try:
+            while True:
+                lags = {name: watcher.lag() for name, watcher in watchers.items()}
+                if not any(lags.values()) or time.monotonic() > deadline:
+                    return lags
+                time.sleep(0.5)
+        finally:
+            for watcher in watchers.values():
+                watcher.close()
 
     def start(self) -> None:
         """Each stage in a thread of its own, until stop()."""
