@@ -13,8 +13,9 @@ from collector import PARSERS
 from collector.sources.files import FileSource, check_inputs
 from ctrail.cli.common import add_common, settings_of
 from ctrail.components import EndOfInput
+from ctrail.errors import Unavailable
 from ctrail.runtime.collect import Collector
-from ctrail.runtime.pipeline import Pipeline
+from ctrail.runtime.pipeline import STAGE_NAMES, Pipeline
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -22,6 +23,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--source", required=True, choices=sorted(PARSERS),
                         help="the format of the files")
     parser.add_argument("files", nargs="+", metavar="FILE", help="input files, or - for stdin")
+    parser.add_argument("--wait", type=float, default=600.0, metavar="SECS",
+                        help="on Kafka, how long to wait for the workers to process what was "
+                             "published (default 600)")
     add_common(parser)
     parser.set_defaults(run=run)
 
@@ -29,7 +33,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     check_inputs(args.files)
     settings = settings_of(args)
-    pipeline = Pipeline(settings)
+    # Embedded: this process runs every stage. On Kafka the `ctrail worker` processes do, and
+    # joining their groups from here would only make them rebalance: publish, then wait.
+    embedded = settings.bus.type == "local"
+    pipeline = Pipeline(settings, STAGE_NAMES if embedded else ())
     try:
         with _progress(args.files) as progress:
             task = progress.add_task("ingesting", total=_total_bytes(args.files))
@@ -37,10 +44,15 @@ def run(args: argparse.Namespace) -> int:
                                 on_progress=lambda n: progress.advance(task, n))
             collector = pipeline.collector("ingest", source, PARSERS[args.source]())
             _collect_all(collector, pipeline)
+        behind = {} if embedded else pipeline.wait_processed(args.wait)
     finally:
         pipeline.close()
     counts = collector.counts
     print(f"{counts.accepted} accepted, {counts.dead_lettered} dead-lettered")
+    if any(behind.values()):
+        lags = ", ".join(f"{stage} {lag}" for stage, lag in behind.items() if lag)
+        raise Unavailable(f"published, but the workers did not catch up within {args.wait:.0f} s "
+                          f"(still to process: {lags}); are `ctrail worker` processes running?")
     return 0
 
 
