@@ -10,13 +10,13 @@ whole under `kubernetes.audit`.
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, ClassVar, Final
 
 import orjson
 
 from collector.identity import event_id
+from collector.parsers.common import decode_text, member_spans, parse_time
 from ctrail.components import RawRecord
 from ctrail.ecs import DATASET_K8S_AUDIT
 from ctrail.errors import InvalidInput, Reason
@@ -25,57 +25,6 @@ from ctrail.event import Event
 AUDIT_KINDS: Final = frozenset({"Event", "EventList"})
 TIMESTAMP_FIELDS: Final = ("requestReceivedTimestamp", "stageTimestamp", "timestamp")
 OBJECT_FIELDS: Final = ("user", "objectRef", "responseStatus", "annotations", "impersonatedUser")
-_decoder = json.JSONDecoder()
-
-
-def parse_time(value: Any, field: str) -> datetime:
-    """RFC 3339 (and the 'YYYY-MM-DD HH:MM:SS.fffffffff' some exporters write); naive is UTC."""
-    if not isinstance(value, str):
-        raise InvalidInput(Reason.INVALID_TIMESTAMP, f"{field} is not a string: {value!r:.60}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(Reason.INVALID_TIMESTAMP, f"{field} is not a timestamp: {value!r:.60}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def item_spans(text: str) -> list[tuple[int, int]] | None:
-    """Exact (start, end) of each element of a top-level object's "items" array, so each event
-    keeps its own bytes as `event.original`. None when the document has no items array."""
-    pos = _skip(text, 0)
-    if pos >= len(text) or text[pos] != "{":
-        return None
-    pos = _skip(text, pos + 1)
-    while pos < len(text) and text[pos] != "}":
-        key, pos = _decoder.raw_decode(text, pos)
-        pos = _skip(text, _skip(text, pos) + 1)          # past the colon
-        if key == "items" and text[pos] == "[":
-            return _array_spans(text, pos)
-        _value, pos = _decoder.raw_decode(text, pos)
-        pos = _skip(text, pos)
-        if text[pos] == ",":
-            pos = _skip(text, pos + 1)
-    return None
-
-
-def _array_spans(text: str, pos: int) -> list[tuple[int, int]]:
-    spans = []
-    pos = _skip(text, pos + 1)
-    while text[pos] != "]":
-        _value, end = _decoder.raw_decode(text, pos)
-        spans.append((pos, end))
-        pos = _skip(text, end)
-        if text[pos] == ",":
-            pos = _skip(text, pos + 1)
-    return spans
-
-
-def _skip(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\r\n":
-        pos += 1
-    return pos
-
-
 def unwrap_envelope(doc: dict[str, Any]) -> dict[str, Any]:
     """The audit Event inside an AKS diagnostic record or a GKE Cloud Audit Log entry."""
     if "protoPayload" in doc:
@@ -149,7 +98,7 @@ class K8sAuditParser:
         items = doc.get("items")
         if not isinstance(items, list):
             raise InvalidInput(Reason.SCHEMA_MISMATCH, "EventList without an items array")
-        spans = item_spans(text) or []
+        spans = member_spans(text, "items") or []
         if len(spans) != len(items):
             raise InvalidInput(Reason.SCHEMA_MISMATCH, "EventList items could not be delimited")
         events = []
@@ -159,13 +108,6 @@ class K8sAuditParser:
                 raise InvalidInput(Reason.SCHEMA_MISMATCH, "an EventList item is not an object")
             events.append(to_event(item, original, original.encode(), record.received))
         return events
-
-
-def decode_text(data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(Reason.INVALID_ENCODING, f"not UTF-8 at byte {exc.start}") from None
 
 
 def to_event(audit: dict[str, Any], original: str, raw: bytes, received: datetime) -> Event:

@@ -8,7 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from collector.parsers.k8s_audit import K8sAuditParser, item_spans
+from collector.parsers.common import member_spans
+from collector.parsers.k8s_audit import K8sAuditParser
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput
 from ctrail.event import Event
@@ -103,7 +104,7 @@ def test_an_event_list_gives_one_event_per_item_with_its_exact_bytes(real_data: 
 
 def test_item_spans_handle_strings_with_brackets_and_escapes() -> None:
     text = '{"metadata": {"x": "]},["}, "items": [{"a": "\\"]"}, [1, 2], "s"]}'
-    spans = item_spans(text)
+    spans = member_spans(text, "items")
     assert spans is not None
     assert [orjson.loads(text[a:b]) for a, b in spans] == [{"a": '"]'}, [1, 2], "s"]
 
