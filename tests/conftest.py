@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("CTRAIL_SHARED_DATA", REPO.parent / "shared" / "data" / "real"))
+# Beside the checkout (../shared), or where the workspace keeps it when the checkout is a clone
+# somewhere else; CTRAIL_SHARED_DATA overrides both.
+CANDIDATES = [Path(p) for p in (os.environ.get("CTRAIL_SHARED_DATA"),) if p] or [
+    REPO.parent / "shared" / "data" / "real", Path("/work/shared/data/real")]
+SHARED_DATA = next((path for path in CANDIDATES if path.is_dir()), CANDIDATES[0])
 
 
 @pytest.fixture(scope="session")
