@@ -55,3 +55,9 @@ def test_invalid_yaml_is_an_error(tmp_path: Path) -> None:
     config.write_text("store: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(config)
+
+
+def test_the_production_config_is_valid_and_distributed() -> None:
+    settings = load_settings(Path(__file__).resolve().parents[3] / "config" / "production.yaml")
+    assert (settings.bus.type, settings.store.type) == ("kafka", "elasticsearch")
+    assert "apiserver-webhook" in settings.sources
