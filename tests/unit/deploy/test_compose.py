@@ -1,0 +1,59 @@
+"""docker-compose.yml is what users run in production: every long-running service has a health
+check and persistent data, the workers run unprivileged, and no secret is written in it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+COMPOSE = REPO / "docker-compose.yml"
+SECRETS = {"ELASTIC_PASSWORD": "e", "KIBANA_PASSWORD": "k", "CTRAIL_ES_PASSWORD": "c",
+           "CTRAIL_AUDIT_WEBHOOK_TOKEN": "t"}
+
+
+def services() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())["services"]  # type: ignore[no-any-return]
+
+
+def test_long_running_services_have_health_checks_and_volumes() -> None:
+    for name, service in services().items():
+        if service.get("restart") == "no":              # the one-shot set-up job
+            continue
+        assert "healthcheck" in service or name.startswith("ctrail-"), name
+    for name in ("kafka", "elasticsearch"):
+        assert any(str(v).split(":")[0].endswith("-data") for v in services()[name]["volumes"])
+    for name in ("ctrail-collect", "ctrail-enrich", "ctrail-detect", "ctrail-store"):
+        worker = services()[name]
+        assert worker["command"][:2] == ["worker", name.removeprefix("ctrail-").split("-")[0]]
+        assert worker["user"] == "10001:10001" and worker["read_only"] is True
+        assert worker["healthcheck"]["test"][:2] == ["CMD", "ctrail"]
+
+
+def test_secrets_come_only_from_the_environment() -> None:
+    text = COMPOSE.read_text()
+    for name in SECRETS:
+        values = re.findall(rf"^\s*{name}:\s*(\S+)", text, re.MULTILINE)
+        assert values, name
+        for value in values:                          # ${NAME:?message}: required, from the env
+            assert value.startswith("${") and ":?" in value, (name, value)
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI here")
+def test_docker_compose_config_validates_it() -> None:
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("no docker compose plugin here")
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(Path.home()), **SECRETS}
+    done = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    missing = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+                             capture_output=True, text=True, env={**env, "KIBANA_PASSWORD": ""})
+    assert missing.returncode != 0 and "KIBANA_PASSWORD" in missing.stderr
