@@ -18,6 +18,7 @@ import pytest
 
 from collector.identity import event_id
 from collector.parsers.k8s_audit import DATASET_K8S_AUDIT
+from ctrail.errors import Unavailable
 from ctrail.settings import load_settings
 from tests.services import elasticsearch_url, kafka_bootstrap
 
@@ -71,6 +72,13 @@ store:
             return [doc["event"]["id"] for doc in store.search("*", kind, limit=1_000_000)]
         finally:
             store.close()
+
+    def stored_count(self) -> int:
+        """How many events are searchable; 0 while Elasticsearch recovers its shards."""
+        try:
+            return len(self.stored_ids())
+        except Unavailable:
+            return 0
 
     def stop(self) -> None:
         for name, proc in self.workers.items():
@@ -163,7 +171,7 @@ def finish(cluster: Cluster, ingest: subprocess.Popen[str], expected: set[str]) 
     out, err = ingest.communicate(timeout=400)
     assert ingest.returncode == 0, err
     assert out.strip() == f"{len(expected)} accepted, 0 dead-lettered"
-    wait_for(lambda: len(cluster.stored_ids()) >= len(expected))
+    wait_for(lambda: cluster.stored_count() >= len(expected), timeout=180)
     ids = cluster.stored_ids()
     assert len(ids) == len(expected)                  # nothing twice...
     assert set(ids) == expected                       # ...and nothing lost
