@@ -5,6 +5,7 @@ PARSERS is the registry of wire formats, keyed by the `--source` name of `ctrail
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Final
 
 from collector.parsers.cri_log import ContainerLogParser
@@ -13,6 +14,7 @@ from collector.parsers.docker_event import DockerEventParser
 from collector.parsers.falco import FalcoParser
 from collector.parsers.harbor import HarborParser
 from collector.parsers.k8s_audit import K8sAuditParser
+from collector.redact import RedactionConfig
 from ctrail.components import Parser
 
 PARSERS: Final[dict[str, type[Parser]]] = {
@@ -23,3 +25,10 @@ PARSERS: Final[dict[str, type[Parser]]] = {
     "registry": DistributionParser,
     "harbor": HarborParser,
 }
+
+
+def build_parser(name: str, data_dir: Path, redaction: RedactionConfig) -> Parser:
+    """PARSERS[name], built; a format that carries secrets gets the deployment's redactor."""
+    if PARSERS[name] is K8sAuditParser:
+        return K8sAuditParser(redaction.build(data_dir))
+    return PARSERS[name]()

@@ -4,6 +4,10 @@ The checkpoint (inode, position, line number) is saved only in commit(), after t
 are durable, so a restart resumes exactly after the last record that was safely published.
 Rotation by rename (a new inode at the path) finishes the old file first; copytruncate (the file
 shrinks below our position) starts again from the top.
+
+A reader that holds records back (a partial container log line waiting for its end) commits with
+`hold`: the checkpoint then stays at that record's start, so a restart reads it again. Held
+records cannot continue across a file switch or a truncation; `generation` counts those.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class FileTail:
         self._handle: BinaryIO | None = None
         self._reader: LineReader | None = None
         self._inode = 0
+        self.generation = 0                                # +1 at each rotation or truncation
+        self._starts: dict[str, tuple[int, int]] = {}      # origin -> (start, lines before)
 
     def read(self, max_records: int) -> list[RawRecord]:
         """Complete lines appended since the last read; waits a poll interval when none."""
@@ -41,6 +47,8 @@ class FileTail:
         if os.fstat(self._reader.handle.fileno()).st_size < self._reader.position:
             self._reader.position, self._reader.number = 0, 0        # copytruncate
             self._reader.handle.seek(0)
+            self.generation += 1
+            self._starts.clear()
         records = self._read_lines(max_records, final=rotated)
         if rotated and not records:
             self._close_handle()                                     # old file done: switch
@@ -57,14 +65,20 @@ class FileTail:
             if line is None:
                 break
             if line.data.strip():
-                records.append(RawRecord(line.data, f"{self.path}:{line.number}",
-                                         datetime.now(timezone.utc), line.truncated))
+                origin = f"{self.path}:{line.number}"
+                records.append(RawRecord(line.data, origin, datetime.now(timezone.utc),
+                                         line.truncated))
+                self._starts[origin] = (line.start, line.number - 1)
         return records
 
-    def commit(self, records: Sequence[RawRecord]) -> None:
-        assert self._reader is not None
-        state = {"inode": self._inode, "position": self._reader.position,
-                 "line": self._reader.number}
+    def commit(self, records: Sequence[RawRecord], hold: RawRecord | None = None) -> None:
+        if self._reader is None:
+            return                                  # nothing opened yet: nothing to remember
+        position, number = self._reader.position, self._reader.number
+        if hold is not None and hold.origin in self._starts:
+            position, number = self._starts[hold.origin]
+        self._starts = {o: s for o, s in self._starts.items() if s[0] >= position}
+        state = {"inode": self._inode, "position": position, "line": number}
         tmp = self.checkpoint.with_suffix(".tmp")
         with open(tmp, "wb") as handle:
             handle.write(orjson.dumps(state))
@@ -99,4 +113,6 @@ class FileTail:
     def _close_handle(self) -> None:
         if self._handle is not None:
             self._handle.close()
+            self.generation += 1
+            self._starts.clear()
         self._handle, self._reader = None, None

@@ -63,20 +63,31 @@ class ContainerImage(EcsModel):
     hash: ImageHash | None = None
 
 
+class ContainerSecurityContext(EcsModel):
+    privileged: bool | None = None            # ECS container.security_context.privileged
+
+
 class Container(EcsModel):
     id: str | None = None
     name: str | None = None
     runtime: str | None = None
     image: ContainerImage | None = None
+    labels: dict[str, str] | None = None      # ECS container.labels (Docker inspect Config.Labels)
+    security_context: ContainerSecurityContext | None = None
 
 
 class OrchestratorCluster(EcsModel):
     name: str | None = None
 
 
+class OrchestratorResourceParent(EcsModel):
+    type: str | None = None                   # ECS: the kind of the workload (Deployment, ...)
+
+
 class OrchestratorResource(EcsModel):
     type: str | None = None
     name: str | None = None
+    parent: OrchestratorResourceParent | None = None
 
 
 class Orchestrator(EcsModel):
@@ -173,6 +184,17 @@ class Docker(EcsModel):
     scope: str | None = None                  # local | swarm
     actor_id: str | None = None               # the object's id (a network id for network events)
     attributes: dict[str, str] | None = None  # Actor.Attributes: labels, image, name, exitCode...
+    image_id: str | None = None               # inspect Image: the local image id (sha256:...)
+    user: str | None = None                   # inspect Config.User ("" = the image's default)
+    mounts: tuple[DockerMount, ...] | None = None   # inspect Mounts: ECS has no mount fields
+
+
+class DockerMount(EcsModel):
+    type: str | None = None                   # bind, volume, tmpfs, npipe, cluster
+    name: str | None = None                   # the volume name
+    source: str | None = None                 # the host path (bind) or volume path
+    destination: str | None = None            # the path inside the container
+    rw: bool | None = None
 
 
 class RegistryScan(EcsModel):
@@ -209,6 +231,29 @@ class Registry(EcsModel):
     details: dict[str, Any] | None = None     # event data we do not map (replication, retention)
 
 
+class Workload(EcsModel):
+    kind: str | None = None                   # Deployment, StatefulSet, DaemonSet, CronJob, Job...
+    name: str | None = None
+
+
+class Actor(EcsModel):
+    name: str | None = None
+    time: datetime | None = None
+    ip: str | None = None
+
+
+class ContainerTrail(EcsModel):
+    """Our own `containertrail.*`: what the entity graph knows about an event's container.
+
+    ECS has `orchestrator.resource.parent.type` but no parent name, and no field for who
+    deployed a workload or pushed an image, hence this group (`containertrail.text` is the
+    Elasticsearch free-text field, not a document field)."""
+
+    workload: Workload | None = None          # the top owner: Pod -> ReplicaSet -> Deployment
+    deployed_by: Actor | None = None          # who created or last changed that workload
+    image_pushed_by: Actor | None = None      # who pushed the image digest, when, from where
+
+
 class Event(EcsModel):
     timestamp: datetime = Field(alias="@timestamp")
     event: EventInfo
@@ -230,6 +275,7 @@ class Event(EcsModel):
     docker: Docker | None = None
     registry: Registry | None = None
     falco: dict[str, Any] | None = None       # the raw Falco alert, as received
+    containertrail: ContainerTrail | None = None
 
     @property
     def key(self) -> str:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from collector.redact import RedactionConfig
 from collector.sources import SourceConfig
 from ctrail.bus.kafka_config import KafkaBusConfig
 from ctrail.bus.local import LocalBus
@@ -21,6 +22,7 @@ from ctrail.errors import ConfigError
 from detectors import SigmaDetectorConfig
 from enrich import EnrichConfig
 from sinks import StoreConfig
+from sinks.fluentd import FluentdConfig
 from sinks.sqlite import SqliteConfig
 
 
@@ -55,8 +57,12 @@ class Settings(BaseSettings):
     pipeline: PipelineConfig = PipelineConfig()
     enrich: EnrichConfig = EnrichConfig()
     detection: SigmaDetectorConfig = SigmaDetectorConfig()
+    redaction: RedactionConfig = RedactionConfig()
     sources: dict[str, SourceConfig] = Field(
         default_factory=dict, description="Listeners and tailers that `ctrail run` starts, by name.")
+    outputs: dict[str, FluentdConfig] = Field(
+        default_factory=dict, description="Where the `forward` stage also sends events and "
+        "alerts, by name (a discriminated union once there is a second output type).")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

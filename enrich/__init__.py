@@ -1,32 +1,89 @@
-"""Enrichers: attach what is known about an event's subject before it is stored and matched."""
+"""Enrichers: attach what is known about an event's subject before it is stored and matched.
+
+One enricher: the entity graph (enrich.graph), which also attaches what an audit event says
+about its own object (enrich.audit_context).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import time
+from typing import Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
+from ctrail.bus import Bus
 from ctrail.event import Event
+from enrich.attach import attach, resolve
 from enrich.audit_context import attach_audit_context
+from enrich.graph import EntityGraph
+from enrich.learn import learn
+from enrich.persistence import EntityReader, FactLog
+
+EXPIRE_EVERY_SECS = 3600.0
 
 
 class EnrichConfig(BaseModel):
     """Enrichment settings."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["audit_context"] = "audit_context"
+    type: Literal["graph"] = "graph"
     cluster_name: str | None = Field(
         None, description="orchestrator.cluster.name for events whose source does not say it.")
+    retention_days: PositiveFloat = Field(
+        30, description="Days the entity graph keeps a container, pod, workload or image push "
+                        "after it went away (or was last seen).")
+    rebuild_timeout_secs: PositiveFloat = Field(
+        60, description="At startup, the longest to spend rebuilding the graph from the "
+                        "ctrail.entities topic before processing events.")
 
-    def build(self) -> "AuditContextEnricher":
-        return AuditContextEnricher(self.cluster_name)
+    def build(self, bus: Bus | None = None, clock: Callable[[], float] = time.time
+              ) -> "GraphEnricher":
+        """Without a bus (tests, one-off use) the graph lives in memory only."""
+        return GraphEnricher(self, bus, clock)
 
 
-class AuditContextEnricher:
-    """Enricher: the audit event's own object reference and pod metadata as ECS fields."""
+class GraphEnricher:
+    """Learns facts from each event, then attaches what the graph knows at that moment.
 
-    def __init__(self, cluster_name: str | None) -> None:
-        self.cluster_name = cluster_name
+    With a bus: the graph is rebuilt from `ctrail.entities` on construction, `begin_batch`
+    takes in facts other enrich workers appended, `end_batch` appends what changed (and
+    returns only when that is durable, so a batch is committed only after its facts)."""
+
+    def __init__(self, config: EnrichConfig, bus: Bus | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cluster_name = config.cluster_name
+        self.graph = EntityGraph(config.retention_days, clock)
+        self.clock = clock
+        self.reader = EntityReader(bus) if bus is not None else None
+        self.log = FactLog(bus.producer()) if bus is not None else None
+        if self.reader is not None:
+            self.reader.catch_up(self.graph, config.rebuild_timeout_secs)
+        self.graph.expire()
+        self._expired_at = clock()
 
     def enrich(self, event: Event) -> Event:
-        return attach_audit_context(event, self.cluster_name)
+        event = attach_audit_context(event, self.cluster_name)
+        for fact in learn(event):
+            self.graph.apply(fact)
+        container, k8s = event.container, event.kubernetes
+        identity = resolve(self.graph, container.id if container else None,
+                           k8s.namespace if k8s else None,
+                           k8s.pod.name if k8s and k8s.pod else None)
+        return attach(event, identity) if identity is not None else event
+
+    def begin_batch(self) -> None:
+        if self.reader is not None:
+            self.reader.tail(self.graph)
+        if self.clock() - self._expired_at >= EXPIRE_EVERY_SECS:
+            self.graph.expire()
+            self._expired_at = self.clock()
+
+    def end_batch(self) -> None:
+        if self.log is not None:
+            self.log.publish(self.graph)
+        else:
+            self.graph.dirty.clear()
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()

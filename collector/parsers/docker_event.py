@@ -1,6 +1,12 @@
 """Docker Engine events (GET /events, `docker events --format '{{json .}}'`, and the default text
 format of `docker events`) to ECS Events.
 
+A record may also wrap the event with what inspecting its container found, as the live
+`docker_events` source writes it: `{"event": {...}, "inspect": {...}, "image": {...}}`. Then
+`container.labels`, `container.security_context.privileged` (HostConfig.Privileged), image digests
+(RepoDigests, ImageManifestDescriptor) and `docker.mounts`, `.user`, `.image_id` are filled in;
+the id hashes the event alone, so a replay that inspected differently keeps its id.
+
 Both JSON shapes are accepted: API >= 1.22 (Type/Action/Actor, time/timeNano) and the legacy
 top-level status/id/from, which API 1.52 removed. Container labels that the kubelet sets through
 dockershim or cri-dockerd (io.kubernetes.pod.*) become `kubernetes.*`, so a container event joins
@@ -12,6 +18,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Any, ClassVar, Final
+
+import orjson
 
 from collector.identity import event_id
 from collector.parsers.common import (decode_text, from_epoch, load_object, optional_obj,
@@ -42,11 +50,13 @@ class DockerEventParser:
 
     def parse(self, record: RawRecord) -> list[Event]:
         text = decode_text(record.data)
-        if text.lstrip().startswith("{"):
-            message = normalise(load_object(record.data, "docker event"))
-        else:
-            message = from_text(text)
-        return [to_event(message, text, record)]
+        if not text.lstrip().startswith("{"):
+            return [to_event(from_text(text), text, record)]
+        doc = load_object(record.data, "docker event")
+        if not isinstance(doc.get("event"), dict):
+            return [to_event(normalise(doc), text, record)]
+        return [to_event(normalise(doc["event"]), text, record, orjson.dumps(doc["event"]),
+                         wrapper=doc)]
 
 
 def normalise(doc: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +100,8 @@ def from_text(text: str) -> dict[str, Any]:
             "scope": None, "timestamp": parse_time(when, "time")}
 
 
-def to_event(msg: dict[str, Any], original: str, record: RawRecord) -> Event:
+def to_event(msg: dict[str, Any], original: str, record: RawRecord,
+             identity: bytes | None = None, wrapper: dict[str, Any] | None = None) -> Event:
     kind, attributes = msg["type"], msg["attributes"]
     verb, _, argument = msg["action"].partition(": ")   # "exec_start: sh -c ls", "health_status: healthy"
     is_container = kind == "container"
@@ -99,7 +110,7 @@ def to_event(msg: dict[str, Any], original: str, record: RawRecord) -> Event:
     doc: dict[str, Any] = {
         "@timestamp": msg["timestamp"],
         "event": {
-            "id": event_id(DATASET, record.data), "kind": "event",
+            "id": event_id(DATASET, identity or record.data), "kind": "event",
             "category": (CATEGORIES.get(kind or "", "configuration"),),
             "type": (EVENT_TYPES.get(verb, "info"),),
             "action": verb, "dataset": DATASET, "module": "docker",
@@ -114,7 +125,70 @@ def to_event(msg: dict[str, Any], original: str, record: RawRecord) -> Event:
         "docker": {"type": kind, "scope": msg["scope"], "actor_id": msg["actor_id"],
                    "attributes": attributes or None},
     }
+    if wrapper is not None:
+        add_inspect(doc, optional_obj(wrapper, "inspect"), optional_obj(wrapper, "image"))
     return Event.model_validate(doc)
+
+
+def add_inspect(doc: dict[str, Any], inspect: dict[str, Any], image: dict[str, Any]) -> None:
+    """What inspecting the container found, onto the event's fields (a dict, before validation)."""
+    config = optional_obj(inspect, "Config", "inspect.")
+    host = optional_obj(inspect, "HostConfig", "inspect.")
+    labels = optional_obj(config, "Labels", "inspect.Config.")
+    if any(not isinstance(v, str) for v in labels.values()):
+        raise InvalidInput(Reason.SCHEMA_MISMATCH, "inspect.Config.Labels values must be strings")
+    privileged = host.get("Privileged")
+    if privileged is not None and not isinstance(privileged, bool):
+        raise InvalidInput(Reason.SCHEMA_MISMATCH, "inspect.HostConfig.Privileged is not a boolean")
+    container = doc["container"] or {"runtime": "docker"}
+    if container.get("image") is None:
+        container["image"] = image_fields(optional_str(config, "Image", "inspect.Config."))
+    digests = inspect_digests(inspect, image)
+    if digests:
+        image_doc = container.get("image") or {}
+        known = (image_doc.get("hash") or {}).get("all", ())
+        image_doc["hash"] = {"all": tuple(dict.fromkeys((*known, *digests)))}
+        container["image"] = image_doc
+        related = doc["related"] or {}
+        related["hash"] = tuple(dict.fromkeys((*related.get("hash", ()), *digests)))
+        doc["related"] = related
+    name = optional_str(inspect, "Name", "inspect.")
+    container.update({"labels": labels or None,
+                      "security_context": {"privileged": privileged}
+                      if privileged is not None else None})
+    if not container.get("name") and name:
+        container["name"] = name.lstrip("/")
+    doc["container"] = container
+    if doc["kubernetes"] is None and labels:
+        doc["kubernetes"] = kubernetes(labels)
+    mounts = inspect.get("Mounts") or []
+    if not isinstance(mounts, list) or any(not isinstance(m, dict) for m in mounts):
+        raise InvalidInput(Reason.SCHEMA_MISMATCH, "inspect.Mounts is not a list of objects")
+    doc["docker"].update({
+        "image_id": optional_str(inspect, "Image", "inspect."),
+        "user": optional_str(config, "User", "inspect.Config."),
+        "mounts": tuple({"type": _text(m.get("Type")), "name": _text(m.get("Name")),
+                         "source": _text(m.get("Source")),
+                         "destination": _text(m.get("Destination")),
+                         "rw": m["RW"] if isinstance(m.get("RW"), bool) else None}
+                        for m in mounts) or None})
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def inspect_digests(inspect: dict[str, Any], image: dict[str, Any]) -> tuple[str, ...]:
+    """Registry digests of the container's image: RepoDigests ("repo@sha256:...") and the
+    manifest descriptor (containerd image store), never the local image id."""
+    out = []
+    for reference in image.get("RepoDigests") or ():
+        if isinstance(reference, str) and "@" in reference:
+            out.append(reference.rsplit("@", 1)[1])
+    descriptor = optional_obj(inspect, "ImageManifestDescriptor", "inspect.")
+    if isinstance(descriptor.get("digest"), str):
+        out.append(descriptor["digest"])
+    return tuple(dict.fromkeys(out))
 
 
 def image_fields(reference: str | None) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ import orjson
 
 from collector.identity import event_id
 from collector.parsers.common import decode_text, member_spans, parse_time
+from collector.redact import TAG as REDACTED, Redactor
 from ctrail.components import RawRecord
 from ctrail.ecs import DATASET_K8S_AUDIT
 from ctrail.errors import InvalidInput, Reason
@@ -82,6 +83,10 @@ class K8sAuditParser:
 
     dataset: ClassVar[str] = DATASET_K8S_AUDIT
 
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        # Without the pipeline's key a per-process one: a clear secret is never kept either way.
+        self.redactor = redactor or Redactor.ephemeral()
+
     def parse(self, record: RawRecord) -> list[Event]:
         text = decode_text(record.data)
         try:
@@ -92,7 +97,8 @@ class K8sAuditParser:
             raise InvalidInput(Reason.SCHEMA_MISMATCH, f"a JSON {type(doc).__name__}, not an object")
         if doc.get("kind") == "EventList":
             return self._parse_list(doc, text, record)
-        return [to_event(unwrap_envelope(doc), text, record.data, record.received)]
+        return [to_event(unwrap_envelope(doc), text, record.data, record.received,
+                         self.redactor)]
 
     def _parse_list(self, doc: dict[str, Any], text: str, record: RawRecord) -> list[Event]:
         items = doc.get("items")
@@ -106,13 +112,22 @@ class K8sAuditParser:
             original = text[start:end]
             if not isinstance(item, dict):
                 raise InvalidInput(Reason.SCHEMA_MISMATCH, "an EventList item is not an object")
-            events.append(to_event(item, original, original.encode(), record.received))
+            events.append(to_event(item, original, original.encode(), record.received,
+                                   self.redactor))
         return events
 
 
-def to_event(audit: dict[str, Any], original: str, raw: bytes, received: datetime) -> Event:
-    """One audit Event (a dict as decoded) to our Event. Raises InvalidInput."""
+def to_event(audit: dict[str, Any], original: str, raw: bytes, received: datetime,
+             redactor: Redactor | None = None) -> Event:
+    """One audit Event (a dict as decoded) to our Event. Raises InvalidInput.
+
+    When the redactor replaced a secret, `event.original` is the redacted Event re-serialised,
+    tagged `redacted`: evidence "byte for byte" cannot hold a secret the store must never hold.
+    `event.id` still hashes the raw bytes, so a replay keeps its id."""
     check_shape(audit)
+    redacted = redactor.audit(audit) if redactor is not None else None
+    if redacted is not None:
+        audit, original = redacted, orjson.dumps(redacted).decode()
     timestamp = next((parse_time(audit[f], f) for f in TIMESTAMP_FIELDS if audit.get(f)), None)
     user = audit.get("user") or {}
     object_ref = audit.get("objectRef") or {}
@@ -141,7 +156,8 @@ def to_event(audit: dict[str, Any], original: str, raw: bytes, received: datetim
         "user_agent": {"original": audit["userAgent"]} if audit.get("userAgent") else None,
         "kubernetes": {"namespace": object_ref.get("namespace"), "audit": audit},
         "related": {"user": tuple(names), "ip": tuple(source_ips)},
-        "tags": () if timestamp else ("timestamp_from_ingest",),
+        "tags": (() if timestamp else ("timestamp_from_ingest",))
+        + ((REDACTED,) if redacted is not None else ()),
     }
     return Event.model_validate(doc)
 

@@ -3,6 +3,8 @@
 A file is newline-delimited (one record a line, as kube-apiserver's log backend and every
 JSON-lines exporter write), except a file whose first line is a lone `{`: that is one
 pretty-printed JSON document (an EventList saved with `kubectl get --raw` or by hand), read whole.
+Container log files (`reassemble=True`) have their partial lines joined per file, as the live
+`container_logs` source joins them: by `CriReassembler`.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 
 from collector.lines import LineReader
+from collector.parsers.cri_reassembly import CriReassembler
 from ctrail.components import EndOfInput, RawRecord
 from ctrail.errors import UsageError
 
@@ -35,8 +38,9 @@ class FileSource:
     """Source over files read once; raises EndOfInput after the last record of the last file."""
 
     def __init__(self, paths: Sequence[str], max_record_bytes: int,
-                 on_progress: ProgressCallback | None = None) -> None:
+                 on_progress: ProgressCallback | None = None, reassemble: bool = False) -> None:
         self.paths = list(paths)
+        self.reassemble = reassemble
         self.cap = max_record_bytes
         self.on_progress = on_progress or (lambda _n: None)
         self._records = self._iterate()
@@ -60,7 +64,8 @@ class FileSource:
     def _iterate(self) -> Iterator[RawRecord]:
         for name in self.paths:
             with _open(name) as handle:
-                yield from self._records_of(name, handle)
+                records = self._records_of(name, handle)
+                yield from reassembled(records) if self.reassemble else records
 
     def _records_of(self, name: str, handle: BinaryIO) -> Iterator[RawRecord]:
         reader = LineReader(handle, self.cap)
@@ -77,6 +82,15 @@ class FileSource:
             if line.data.strip():
                 yield RawRecord(line.data, f"{name}:{line.number}", _now(), line.truncated)
             line = reader.next_line(final=True)
+
+
+def reassembled(records: Iterable[RawRecord]) -> Iterator[RawRecord]:
+    """One file's container log lines with partial pieces joined; what is still held at its end
+    is released as it stands (the parser tags it partial_message)."""
+    joiner = CriReassembler()
+    for record in records:
+        yield from joiner.feed(record)
+    yield from joiner.flush()
 
 
 def _open(name: str) -> BinaryIO:

@@ -9,7 +9,7 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from collector import PARSERS
+from collector import PARSERS, build_parser
 from collector.sources.files import FileSource, check_inputs
 from ctrail.cli.common import add_common, settings_of
 from ctrail.components import EndOfInput
@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
         with _progress(args.files) as progress:
             task = progress.add_task("ingesting", total=_total_bytes(args.files))
             source = FileSource(args.files, settings.pipeline.max_record_bytes,
-                                on_progress=lambda n: progress.advance(task, n))
-            collector = pipeline.collector("ingest", source, PARSERS[args.source]())
+                                on_progress=lambda n: progress.advance(task, n),
+                                reassemble=args.source == "container-log")
+            parser = build_parser(args.source, settings.data_dir, settings.redaction)
+            collector = pipeline.collector("ingest", source, parser)
             _collect_all(collector, pipeline)
         behind = {} if embedded else pipeline.wait_processed(args.wait)
     finally:

@@ -9,6 +9,7 @@ from typing import Sequence
 
 from ctrail import __version__
 from ctrail.cli import alerts, dlq, health, ingest, run, search, worker
+from ctrail.cli import timeline
 from ctrail.errors import ConfigError, CtrailError, QueryError, UsageError
 
 USAGE_ERRORS = (ConfigError, UsageError, QueryError)
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ctrail {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, worker, ingest, search, alerts, dlq, health):
+    for module in (run, worker, ingest, search, alerts, dlq, health, timeline):
         module.register(commands)
     return parser
 

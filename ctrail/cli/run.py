@@ -9,7 +9,7 @@ import threading
 from types import FrameType
 from typing import Sequence
 
-from collector import PARSERS
+from collector import build_parser
 from ctrail.cli.common import add_common, settings_of
 from ctrail.runtime.collect import Collector
 from ctrail.runtime.health import Heartbeat, all_alive
@@ -38,7 +38,8 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
     try:
         for name, config in (settings.sources.items() if with_sources else ()):
             source = config.build(name, settings.data_dir, settings.pipeline.max_record_bytes)
-            collectors.append(pipeline.collector(name, source, PARSERS[config.parser_name]()))
+            parser = build_parser(config.parser_name, settings.data_dir, settings.redaction)
+            collectors.append(pipeline.collector(name, source, parser))
         _on_signals(stop)
         pipeline.start()
         threads = [threading.Thread(target=_collect, args=(c, stop), name=f"collect-{c.name}",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Final, Sequence
 
-from ctrail.bus import ALERTS, DLQ, EVENTS, RAW
+from ctrail.bus import ALERTS, DLQ, EVENTS, RAW, Bus
 from ctrail.bus.codec import Item
 from ctrail.components import Parser, Source
 from ctrail.errors import Retryable
@@ -34,14 +34,21 @@ class Stage:
     close: Callable[[], None] = lambda: None
 
 
-def enrich_stage(settings: Settings) -> Stage:
-    enricher = settings.enrich.build()
+def enrich_stage(settings: Settings, bus: Bus) -> Stage:
+    # The bus carries the entity graph's facts (ctrail.entities): rebuilt from it here.
+    enricher = settings.enrich.build(bus)
 
     def handle(item: Item) -> list[Output]:
         assert isinstance(item, Event)
         event = enricher.enrich(item)
         return [Output(EVENTS, event.key, event)]
-    return Stage(lambda items: isolate("enrich", items, handle))
+
+    def handle_batch(items: Sequence[Item]) -> StageResult:
+        enricher.begin_batch()
+        result = isolate("enrich", items, handle)
+        enricher.end_batch()          # facts durable before the runner commits the batch
+        return result
+    return Stage(handle_batch, enricher.close)
 
 
 def detect_stage(settings: Settings) -> Stage:
@@ -71,17 +78,46 @@ def store_stage(settings: Settings) -> Stage:
     return Stage(handle, store.close)
 
 
+def forward_stage(settings: Settings) -> Stage:
+    """Events and alerts to the configured `outputs` (Fluentd), each at least once."""
+    sinks = [config.build() for config in settings.outputs.values()]
+    for name, sink in zip(settings.outputs, sinks):
+        try:
+            sink.check()
+        except Retryable as exc:    # a receiver that is down now is retried, not fatal
+            log.warning("An output is not reachable yet.", extra={"output": name,
+                                                                   "error": str(exc)})
+
+    def handle(items: Sequence[Item]) -> StageResult:
+        rejected = []
+        for sink in sinks:
+            written = sink.write(items)
+            if written.retry:
+                raise Retryable(f"an output asked to retry {len(written.retry)} items")
+            rejected.extend(written.rejected)
+        return StageResult(rejected=rejected)
+
+    def close() -> None:
+        for sink in sinks:
+            sink.close()
+    return Stage(handle, close)
+
+
 @dataclass(frozen=True, slots=True)
 class StageSpec:
     name: str
     consumes: tuple[str, ...]
-    build: Callable[[Settings], Stage]
+    build: Callable[..., Stage]       # (settings), or (settings, bus) when uses_bus
+    uses_bus: bool = False
+    enabled: Callable[[Settings], bool] = lambda _settings: True   # built only when it is
 
 
 STAGES: Final = (
-    StageSpec("enrich", consumes=(RAW,), build=enrich_stage),
+    StageSpec("enrich", consumes=(RAW,), build=enrich_stage, uses_bus=True),
     StageSpec("detect", consumes=(EVENTS,), build=detect_stage),
     StageSpec("store", consumes=(EVENTS, ALERTS, DLQ), build=store_stage),
+    StageSpec("forward", consumes=(EVENTS, ALERTS), build=forward_stage,
+              enabled=lambda settings: bool(settings.outputs)),
 )
 STAGE_NAMES: Final = tuple(spec.name for spec in STAGES)
 
@@ -99,8 +135,9 @@ class Pipeline:
         batch = settings.pipeline.batch_events
         try:
             for spec in STAGES:
-                if spec.name in stages:
-                    stage = spec.build(settings)
+                if spec.name in stages and spec.enabled(settings):
+                    stage = (spec.build(settings, self.bus) if spec.uses_bus
+                             else spec.build(settings))
                     self.stages.append(stage)
                     self.workers.append(StageWorker(
                         spec.name, self.bus.consumer(spec.name, spec.consumes),
@@ -112,6 +149,10 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
 
     def collector(self, name: str, source: Source, parser: Parser) -> Collector:
+        # A source that already judged some records (a forward listener's malformed frames)
+        # wraps the parser, so its dead letters take the parse-failure path to the DLQ.
+        wrap = getattr(source, "wrap_parser", None)
+        parser = wrap(parser) if wrap is not None else parser
         return Collector(name, source, parser, self.bus.producer(), self.telemetry,
                          self.settings.pipeline.max_record_bytes,
                          self.settings.pipeline.batch_events)
@@ -129,7 +170,8 @@ class Pipeline:
         """Wait until every stage's group (wherever its workers run) has committed all that
         is upstream of it; returns each stage's remaining lag (all 0 unless time ran out).
         Lags are read in stage order, so one pass of zeros means the whole flow is done."""
-        watchers = {spec.name: self.bus.consumer(spec.name, spec.consumes) for spec in STAGES}
+        watchers = {spec.name: self.bus.consumer(spec.name, spec.consumes) for spec in STAGES
+                    if spec.enabled(self.settings)}
         deadline = time.monotonic() + timeout_secs
         try:
             while True:

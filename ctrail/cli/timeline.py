@@ -1,0 +1,237 @@
+"""`ctrail timeline --container ID | --pod NS/NAME | --image REF_OR_DIGEST | --user NAME`.
+
+The subject's identity is resolved from the stored facts (the `ctrail.entities` topic, read from
+its start without committing: this is a separate process from the enricher), not only from the
+fields its events were enriched with at ingest, so events that arrived before their facts are
+found and explained too. Its events come from whichever store is configured, found with a query
+built from that identity (full and short container ids, the pod, the image digest, the user),
+sorted by time, and shown with what the graph knows now filled in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Final
+
+import orjson
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from ctrail.bus.codec import encode
+from ctrail.cli.common import add_common, print_docs, settings_of
+from ctrail.errors import UsageError
+from ctrail.event import Event
+from ctrail.settings import Settings
+from enrich.attach import Identity, attach, iso, resolve
+from enrich.graph import SHORT_ID, EntityGraph, repository_of, split_image
+from enrich.persistence import EntityReader, rebuild
+
+MAX_IDS: Final = 200            # containers named in one query
+COLUMNS: Final = (
+    ("@timestamp", "@timestamp"), ("dataset", "event.dataset"), ("action", "event.action"),
+    ("user", "user.name"), ("container", "container.id"), ("pod", "kubernetes.pod.name"),
+    ("node", "kubernetes.node.name"), ("image digest", "container.image.hash.all"),
+    ("message", "message"),
+)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("timeline", help="a container's, pod's, image's or user's "
+                                 "resolved identity and its events in time order")
+    subject = parser.add_mutually_exclusive_group(required=True)
+    subject.add_argument("--container", metavar="ID", help="container id, full or short")
+    subject.add_argument("--pod", metavar="NS/NAME", help="namespace/pod name")
+    subject.add_argument("--image", metavar="REF_OR_DIGEST",
+                         help="image reference (repository:tag) or manifest digest (sha256:...)")
+    subject.add_argument("--user", metavar="NAME", help="user name, as the sources give it")
+    parser.add_argument("--limit", type=int, default=10_000, help="most events to print")
+    add_common(parser)
+    parser.set_defaults(run=run)
+
+
+def load_graph(settings: Settings) -> EntityGraph:
+    """The graph as the enricher has it, from the entities topic (read-only)."""
+    graph = EntityGraph(settings.enrich.retention_days)
+    if settings.bus.type == "local":
+        # Read the segment files directly: no lock, so this works beside `ctrail run`.
+        rebuild(graph, None, settings.data_dir / "bus")
+    else:
+        bus = settings.bus.build(settings.data_dir)
+        try:
+            reader = EntityReader(bus)
+            reader.catch_up(graph, settings.enrich.rebuild_timeout_secs)
+            reader.close()
+        finally:
+            bus.close()
+    graph.expire()
+    graph.dirty.clear()
+    return graph
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    graph = load_graph(settings)
+    subject, query = plan(graph, args)
+    docs: list[dict[str, Any]] = []
+    if query:                        # nothing known to search for: the subject alone
+        store = settings.store.build(settings.data_dir)
+        try:
+            docs = store.search(query, "events", None, None, args.limit)
+        finally:
+            store.close()
+    docs = sorted((explain(graph, doc) for doc in docs),
+                  key=lambda d: (str(d.get("@timestamp")), str((d.get("event") or {}).get("id"))))
+    if args.format == "json":
+        out = sys.stdout.buffer
+        out.write(orjson.dumps({"subject": subject}) + b"\n")
+        out.flush()
+    else:
+        print_subject(subject)
+    print_docs(docs, args.format, "events", COLUMNS)
+    return 0
+
+
+def plan(graph: EntityGraph, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """(the subject as resolved, the store query for its events)."""
+    if args.container:
+        return for_container(graph, args.container)
+    if args.pod:
+        namespace, sep, name = args.pod.partition("/")
+        if not sep or not namespace or not name:
+            raise UsageError(f"--pod takes NAMESPACE/NAME, not {args.pod!r}")
+        return for_pod(graph, namespace, name)
+    if args.image:
+        return for_image(graph, args.image)
+    return for_user(graph, args.user)
+
+
+def quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def either(*parts: str) -> str:
+    return " OR ".join(f"({p})" for p in parts if p)
+
+
+def ids_query(ids: set[str]) -> str:
+    return " OR ".join(f"container.id:{quoted(i)}" for i in sorted(ids)[:MAX_IDS])
+
+
+def pod_query(identity: Identity | None, namespace: str | None = None,
+              name: str | None = None, audit_only: bool = False) -> str:
+    namespace = namespace or (identity.namespace if identity else None)
+    name = name or (identity.pod_name if identity else None)
+    if not namespace or not name:
+        return ""
+    query = f"kubernetes.namespace:{quoted(namespace)} AND kubernetes.pod.name:{quoted(name)}"
+    return query + (" AND event.dataset:kubernetes.audit" if audit_only else "")
+
+
+def push_query(digest: str | None) -> str:
+    return f"registry.digest:{quoted(digest)} AND event.action:push" if digest else ""
+
+
+def with_ids(container_id: str) -> set[str]:
+    return {container_id, container_id[:SHORT_ID]}
+
+
+def for_container(graph: EntityGraph, container_id: str) -> tuple[dict[str, Any], str]:
+    identity = resolve(graph, container_id=container_id)
+    ids = with_ids(container_id) | (with_ids(identity.container_id)
+                                    if identity and identity.container_id else set())
+    subject = {"type": "container", "query": container_id,
+               **(identity.as_dict() if identity else {"resolved": False})}
+    return subject, either(ids_query(ids), pod_query(identity, audit_only=True),
+                           push_query(identity.digest if identity else None))
+
+
+def for_pod(graph: EntityGraph, namespace: str, name: str) -> tuple[dict[str, Any], str]:
+    identity = resolve(graph, namespace=namespace, pod_name=name)
+    key = f"{namespace}/{name}"
+    containers = graph.containers_of(lambda c: c.pod == key, MAX_IDS)
+    ids = {i for c in containers if c.id for i in with_ids(c.id)}
+    subject = {"type": "pod", "query": key,
+               **(identity.as_dict() if identity else {"resolved": False}),
+               "containers": sorted(c.id for c in containers if c.id)}
+    return subject, either(pod_query(identity, namespace, name), ids_query(ids),
+                           push_query(identity.digest if identity else None))
+
+
+def for_image(graph: EntityGraph, reference: str) -> tuple[dict[str, Any], str]:
+    if reference.startswith("sha256:"):
+        digests, repository, tag = {reference}, None, None
+    else:
+        name, tag, pinned = split_image(reference)
+        repository = repository_of(name)
+        record = graph.tables["tag"].get(f"{repository}:{tag or 'latest'}")
+        digests = {pinned} if pinned else {d for _t, d in getattr(record, "history", ())}
+    ran = [c for c in graph.containers_of(lambda c: True, 10**9)
+           if c.id and (identity := resolve(graph, container_id=c.id)) is not None
+           and identity.digest in digests][:MAX_IDS]
+    pushes = {d: _push(graph, d) for d in sorted(digests)}
+    subject = {"type": "image", "query": reference, "repository": repository, "tag": tag,
+               "digests": pushes, "containers": sorted(c.id for c in ran if c.id)}
+    if repository and tag and (record := graph.tables["tag"].get(f"{repository}:{tag}")):
+        subject["tag_history"] = [{"time": iso(t), "digest": d}
+                                  for t, d in getattr(record, "history", ())]
+    per_digest = [f"related.hash:{quoted(d)} OR registry.digest:{quoted(d)} OR "
+                  f"container.image.hash.all:{quoted(d)}" for d in sorted(digests)]
+    ids = {i for c in ran if c.id for i in with_ids(c.id)}
+    return subject, either(*per_digest, ids_query(ids))
+
+
+def _push(graph: EntityGraph, digest: str) -> dict[str, Any]:
+    push = graph.push(digest)
+    if push is None:
+        return {}
+    fields = {"pushed_by": push.user, "pushed_at": iso(push.time) if push.time else None,
+              "pushed_from": push.ip, "repository": push.repository, "tag": push.tag,
+              "last_pulled_by": push.pulled_by,
+              "deleted": iso(push.deleted) if push.deleted else None}
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def for_user(graph: EntityGraph, user: str) -> tuple[dict[str, Any], str]:
+    deployed = []
+    for container in graph.containers_of(lambda c: True, 10**9):
+        identity = resolve(graph, container_id=container.id) if container.id else None
+        if identity is not None and identity.deployed_by == user:
+            deployed.append(identity)
+    workloads = sorted(k for k, w in graph.tables["workload"].items()
+                       if any(u == user for _t, u in getattr(w, "changes", None) or ()))
+    pushed = sorted(d for d, p in graph.tables["push"].items() if getattr(p, "user", None) == user)
+    subject = {"type": "user", "query": user, "workloads_changed": workloads,
+               "images_pushed": pushed,
+               "containers_deployed": sorted(i.container_id for i in deployed if i.container_id)}
+    ids = {x for i in deployed[:MAX_IDS] if i.container_id for x in with_ids(i.container_id)}
+    return subject, either(f"user.name:{quoted(user)}", ids_query(ids))
+
+
+def explain(graph: EntityGraph, doc: dict[str, Any]) -> dict[str, Any]:
+    """The stored document with what the graph knows now filled in (at ingest the facts may
+    not have arrived yet). A document that is not one of our events is shown as stored."""
+    try:
+        event = Event.model_validate(doc)
+    except ValidationError:
+        return doc
+    container, k8s = event.container, event.kubernetes
+    identity = resolve(graph, container.id if container else None,
+                       k8s.namespace if k8s else None, k8s.pod.name if k8s and k8s.pod else None)
+    if identity is None:
+        return doc
+    return orjson.loads(encode(attach(event, identity)))
+
+
+def print_subject(subject: dict[str, Any]) -> None:
+    table = Table(title=f"{subject['type']} {subject['query']}", title_justify="left",
+                  show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for name, value in subject.items():
+        if name in ("type", "query") or value in (None, [], {}):
+            continue
+        table.add_row(name, value if isinstance(value, str) else orjson.dumps(value).decode())
+    width = None if sys.stdout.isatty() else 100_000
+    Console(soft_wrap=False, width=width).print(table)

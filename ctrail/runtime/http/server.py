@@ -1,0 +1,261 @@
+"""The HTTP side: a bounded threading server, its request handler, and body framing."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import ssl
+import threading
+import time
+from email.message import Message
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import orjson
+
+if TYPE_CHECKING:
+    from ctrail.runtime.http.config import ListenerConfig
+    from ctrail.runtime.http.listener import HttpListener
+
+log = logging.getLogger(__name__)
+Refusal = tuple[int, str]
+
+
+class BadBody(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def framing_error(headers: Message, limit: int) -> Refusal | None:
+    """What is wrong with how the body is framed, judged from the headers alone."""
+    if headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        return 415, "Content-Encoding is not supported"
+    encoding = headers.get("Transfer-Encoding")
+    length = headers.get("Content-Length")
+    if encoding is not None:
+        if encoding.strip().lower() != "chunked" or length is not None:
+            return 400, "only a plain chunked Transfer-Encoding, without Content-Length"
+        return None
+    if length is None:
+        return 411, "Content-Length required"
+    if not length.strip().isdigit():
+        return 400, "bad Content-Length"
+    return (413, "body too large") if int(length) > limit else None
+
+
+def read_chunked(rfile: BinaryIO, limit: int) -> bytes:
+    body = bytearray()
+    while True:
+        line = rfile.readline(1024)
+        try:
+            size = int(line.split(b";", 1)[0], 16)
+        except ValueError:
+            raise BadBody(400, "bad chunk size") from None
+        if size == 0:
+            break
+        if size < 0 or len(body) + size > limit:
+            raise BadBody(413, "body too large")
+        chunk = rfile.read(size)
+        if len(chunk) < size or rfile.read(2) != b"\r\n":
+            raise BadBody(400, "truncated chunk")
+        body += chunk
+    for _ in range(100):                     # trailers: read and ignored
+        if rfile.readline(8192) in (b"\r\n", b"\n", b""):
+            return bytes(body)
+    raise BadBody(400, "too many trailers")
+
+
+def handler_class(listener: HttpListener) -> type[BaseHTTPRequestHandler]:
+    config = listener.config
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"            # keep-alive: senders post batch after batch
+        timeout = config.read_timeout_secs       # per read: a stalled client frees its thread
+        server: Server
+
+        def handle_one_request(self) -> None:
+            self.server.arm(self.connection)     # the whole request, from its first byte
+            try:
+                super().handle_one_request()
+            finally:
+                self.server.disarm(self.connection)
+
+        def handle_expect_100(self) -> bool:
+            if (refusal := self._refusal()) is not None:
+                self._answer(*refusal, close=True)
+                return False
+            return super().handle_expect_100()
+
+        def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            if (refusal := self._refusal()) is not None:
+                return self._answer(*refusal, close=True)    # body unread: drop the connection
+            try:
+                body = self._read_body()
+            except BadBody as exc:
+                return self._answer(exc.status, exc.message, close=True)
+            self.server.disarm(self.connection)  # waiting for the bus is not the client's fault
+            status, message, request_id = listener.submit(body)
+            self._answer(status, message, request_id)
+
+        def _not_allowed(self) -> None:
+            self._answer(405, "only POST is accepted", close=True)
+
+        do_GET = do_HEAD = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _not_allowed  # noqa: N815
+
+        def _refusal(self) -> Refusal | None:
+            conn = self.connection
+            cert = conn.getpeercert() if isinstance(conn, ssl.SSLSocket) else None
+            return listener.refusal(self.headers.get("Authorization"), cert, self.headers)
+
+        def _read_body(self) -> bytes:
+            if self.headers.get("Content-Length") is None:
+                return read_chunked(self.rfile, config.max_body_bytes)
+            length = int(self.headers["Content-Length"])
+            body = self.rfile.read(length)
+            if len(body) < length:
+                raise BadBody(400, "body shorter than Content-Length")
+            return body
+
+        def _answer(self, status: int, message: str, request_id: str | None = None,
+                    close: bool = False) -> None:
+            listener.count(status)
+            payload = orjson.dumps({"status": status, "message": message,
+                                    **({"request_id": request_id} if request_id else {})})
+            try:
+                self.send_response(status)
+                if status in (429, 503):
+                    self.send_header("Retry-After", str(config.retry_after_secs))
+                if status == 401:
+                    self.send_header("WWW-Authenticate", 'Bearer realm="ContainerTrail"')
+                if status == 405:
+                    self.send_header("Allow", "POST")
+                if request_id is not None:
+                    self.send_header("X-Request-Id", request_id)
+                if close:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except OSError:
+                self.close_connection = True     # the client left; nothing more to tell it
+                return
+            if close:
+                self._linger()
+
+        def _linger(self) -> None:
+            """Stop sending, then discard what the client still sends for a moment: closing
+            with its unread body would reset the connection, destroying the answer unread."""
+            until = time.monotonic() + 1.0
+            try:
+                socket.socket.shutdown(self.connection, socket.SHUT_WR)
+                while (left := until - time.monotonic()) > 0:
+                    self.connection.settimeout(left)
+                    if not self.connection.recv(65536):
+                        return
+            except OSError:
+                pass
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Silenced: request lines would go to stderr, unstructured."""
+
+    return Handler
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """A thread per connection, at most max_connections; a watchdog shuts connections whose
+    request outlives request_timeout_secs (a slow-loris client holds a thread only that long)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128                     # listen backlog: a burst of senders connects
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 config: ListenerConfig, tls: ssl.SSLContext | None) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.config, self.tls = config, tls
+        self._slots = threading.BoundedSemaphore(config.max_connections)
+        self._deadlines: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        super().__init__(address, handler)
+        threading.Thread(target=self._watch, name="webhook-watchdog", daemon=True).start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            # Answered from the accept loop, without a thread; over TLS just closed, since
+            # answering would take the handshake that is the work being refused.
+            if self.tls is None:
+                _send_quietly(request, b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %d\r\n"
+                              b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+                              % self.config.retry_after_secs)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is None:
+            return super().finish_request(request, client_address)
+        request.settimeout(self.config.read_timeout_secs)
+        conn = self.tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        self.arm(conn)
+        try:
+            conn.do_handshake()
+        except OSError as exc:                   # includes ssl.SSLError: no or a bad client cert
+            log.debug("Refused a TLS handshake.", extra={"reason": type(exc).__name__})
+            conn.close()
+            return
+        finally:
+            self.disarm(conn)
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            conn.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A broken connection is the client's problem; the listener serves on, quietly.
+        log.debug("A webhook connection failed.", exc_info=True)
+
+    def arm(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._deadlines[conn] = time.monotonic() + self.config.request_timeout_secs
+
+    def disarm(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._deadlines.pop(conn, None)
+
+    def server_close(self) -> None:
+        self._closed.set()
+        super().server_close()
+
+    def _watch(self) -> None:
+        while not self._closed.wait(0.2):
+            now = time.monotonic()
+            with self._lock:                     # held while shutting: no fd reuse race
+                for conn in [c for c, deadline in self._deadlines.items() if deadline < now]:
+                    del self._deadlines[conn]
+                    try:                          # the base method: on TLS too, on the fd
+                        socket.socket.shutdown(conn, socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.setblocking(False)                  # never stall the accept loop
+        sock.send(data)
+    except OSError:
+        pass

@@ -1,0 +1,200 @@
+"""Graph -> identity -> fields on the event. Pure: reads the graph, never changes it.
+
+`resolve` answers "who is this container / pod?" from the facts alone; ingest-time enrichment
+(`attach`) and `ctrail timeline` (at query time, so events that arrived before their facts are
+explained too) both use it. The event's own values win: the graph only fills what is missing,
+except a short container id, which becomes the full one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ctrail.event import (Actor, Container, ContainerImage, ContainerTrail, Event, ImageHash,
+                          Kubernetes, KubernetesContainer, KubernetesNode, KubernetesPod,
+                          Orchestrator, OrchestratorResource, OrchestratorResourceParent,
+                          Workload)
+from enrich.graph import Container as ContainerRecord
+from enrich.graph import EntityGraph, Pod, repository_of, split_image
+
+SYSTEM_USERS = ("system:",)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    container_id: str | None = None
+    container_name: str | None = None
+    namespace: str | None = None
+    pod_name: str | None = None
+    pod_uid: str | None = None
+    node: str | None = None
+    owner_kind: str | None = None
+    owner_name: str | None = None
+    workload_kind: str | None = None
+    workload_name: str | None = None
+    image_name: str | None = None
+    image_tag: str | None = None
+    digest: str | None = None
+    deployed_by: str | None = None
+    deployed_at: int | None = None
+    pushed_by: str | None = None
+    pushed_at: int | None = None
+    pushed_from: str | None = None
+    first_seen: int | None = None
+    last_seen: int | None = None
+    gone: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: times as ISO 8601, absent values left out."""
+        out: dict[str, Any] = {}
+        for name, value in asdict(self).items():
+            if value is None:
+                continue
+            if name.endswith(("_at", "_seen")) or name == "gone":
+                value = iso(value)
+            out[name] = value
+        return out
+
+
+def iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def resolve(graph: EntityGraph, container_id: str | None = None, namespace: str | None = None,
+            pod_name: str | None = None) -> Identity | None:
+    """What the graph knows about a container (by full or short id) or a pod; None if nothing."""
+    container = graph.container(container_id) if container_id else None
+    pod_key = container.pod if container is not None else None
+    if pod_key is None and namespace and pod_name:
+        pod_key = f"{namespace}/{pod_name}"
+    pod = graph.tables["pod"].get(pod_key) if pod_key else None
+    if container is None and pod is None:
+        return None
+    ns, _, name = (pod_key or "").partition("/")
+    fields: dict[str, Any] = {"namespace": ns or None, "pod_name": name or None}
+    first = [r.first for r in (container, pod) if r is not None]
+    last = [r.last for r in (container, pod) if r is not None]
+    fields.update(first_seen=min(first), last_seen=max(last))
+    if pod is not None:
+        assert isinstance(pod, Pod)
+        fields.update(pod_uid=pod.uid, node=pod.node, gone=pod.gone)
+        fields.update(_workload(graph, ns, pod))
+    if container is not None:
+        fields.update(container_id=container.id, container_name=container.name,
+                      pod_uid=container.uid or fields.get("pod_uid"),
+                      gone=container.gone or fields.get("gone"))
+    fields.update(_image(graph, container, pod, min(first)))
+    return Identity(**fields)
+
+
+def _workload(graph: EntityGraph, namespace: str, pod: Pod) -> dict[str, Any]:
+    """The owner chain up to the top workload, and who deployed it (the latest change by a
+    person before the pod started; controllers' own updates only when no person is known)."""
+    if not pod.owner:
+        return {"deployed_by": pod.creator, "deployed_at": pod.first if pod.creator else None}
+    kind, name = pod.owner
+    out: dict[str, Any] = {"owner_kind": kind, "owner_name": name}
+    changes: list[tuple[int, str]] = []
+    for _ in range(4):                       # Pod -> ReplicaSet -> Deployment; Job -> CronJob
+        record = graph.workload(kind, namespace, name)
+        if record is None:
+            break
+        changes.extend(record.changes or ())
+        if not record.owner:
+            break
+        kind, name = record.owner
+    out.update(workload_kind=kind, workload_name=name)
+    before = sorted(c for c in changes if c[0] <= pod.first) or sorted(changes)
+    people = [c for c in before if not c[1].startswith(SYSTEM_USERS)]
+    chosen = (people or before or [(pod.first, pod.creator)])[-1]
+    out.update(deployed_at=chosen[0] if chosen[1] else None, deployed_by=chosen[1])
+    return out
+
+
+def _image(graph: EntityGraph, container: ContainerRecord | None, pod: Pod | None,
+           started: int) -> dict[str, Any]:
+    reference = container.image if container is not None else None
+    if reference is None and pod is not None and pod.images:
+        wanted = container.name if container is not None else None
+        matches = [image for cname, image in pod.images if cname == wanted]
+        # No container name (a pod subject, or a Falco-only container): the last spec
+        # container, as init containers come first.
+        reference = matches[0] if matches else (pod.images[-1][1] if wanted is None else None)
+    digest = container.digest if container is not None else None
+    if reference is None or reference.startswith("sha256:"):   # an image id names no manifest
+        return {"digest": digest}
+    name, tag, pinned = split_image(reference)
+    # A tag is mutable: the digest it pointed to when the pod started is what ran.
+    digest = digest or pinned or (graph.digest_at(repository_of(name), tag or "latest", started)
+                                  if name else None)
+    out: dict[str, Any] = {"image_name": name, "image_tag": tag, "digest": digest}
+    push = graph.push(digest) if digest else None
+    if push is not None:
+        out.update(pushed_by=push.user, pushed_at=push.time, pushed_from=push.ip)
+    return out
+
+
+def attach(event: Event, identity: Identity) -> Event:
+    """The event with the identity's fields filled in where the event has none."""
+    update: dict[str, Any] = {}
+    container = event.container or Container()
+    image = container.image or ContainerImage()
+    new_image = image.model_copy(update={
+        "name": image.name or identity.image_name,
+        "tag": image.tag or ((identity.image_tag,) if identity.image_tag else ()),
+        "hash": image.hash or (ImageHash(all=(identity.digest,)) if identity.digest else None)})
+    new_container = container.model_copy(update={
+        "id": identity.container_id or container.id,
+        "image": new_image if new_image != ContainerImage() else container.image})
+    if new_container != (event.container or Container()):
+        update["container"] = new_container
+    k8s = event.kubernetes or Kubernetes()
+    new_k8s = k8s.model_copy(update={
+        "namespace": k8s.namespace or identity.namespace,
+        "pod": _filled(k8s.pod, KubernetesPod, name=identity.pod_name, uid=identity.pod_uid),
+        "node": _filled(k8s.node, KubernetesNode, name=identity.node),
+        "container": _filled(k8s.container, KubernetesContainer, name=identity.container_name)})
+    if new_k8s != (event.kubernetes or Kubernetes()):
+        update["kubernetes"] = new_k8s
+    if identity.workload_kind:
+        update["orchestrator"] = _orchestrator(event.orchestrator, identity)
+    trail = _trail(identity)
+    if trail is not None:
+        update["containertrail"] = trail
+    return event.model_copy(update=update) if update else event
+
+
+def _filled(current: Any, model: type, **values: Any) -> Any:
+    base = current or model()
+    new = base.model_copy(update={k: getattr(base, k) or v for k, v in values.items()})
+    return new if new != model() else current
+
+
+def _orchestrator(current: Orchestrator | None, identity: Identity) -> Orchestrator | None:
+    parent = OrchestratorResourceParent(type=identity.workload_kind)
+    if current is None:
+        return Orchestrator(type="kubernetes", namespace=identity.namespace,
+                            resource=OrchestratorResource(type="pods", name=identity.pod_name,
+                                                          parent=parent))
+    resource = current.resource
+    if resource is None or not (resource.type or "").startswith("pods") or resource.parent:
+        return current       # an audit event about another object: its parent is not ours
+    return current.model_copy(update={"resource": resource.model_copy(update={"parent": parent})})
+
+
+def _trail(identity: Identity) -> ContainerTrail | None:
+    workload = (Workload(kind=identity.workload_kind, name=identity.workload_name)
+                if identity.workload_kind else None)
+    deployed = (Actor(name=identity.deployed_by, time=_dt(identity.deployed_at))
+                if identity.deployed_by else None)
+    pushed = (Actor(name=identity.pushed_by, time=_dt(identity.pushed_at), ip=identity.pushed_from)
+              if identity.pushed_by or identity.pushed_at else None)
+    if workload is None and deployed is None and pushed is None:
+        return None
+    return ContainerTrail(workload=workload, deployed_by=deployed, image_pushed_by=pushed)
+
+
+def _dt(seconds: int | None) -> datetime | None:
+    return datetime.fromtimestamp(seconds, timezone.utc) if seconds is not None else None

@@ -1,0 +1,136 @@
+"""The entity graph on the `ctrail.entities` topic: append changed entities, rebuild from them.
+
+Each record is one entity's whole current state, keyed `kind/key`, so Kafka's compaction (and
+a replay of the local log) keeps what matters: the latest state per entity. States merge
+order-independently (enrich.graph), so duplicates and any replay order are harmless.
+
+Readers never commit: every process (an enrich worker, `ctrail timeline`) reads the topic from
+its start. On Kafka each reader is a consumer group of its own (a shared group would split the
+partitions between readers); on the local log one fixed group name, as one process owns it.
+An enrich worker keeps reading after the rebuild, so facts learned by other enrich workers (a
+push, a workload change, keyed elsewhere) reach its graph too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Final, Iterable
+
+import orjson
+
+from ctrail.bus import ENTITIES, Bus, Consumer, Producer
+from ctrail.bus.local import HEADER, LocalBus, scan_valid_end
+from enrich.graph import EntityGraph
+
+log = logging.getLogger(__name__)
+LOCAL_GROUP: Final = "entity-graph"
+POLL_RECORDS: Final = 5000
+IDLE_POLLS_AT_END: Final = 2         # Kafka: empty polls, once assigned, that mean "caught up"
+
+
+def encode(kind: str, key: str, state: dict[str, object]) -> tuple[str, bytes]:
+    return f"{kind}/{key}", orjson.dumps({"kind": kind, "key": key, "state": state})
+
+
+def apply_record(graph: EntityGraph, value: bytes) -> bool:
+    try:
+        doc = orjson.loads(value)
+        graph.restore(doc["kind"], doc["key"], doc["state"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        # Not ours or from a newer version: skipping one fact is better than no graph.
+        log.warning("Skipped an unreadable entity record.")
+        return False
+    return True
+
+
+class FactLog:
+    """Appends the graph's changed entities; `flush` returns when they are durable."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+
+    def publish(self, graph: EntityGraph) -> int:
+        sent = 0
+        for kind, key, state in graph.take_dirty():
+            record_key, value = encode(kind, key, state)
+            self.producer.send(ENTITIES, record_key, value)
+            sent += 1
+        if sent:
+            self.producer.flush()
+        return sent
+
+
+class EntityReader:
+    """Reads `ctrail.entities` into a graph from offset 0, without ever committing."""
+
+    def __init__(self, bus: Bus) -> None:
+        group = LOCAL_GROUP if isinstance(bus, LocalBus) else \
+            f"entity-graph.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.consumer: Consumer = bus.consumer(group, [ENTITIES])
+        self.local = isinstance(bus, LocalBus)
+
+    def catch_up(self, graph: EntityGraph, timeout_secs: float = 60.0) -> int:
+        """Read until the end of the topic (or the timeout); returns the records applied.
+
+        The local log's poll reads to its end at once, so an empty poll means caught up.
+        Kafka's may be empty while the group is still joining, so there: empty polls after
+        the partitions are assigned."""
+        deadline = time.monotonic() + timeout_secs
+        applied = idle = 0
+        assigned = getattr(self.consumer, "assigned", None)
+        while time.monotonic() < deadline:
+            records = self.consumer.poll(POLL_RECORDS, timeout_secs=0 if self.local else 1.0)
+            if records:
+                applied += sum(apply_record(graph, r.value) for r in records)
+                idle = 0
+                continue
+            if self.local or assigned is None:
+                break
+            if assigned():
+                idle += 1
+                if idle >= IDLE_POLLS_AT_END:
+                    break
+        else:
+            log.warning("Stopped rebuilding the entity graph at the timeout.",
+                        extra={"applied": applied, "timeout_secs": timeout_secs})
+        return applied
+
+    def tail(self, graph: EntityGraph) -> int:
+        """Apply what others appended since the last read (does not wait)."""
+        return sum(apply_record(graph, r.value)
+                   for r in self.consumer.poll(POLL_RECORDS, timeout_secs=0))
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def read_local_topic(directory: Path) -> Iterable[bytes]:
+    """Values of a local-log topic read straight from its segment files, without the data
+    directory's lock: `ctrail timeline` beside a running `ctrail run`. Segments are only
+    appended to, and a torn tail is cut by the same CRC check the bus uses."""
+    for path in sorted(directory.glob("*.log")):
+        data = path.read_bytes()
+        end, pos = scan_valid_end(data), 0
+        while pos < end:
+            value_len, _crc, key_len = HEADER.unpack_from(data, pos)
+            start = pos + HEADER.size + key_len
+            yield data[start:start + value_len]
+            pos = start + value_len
+
+
+def rebuild(graph: EntityGraph, bus: Bus | None, local_root: Path | None = None,
+            timeout_secs: float = 60.0) -> int:
+    """The graph from the topic, read-only: through the bus, or the local files when another
+    process holds the bus."""
+    if bus is not None:
+        reader = EntityReader(bus)
+        try:
+            return reader.catch_up(graph, timeout_secs)
+        finally:
+            reader.close()
+    assert local_root is not None
+    return sum(apply_record(graph, value) for value in read_local_topic(local_root / ENTITIES))
