@@ -19,6 +19,7 @@ from collector.sources import SourceConfig
 from ctrail.bus.kafka_config import KafkaBusConfig
 from ctrail.bus.local import LocalBus
 from ctrail.errors import ConfigError
+from ctrail.runtime.ops import OpsConfig
 from detectors import SigmaDetectorConfig
 from enrich import EnrichConfig
 from sinks import StoreConfig
@@ -58,6 +59,8 @@ class Settings(BaseSettings):
     enrich: EnrichConfig = EnrichConfig()
     detection: SigmaDetectorConfig = SigmaDetectorConfig()
     redaction: RedactionConfig = RedactionConfig()
+    ops: OpsConfig | None = Field(
+        None, description="Serve /healthz, /readyz and /metrics (off unless configured).")
     sources: dict[str, SourceConfig] = Field(
         default_factory=dict, description="Listeners and tailers that `ctrail run` starts, by name.")
     outputs: dict[str, FluentdConfig] = Field(

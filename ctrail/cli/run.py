@@ -46,15 +46,19 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
                                     daemon=True) for c in collectors]
         for thread in threads:
             thread.start()
-        heartbeat = Heartbeat(settings.data_dir, role,
-                              alive=lambda: all_alive([*threads, *pipeline.threads]),
+        def alive() -> bool:
+            return all_alive([*threads, *pipeline.threads])
+        heartbeat = Heartbeat(settings.data_dir, role, alive=alive,
                               status=lambda: {"stages": pipeline.telemetry.snapshot()})
         heartbeat.start()
+        ops = settings.ops.build(pipeline.telemetry, alive) if settings.ops else None
         log.info("ContainerTrail is running.", extra={
             "stages": list(stages), "sources": [c.name for c in collectors],
             "bus": settings.bus.type, "store": settings.store.type})
         stop.wait()
         heartbeat.stop()
+        if ops is not None:
+            ops.close()
         for thread in threads:
             thread.join()
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -22,6 +23,7 @@ from ctrail.runtime.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECS = 30.0
+LAG_EVERY_SECS = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +108,20 @@ class StageWorker:
     def run(self, stop: threading.Event) -> None:
         """Loop until `stop` is set, backing off on Retryable without committing."""
         backoff = 0.5
+        lag_due = 0.0
         while not stop.is_set():
             try:
                 self.run_once()
                 backoff = 0.5
+                self.telemetry.set_failing(self.name, False)
+                if time.monotonic() >= lag_due:      # from this thread: consumers are not shared
+                    self.telemetry.set_lag(self.name, self.consumer.lag())
+                    lag_due = time.monotonic() + LAG_EVERY_SECS
             except Retryable as exc:
                 log.warning("Stage will retry.", extra={"stage": self.name, "error": str(exc),
                                                         "backoff_secs": backoff})
                 self.telemetry.record(self.name, retries=1)
+                self.telemetry.set_failing(self.name, True)
                 self.consumer.rewind()
                 stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -48,16 +49,18 @@ def post(port: int, body: bytes, token: str) -> int:
 
 
 def test_run_follows_the_audit_log_and_serves_the_webhook(tmp_path: Path) -> None:
-    audit_log, data_dir, port = tmp_path / "audit.log", tmp_path / "data", free_port()
+    audit_log, data_dir, port, ops_port = (tmp_path / "audit.log", tmp_path / "data",
+                                           free_port(), free_port())
     audit_log.write_text(EVENT.format(id="f1", user="tailed-user") + "\n")
     config = tmp_path / "ctrail.yaml"
     config.write_text(f"""
 sources:
   apiserver-log: {{type: k8s_audit_file, path: {audit_log}, poll_interval_secs: 0.1}}
   apiserver-webhook: {{type: k8s_audit_webhook, port: {port}, token: {{env: TEST_HOOK_TOKEN}}}}
+ops: {{port: {ops_port}, token: {{env: TEST_OPS_TOKEN}}}}
 """)
     exe = Path(sys.executable).with_name("ctrail")
-    env = {**os.environ, "TEST_HOOK_TOKEN": "hook-token-1"}
+    env = {**os.environ, "TEST_HOOK_TOKEN": "hook-token-1", "TEST_OPS_TOKEN": "ops-token-1"}
     proc = subprocess.Popen([str(exe), "run", "--config", str(config), "--data-dir", str(data_dir)],
                             cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -73,6 +76,10 @@ sources:
         health = subprocess.run([str(exe), "health", "--data-dir", str(data_dir)],
                                 capture_output=True, text=True, cwd=REPO)
         assert (health.returncode, health.stdout.strip()) == (0, "healthy: run")
+        assert ops_get(ops_port, "/readyz") == (200, "ready\n")
+        status, metrics = ops_get(ops_port, "/metrics")
+        stored = re.search(r'ctrail_stage_received_total\{stage="store"\} (\d+)', metrics)
+        assert status == 200 and stored and int(stored.group(1)) >= 3
     finally:
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)
@@ -81,6 +88,15 @@ sources:
     stopped = subprocess.run([str(exe), "health", "--data-dir", str(data_dir)],
                              capture_output=True, text=True, cwd=REPO)
     assert stopped.returncode == 1 and stopped.stdout.startswith("unhealthy")
+
+
+def ops_get(port: int, path: str) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path, headers={"Authorization": "Bearer ops-token-1"})
+    response = conn.getresponse()
+    body = response.read().decode()
+    conn.close()
+    return response.status, body
 
 
 def _port_open(port: int) -> bool:

@@ -15,7 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 COMPOSE = REPO / "docker-compose.yml"
 SECRETS = {"ELASTIC_PASSWORD": "e", "KIBANA_PASSWORD": "k", "CTRAIL_ES_PASSWORD": "c",
-           "CTRAIL_AUDIT_WEBHOOK_TOKEN": "t"}
+           "CTRAIL_AUDIT_WEBHOOK_TOKEN": "t", "CTRAIL_OPS_TOKEN": "o"}
 
 
 def services() -> dict[str, Any]:

@@ -1,0 +1,75 @@
+"""/healthz, /readyz and /metrics: authenticated, and saying what the stages do."""
+
+from __future__ import annotations
+
+import http.client
+from typing import Iterator
+
+import pytest
+
+from ctrail.errors import ConfigError
+from ctrail.runtime.ops import OpsConfig, OpsServer
+from ctrail.runtime.telemetry import Telemetry
+from ctrail.secrets import EnvRef
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[OpsServer, Telemetry, list[bool]]]:
+    monkeypatch.setenv("TEST_OPS_TOKEN", "ops-token-1")
+    telemetry, alive = Telemetry(), [True]
+    server = OpsConfig(port=0, token=EnvRef(env="TEST_OPS_TOKEN")).build(telemetry,
+                                                                          lambda: alive[0])
+    yield server, telemetry, alive
+    server.close()
+
+
+def get(server: OpsServer, path: str, token: str | None = "ops-token-1") -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
+    response = conn.getresponse()
+    body = response.read().decode()
+    conn.close()
+    return response.status, body
+
+
+def test_every_endpoint_needs_the_token(served) -> None:  # type: ignore[no-untyped-def]
+    server, _telemetry, _alive = served
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert get(server, path, token=None)[0] == 401
+        assert get(server, path, token="wrong")[0] == 401
+
+
+def test_health_and_readiness_follow_threads_and_failing_stages(served) -> None:  # type: ignore[no-untyped-def]
+    server, telemetry, alive = served
+    assert get(server, "/healthz") == (200, "ok\n")
+    assert get(server, "/readyz") == (200, "ready\n")
+    telemetry.set_failing("store", True)                     # e.g. Elasticsearch is down
+    assert get(server, "/readyz") == (503, "not ready: store\n")
+    assert get(server, "/healthz")[0] == 200                 # alive: do not restart it
+    telemetry.set_failing("store", False)
+    alive[0] = False
+    assert get(server, "/healthz")[0] == 503
+
+
+def test_metrics_are_prometheus_text_with_counters_and_lag(served) -> None:  # type: ignore[no-untyped-def]
+    server, telemetry, _alive = served
+    telemetry.record("enrich", received=10, sent=9, dead_lettered=1)
+    telemetry.record("store", received=9, retries=2)
+    telemetry.set_lag("store", 42)
+    status, text = get(server, "/metrics")
+    assert status == 200
+    assert 'ctrail_stage_received_total{stage="enrich"} 10' in text
+    assert 'ctrail_stage_dead_lettered_total{stage="enrich"} 1' in text
+    assert 'ctrail_stage_retries_total{stage="store"} 2' in text
+    assert 'ctrail_consumer_lag{stage="store"} 42' in text
+    assert "# TYPE ctrail_stage_sent_total counter" in text
+
+
+def test_without_a_token_it_refuses_to_start_unless_told() -> None:
+    with pytest.raises(ConfigError, match="token"):
+        OpsConfig(port=0).build(Telemetry(), lambda: True)
+    open_server = OpsConfig(port=0, allow_unauthenticated=True).build(Telemetry(), lambda: True)
+    try:
+        assert get(open_server, "/healthz", token=None)[0] == 200
+    finally:
+        open_server.close()
