@@ -153,8 +153,10 @@ class Pipeline:
         # wraps the parser, so its dead letters take the parse-failure path to the DLQ.
         wrap = getattr(source, "wrap_parser", None)
         parser = wrap(parser) if wrap is not None else parser
-        return Collector(name, source, parser, self.bus.producer(), self.telemetry,
-                         self.settings.pipeline.max_record_bytes,
+        # A listener bounds its records itself (413 above its max_body_bytes): an audit batch
+        # it accepted must not then be dead-lettered whole for exceeding the line limit.
+        cap = getattr(source, "max_record_bytes", self.settings.pipeline.max_record_bytes)
+        return Collector(name, source, parser, self.bus.producer(), self.telemetry, cap,
                          self.settings.pipeline.batch_events)
 
     def step(self) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import ssl
 from pathlib import Path
 
@@ -12,7 +11,6 @@ from ctrail.errors import ConfigError
 from ctrail.runtime.http.listener import HttpListener
 from ctrail.secrets import SecretRef, resolve_secret
 
-log = logging.getLogger(__name__)
 
 
 class ListenerConfig(BaseModel):
@@ -46,10 +44,6 @@ class ListenerConfig(BaseModel):
             raise ConfigError(f"sources.{name}: the webhook needs a token ({{env: NAME}} or "
                               "{file: PATH}), a client_ca_file, or allow_unauthenticated: true")
         tokens = [resolve_secret(ref).get_secret_value().encode() for ref in refs]
-        if self.max_body_bytes > max_record_bytes:
-            log.warning("Bodies above pipeline.max_record_bytes will be dead-lettered whole.",
-                        extra={"source": name, "max_body_bytes": self.max_body_bytes,
-                               "max_record_bytes": max_record_bytes})
         try:
             return HttpListener(self, name, tokens, tls_context(self, name))
         except OSError as exc:

@@ -53,6 +53,11 @@ class HttpListener:
             "mutual_tls": config.client_ca_file is not None, "tokens": len(self._tokens)})
 
     @property
+    def max_record_bytes(self) -> int:
+        """The largest record this source yields: a body within its own limit."""
+        return self.config.max_body_bytes
+
+    @property
     def port(self) -> int:
         return self.server.server_address[1]
 

@@ -410,3 +410,33 @@ def test_each_source_accepts_what_its_sender_posts(tmp_path: Path, real_data: Pa
                     for headers, body in requests] == [200] * len(requests)
             assert (run.collector.counts.accepted, run.collector.counts.dead_lettered) == (
                 expected, 0), config.type                    # type: ignore[attr-defined]
+
+
+def test_an_audit_batch_above_the_line_limit_is_stored_not_dead_lettered(tmp_path: Path) -> None:
+    """kube-apiserver posts up to 400 events a batch: at RequestResponse level that is several
+    MiB, above pipeline.max_record_bytes (meant for one log line) but within the listener's own
+    limit, so the pipeline takes the listener's limit for its records."""
+    from ctrail.runtime.pipeline import Pipeline
+    from ctrail.settings import load_settings
+    padding = "x" * 10_000
+    items = [b'{"kind":"Event","auditID":"big-%d","verb":"get","stage":"ResponseComplete",'
+             b'"requestReceivedTimestamp":"2026-01-01T00:00:00Z","requestObject":{"pad":"%s"}}'
+             % (i, padding.encode()) for i in range(300)]
+    body = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[' + b",".join(items) + b"]}"
+    settings = load_settings(None, tmp_path / "data")
+    assert len(body) > settings.pipeline.max_record_bytes
+    pipeline = Pipeline(settings, ())
+    listener = k8s().build("hook", tmp_path, settings.pipeline.max_record_bytes)
+    collector = pipeline.collector("hook", listener, PARSERS["k8s-audit"]())
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: [collector.run_once() for _ in iter(stop.is_set, True)],
+                              daemon=True)
+    thread.start()
+    try:
+        assert post(listener.port, body)[0] == 200
+        assert (collector.counts.accepted, collector.counts.dead_lettered) == (300, 0)
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+        pipeline.close()
