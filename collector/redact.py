@@ -48,6 +48,15 @@ CREDENTIAL_NAME: Final = re.compile(r"(?i)passw|token|secret|api_?key|credential
 BEARER: Final = re.compile(r"(?i)(\bbearer\s+)([A-Za-z0-9\-._~+/]+=*)")
 JWT: Final = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+")
 TAG: Final = "redacted"
+# Lower-case words of which every redaction needs one: credential key names and env names
+# (CREDENTIAL_KEYS, CREDENTIAL_NAME), Secret kinds and the secrets resource, bearer tokens, JWTs.
+HINTS: Final = ("passw", "token", "secret", "authorization", "bearer", "key", "credential",
+                "eyj")
+
+
+def _may_hold_credentials(raw: str) -> bool:
+    lowered = raw.lower()
+    return any(hint in lowered for hint in HINTS)
 
 
 class RedactionConfig(BaseModel):
@@ -95,8 +104,12 @@ class Redactor:
     def digest(self, value: str) -> str:
         return PREFIX + hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
 
-    def audit(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """A redacted copy of an audit Event, or None when it holds nothing to redact."""
+    def audit(self, event: dict[str, Any], raw: str | None = None) -> dict[str, Any] | None:
+        """A redacted copy of an audit Event, or None when it holds nothing to redact.
+        `raw`, the event's text, lets most events skip the walk: one that mentions no
+        credential word anywhere cannot hold a credential the walk would find."""
+        if raw is not None and not _may_hold_credentials(raw):
+            return None
         resource = (event.get("objectRef") or {}).get("resource") if isinstance(
             event.get("objectRef"), dict) else None
         out, changed = dict(event), False

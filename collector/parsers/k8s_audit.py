@@ -125,7 +125,7 @@ def to_event(audit: dict[str, Any], original: str, raw: bytes, received: datetim
     tagged `redacted`: evidence "byte for byte" cannot hold a secret the store must never hold.
     `event.id` still hashes the raw bytes, so a replay keeps its id."""
     check_shape(audit)
-    redacted = redactor.audit(audit) if redactor is not None else None
+    redacted = redactor.audit(audit, original) if redactor is not None else None
     if redacted is not None:
         audit, original = redacted, orjson.dumps(redacted).decode()
     timestamp = next((parse_time(audit[f], f) for f in TIMESTAMP_FIELDS if audit.get(f)), None)

@@ -13,7 +13,7 @@ import threading
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, Iterator, Sequence
+from typing import Any, Final, Sequence
 
 import orjson
 
@@ -154,12 +154,19 @@ def free_text(doc: dict[str, Any]) -> str:
     return "\n".join((original, *_strings(rest)))
 
 
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for inner in value.values():
-            yield from _strings(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            yield from _strings(inner)
-    elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        yield str(value)
+def _strings(value: Any) -> list[str]:
+    """Every string and number below `value` (an explicit stack: recursive generators pay
+    once per level for every value they pass up)."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(reversed(item.values()))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, (int, float)) and not isinstance(item, bool):
+            found.append(str(item))
+    return found
