@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -38,6 +39,7 @@ EXE = Path(sys.executable).with_name("ctrail")
 
 from corpus import write_audit_log  # noqa: E402
 
+from ctrail.settings import load_settings  # noqa: E402
 from tests.services import elasticsearch_url, kafka_bootstrap  # noqa: E402
 
 
@@ -71,13 +73,17 @@ def raw_bulk(lines: list[bytes]) -> float:
     parser, now = K8sAuditParser(), datetime.now(timezone.utc)
     docs = [orjson.loads(encode(event)) for line in lines
             for event in parser.parse(RawRecord(line, "bench", now))]
-    index = f"bench-{uuid.uuid4().hex[:8]}"
+    # Into a data stream under our own templates (installed by building the store), as the
+    # pipeline writes: without them dynamic mapping refuses some audit fields.
+    from sinks.elasticsearch import ElasticsearchConfig
+    namespace = "r" + uuid.uuid4().hex[:10]
+    ElasticsearchConfig(hosts=[elasticsearch_url()], namespace=namespace).build(REPO).close()
+    stream = f"logs-containertrail.kubernetes.audit-{namespace}"
     client = Elasticsearch(elasticsearch_url())
     start = time.perf_counter()
-    helpers.bulk(client, ({"_op_type": "create", "_index": index, "_id": d["event"]["id"],
+    helpers.bulk(client, ({"_op_type": "create", "_index": stream, "_id": d["event"]["id"],
                            "_source": d} for d in docs), chunk_size=1000)
     rate = len(docs) / (time.perf_counter() - start)
-    client.indices.delete(index=index)
     client.close()
     return rate
 
@@ -85,6 +91,7 @@ def raw_bulk(lines: list[bytes]) -> float:
 class Workers:
     def __init__(self, tmp: Path, extra_config: str = "") -> None:
         self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         namespace = "b" + uuid.uuid4().hex[:10]
         self.config = tmp / "ctrail.yaml"
         self.config.write_text(f"""
@@ -102,7 +109,6 @@ store: {{type: elasticsearch, hosts: ["{elasticsearch_url()}"], namespace: {name
                                            cwd=REPO, stdout=log, stderr=log))
 
     def count(self) -> int:
-        from ctrail.settings import load_settings
         store = load_settings(self.config).store.build(self.tmp)
         try:
             return store.count("*", "events")
@@ -118,7 +124,6 @@ store: {{type: elasticsearch, hosts: ["{elasticsearch_url()}"], namespace: {name
 
 def pipeline(path: Path, events: int, tmp: Path) -> float:
     workers = Workers(tmp / "pipeline")
-    (tmp / "pipeline").mkdir()
     try:
         for stage in ("enrich", "detect", "store"):
             workers.start(stage)
@@ -135,7 +140,7 @@ def pipeline(path: Path, events: int, tmp: Path) -> float:
 
 def latency(rate: int, secs: int, tmp: Path) -> list[float]:
     audit = tmp / "latency" / "audit.log"
-    audit.parent.mkdir()
+    audit.parent.mkdir(parents=True, exist_ok=True)
     audit.touch()
     workers = Workers(tmp / "latency", f"""
 sources: {{apiserver-log: {{type: k8s_audit_file, path: "{audit}", poll_interval_secs: 0.05}}}}
@@ -147,6 +152,22 @@ sources: {{apiserver-log: {{type: k8s_audit_file, path: "{audit}", poll_interval
         for stage in ("collect", "enrich", "detect", "store"):
             workers.start(stage)
         time.sleep(8)
+        # Counts are polled in a thread of their own while the log is written.
+        samples: list[tuple[float, int]] = []
+        done = threading.Event()
+
+        def poll() -> None:
+            store = load_settings(workers.config).store.build(workers.tmp)
+            try:
+                while not done.is_set():
+                    samples.append((time.monotonic(), store.count("*", "events")))
+                    if samples[-1][1] >= len(lines):
+                        return
+                    time.sleep(0.1)
+            finally:
+                store.close()
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
         sent: list[float] = []
         with open(audit, "ab") as out:
             start = time.monotonic()
@@ -156,14 +177,15 @@ sources: {{apiserver-log: {{type: k8s_audit_file, path: "{audit}", poll_interval
                 out.write(line)
                 out.flush()
                 sent.append(time.monotonic())
-        seen: list[float] = []
-        deadline = time.monotonic() + 120
-        while len(seen) < len(lines) and time.monotonic() < deadline:
-            count = workers.count()
-            now = time.monotonic()
-            seen.extend([now] * (count - len(seen)))
-            time.sleep(0.1)
-        return [s - t for s, t in zip(seen, sent)]
+        poller.join(timeout=120)
+        done.set()
+        # Event k is visible at the first sample counting more than k events.
+        delays, k = [], 0
+        for at, count in samples:
+            while k < min(count, len(sent)):
+                delays.append(at - sent[k])
+                k += 1
+        return delays
     finally:
         workers.stop()
 

@@ -24,6 +24,9 @@ from detectors import SigmaDetectorConfig
 from enrich import EnrichConfig
 from sinks import StoreConfig
 from sinks.fluentd import FluentdConfig
+from sinks.notify.config import NotifyConfig
+from sinks.evidence import EvidenceConfig
+from sinks.reports import ReportConfig
 from sinks.sqlite import SqliteConfig
 
 
@@ -66,6 +69,15 @@ class Settings(BaseSettings):
     outputs: dict[str, FluentdConfig] = Field(
         default_factory=dict, description="Where the `forward` stage also sends events and "
         "alerts, by name (a discriminated union once there is a second output type).")
+    notify: NotifyConfig | None = Field(
+        None, description="Slack, PagerDuty and webhook notifications of alerts (the `notify` "
+        "stage, built only when `notify.receivers` names one).")
+    reports: dict[str, ReportConfig] = Field(
+        default_factory=dict, description="Reports by name, rendered on their schedule inside "
+        "`ctrail run` and on demand by `ctrail report run NAME`.")
+    evidence: EvidenceConfig | None = Field(
+        None, description="The append-only, hash-chained evidence archive of every event and "
+        "alert (the `evidence` stage); off when absent.")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

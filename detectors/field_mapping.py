@@ -20,6 +20,18 @@ Into Running Deployment"; the audit field is `objectRef.apiGroup`). "Kubernetes 
 Enumeration Activity" requires `responseStatus.code` to be the string `ALLOW`, where the API
 server logs an HTTP status number. They load and run unchanged; mapping them into matching
 would mean rewriting third-party rules, which belongs in our own pack.
+
+Other logsources (ContainerTrail's own, since Sigma has no taxonomy for them): `product: falco`
+(Falco alerts), `product: docker` (Docker Engine events) and `product: container_registry`
+(pushes, pulls and deletes; `service: distribution` or `service: harbor` narrows it to one
+registry). Their rules name our event fields (ECS: `event.action`, `user.name`,
+`registry.tag`, `container.security_context.privileged`), so they need no mapping.
+
+Fields under `derived.` (detectors.derived) are computed from the event by the matcher; they are
+never prefixed, and a search backend cannot evaluate them.
+
+Configuration reaches rules as Sigma placeholders: `user.name|expand: '%ci_actors%'` is replaced
+by the configured list (pySigma's ValueListPlaceholderTransformation) when the rules load.
 """
 
 from __future__ import annotations
@@ -28,10 +40,14 @@ from typing import Final
 
 from sigma.processing.conditions import ExcludeFieldCondition, LogsourceCondition
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
-from sigma.processing.transformations import AddFieldnamePrefixTransformation
+from sigma.processing.transformations import (
+    AddFieldnamePrefixTransformation,
+    ValueListPlaceholderTransformation,
+)
 from sigma.rule import SigmaLogSource
 
 from ctrail.ecs import DATASET_K8S_AUDIT
+from detectors.derived import DERIVED_PREFIX
 
 AUDIT_PREFIX: Final = "kubernetes.audit."
 PIPELINE_NAME: Final = "ContainerTrail field mapping"
@@ -41,23 +57,52 @@ PIPELINE_NAME: Final = "ContainerTrail field mapping"
 # without, and both mean the same events.
 LOGSOURCE_DATASETS: Final[dict[tuple[str | None, str | None], str]] = {
     ("kubernetes", "audit"): DATASET_K8S_AUDIT,
+    ("falco", None): "falco.alerts",
+    ("docker", None): "docker.events",
+    ("container_registry", "distribution"): "registry.distribution",
+    ("container_registry", "harbor"): "registry.harbor",
 }
+# A logsource that covers several datasets: every registry's events, whatever its product.
+LOGSOURCE_MANY: Final[dict[tuple[str | None, str | None], tuple[str, ...]]] = {
+    ("container_registry", None): ("registry.distribution", "registry.harbor"),
+}
+# The configuration lists rules may name as %placeholders% (SigmaDetectorConfig fields).
+PLACEHOLDERS: Final = ("trusted_registries", "ci_actors", "system_namespaces",
+                       "production_namespaces")
+# pySigma refuses an empty replacement list; an empty list becomes this one value, which no
+# event field holds, so `x in []` stays false as it should.
+NO_VALUE: Final = "\x00(none configured)"
 
 
-def containertrail_pipeline() -> ProcessingPipeline:
-    """The processing pipeline mapping Sigma field names onto our event fields.
+def containertrail_pipeline(variables: dict[str, list[str]] | None = None) -> ProcessingPipeline:
+    """The processing pipeline mapping Sigma field names onto our event fields, with the
+    configuration lists `variables` (PLACEHOLDERS; each defaults to empty) for placeholders.
 
     A new object on each call: pySigma pipelines keep per-rule state while applying, so two
     users (the matcher, a backend) must not share one instance."""
+    values = {name: list((variables or {}).get(name) or ()) or [NO_VALUE]
+              for name in PLACEHOLDERS}
+    placeholders = ProcessingItem(
+        identifier="ctrail_configuration_placeholders",
+        transformation=ValueListPlaceholderTransformation(include=list(PLACEHOLDERS)))
     audit_prefix = ProcessingItem(
         identifier="ctrail_kubernetes_audit_prefix",
         transformation=AddFieldnamePrefixTransformation(AUDIT_PREFIX),
         rule_conditions=[LogsourceCondition(product="kubernetes", service="audit")],
-        field_name_conditions=[ExcludeFieldCondition(fields=[r"kubernetes\.audit\."], mode="re")],
+        field_name_conditions=[ExcludeFieldCondition(
+            fields=[r"kubernetes\.audit\.", DERIVED_PREFIX.replace(".", r"\.")], mode="re")],
     )
-    return ProcessingPipeline(name=PIPELINE_NAME, priority=20, items=[audit_prefix])
+    return ProcessingPipeline(name=PIPELINE_NAME, priority=20,
+                              items=[placeholders, audit_prefix], vars=values)
 
 
 def dataset_of(logsource: SigmaLogSource) -> str | None:
     """The event.dataset whose events a rule with this logsource is about, or None."""
     return LOGSOURCE_DATASETS.get((logsource.product, logsource.service))
+
+
+def datasets_of(logsource: SigmaLogSource) -> tuple[str, ...]:
+    """Every event.dataset a rule with this logsource is about; empty when none."""
+    key = (logsource.product, logsource.service)
+    one = LOGSOURCE_DATASETS.get(key)
+    return (one,) if one is not None else LOGSOURCE_MANY.get(key, ())

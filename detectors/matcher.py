@@ -13,6 +13,10 @@ with it, against under 1 µs for a dict look-up). Through a list, every element 
 a field whose value is a list matches when any element matches. A key that itself holds dots
 (`annotations.authorization.k8s.io/decision`) is found when no shorter key matches.
 
+Derived fields (`derived.k8s.containers.securityContext.privileged`) are computed by
+detectors.derived from the event, once per event and only when a rule reads them, then looked
+into like any other value; the detector may preset stateful ones (a tag's previous digest).
+
 Nulls: `field: null` matches when the field is absent or null; `field|exists: true` when it is
 present and not null. Keyword (field-less) detections are refused: the matcher has no full-text
 field to search.
@@ -33,6 +37,7 @@ from sigma.conditions import (
 from sigma.types import SigmaExists, SigmaNull, SigmaString
 
 from ctrail.event import Event
+from detectors.derived import DERIVED, DerivedContext, split_derived
 from detectors.field_mapping import AUDIT_PREFIX
 from detectors.values import RuleCompileError, as_text, exact_text, value_test
 
@@ -40,27 +45,37 @@ from detectors.values import RuleCompileError, as_text, exact_text, value_test
 class FieldPath:
     """A compiled field path: where to start (the audit dict or the document) and the keys."""
 
-    __slots__ = ("name", "in_audit", "parts")
+    __slots__ = ("name", "in_audit", "parts", "derived")
 
     def __init__(self, name: str) -> None:
+        """Raises RuleCompileError for a `derived.` field that no function computes."""
         self.name = name
         self.in_audit = name.startswith(AUDIT_PREFIX)
         rest = name[len(AUDIT_PREFIX):] if self.in_audit else name
         self.parts = tuple(rest.split("."))
+        try:
+            split = split_derived(name)
+        except KeyError:
+            raise RuleCompileError(f"{name} is not a derived field; known: "
+                                   f"{', '.join(sorted(DERIVED))}") from None
+        self.derived = split            # (base field, path below it), or None
 
 
 class EventView:
     """One event as the predicates read it. Each field is resolved once per event, however
     many rules ask for it, and the full document is built on first need only."""
 
-    __slots__ = ("event", "audit", "_document", "_values", "_texts")
+    __slots__ = ("event", "audit", "context", "_document", "_values", "_texts")
 
-    def __init__(self, event: Event) -> None:
+    def __init__(self, event: Event, context: DerivedContext | None = None,
+                 preset: dict[str, list[Any]] | None = None) -> None:
+        """`preset`: values of derived fields the caller computed (state), by field name."""
         self.event = event
         k8s = event.kubernetes
         self.audit: dict[str, Any] | None = k8s.audit if k8s is not None else None
+        self.context = context or DerivedContext()
         self._document: dict[str, Any] | None = None
-        self._values: dict[str, list[Any]] = {}
+        self._values: dict[str, list[Any]] = dict(preset) if preset else {}
         self._texts: dict[str, list[str]] = {}
 
     def document(self) -> dict[str, Any]:
@@ -74,8 +89,23 @@ class EventView:
         """Every value of the field in this event (see resolve)."""
         found = self._values.get(field.name)
         if found is None:
-            found = resolve(self.audit if field.in_audit else self.document(), field.parts)
+            if field.derived is not None:
+                found = self._derived(*field.derived)
+            else:
+                found = resolve(self.audit if field.in_audit else self.document(), field.parts)
             self._values[field.name] = found
+        return found
+
+    def _derived(self, base: str, below: tuple[str, ...]) -> list[Any]:
+        values = self._values.get(base)
+        if values is None:
+            values = DERIVED[base](self.event, self.audit, self.context)
+            self._values[base] = values
+        if not below:
+            return values
+        found: list[Any] = []
+        for value in values:
+            _walk(value, below, 0, found)
         return found
 
     def lowered(self, field: FieldPath) -> list[str]:
@@ -91,7 +121,8 @@ Predicate = Callable[[EventView], bool]
 
 
 def resolve(node: Any, parts: tuple[str, ...]) -> list[Any]:
-    """Every value at the dotted path `parts` below `node`, lists flattened one level."""
+    """Every value at the dotted path `parts` below `node`, lists (and the tuples of a model
+    dump) flattened one level."""
     found: list[Any] = []
     _walk(node, parts, 0, found)
     return found
@@ -107,13 +138,13 @@ def _walk(node: Any, parts: tuple[str, ...], i: int, found: list[Any]) -> None:
                     return
                 key, i = f"{key}.{parts[i]}", i + 1
             node = node[key]
-        elif isinstance(node, list):
+        elif isinstance(node, (list, tuple)):
             for item in node:
                 _walk(item, parts, i, found)
             return
         else:
             return
-    if isinstance(node, list):
+    if isinstance(node, (list, tuple)):
         found.extend(node)
     else:
         found.append(node)

@@ -5,6 +5,12 @@ An event is tested only against the rules whose logsource describes its `event.d
 rules its own field values can satisfy (detectors.rule_index). A match raises one Alert unless one
 of the rule's configured exceptions matches the event; suppressed matches are counted in
 `SigmaDetector.suppressed`, never dropped silently.
+
+Configuration the rules read (the catalog's `detection.*` keys): the lists trusted_registries,
+ci_actors, system_namespaces and production_namespaces are Sigma placeholders replaced when the
+rules load (`%ci_actors%`); trusted_registries also feeds the derived field that lists a pod's
+untrusted image registries (detectors.derived), because "some image is from outside the list"
+is not a Sigma value test. production_namespaces raises rules with `severity_in_production`.
 """
 
 from __future__ import annotations
@@ -14,14 +20,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
 from sigma.types import SigmaString
 
 from ctrail.event import Alert, Event, Severity
 from detectors.alerts import build_alert
+from detectors.correlation import CorrelationSet, load_correlations
+from detectors.correlation import candidates as correlation_candidates
+from detectors.derived import DerivedContext, TagHistory
 from detectors.matcher import EventView, Predicate, all_of, any_of, field_predicate
 from detectors.rule_index import RuleIndex
 from detectors.sigma_rules import PACKAGED_RULES, CompiledRule, LoadError, RuleSet, load_rules
+from detectors.suppression import SuppressionConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,21 @@ class SigmaDetectorConfig(BaseModel):
     production_namespaces: tuple[str, ...] = Field(
         (), description="Namespaces where rules with `severity_in_production` (CT-K8S-004) "
         "raise their severity.")
+    trusted_registries: tuple[str, ...] = Field(
+        (), description="Registry hosts images may come from (CT-K8S-013); an image without a "
+        "registry host is from docker.io. Empty: CT-K8S-013 does not fire.")
+    ci_actors: tuple[str, ...] = Field(
+        (), description="Registry users that are CI or robot accounts (CT-REG-001); a push by "
+        "anyone else raises an alert. Case-insensitive, * and ? wildcards.")
+    system_namespaces: tuple[str, ...] = Field(
+        (), description="Namespaces treated like kube-system (CT-K8S-011: a pod created there "
+        "by a human user).")
+    late_events_secs: NonNegativeFloat = Field(
+        60, description="How late (event time, behind the newest event seen) an event may "
+        "arrive and still count in a correlation window.")
+    suppression: SuppressionConfig | None = Field(
+        None, description="Repeats of an alert within a window, grouped by a key, become one "
+        "alert and one update with the count. Off when absent (every alert is published).")
     exceptions: dict[str, list[ExceptionMatch]] = Field(
         default_factory=dict, description="Per rule id, matches that suppress its alerts. An "
         "entry maps event fields (e.g. user.name, kubernetes.namespace) to Sigma values "
@@ -48,7 +73,7 @@ class SigmaDetectorConfig(BaseModel):
     def build(self) -> "SigmaDetector":
         """Load the rules (ConfigError for a missing rule path; broken rules are logged and
         skipped) and compile the exceptions."""
-        rules = load_rules(self.rule_paths)
+        rules = load_rules(self.rule_paths, self.variables())
         if not rules.rules:
             log.warning("No Sigma rule is loaded; nothing will be detected.",
                         extra={"rule_paths": [str(path) for path in self.rule_paths]})
@@ -61,7 +86,20 @@ class SigmaDetectorConfig(BaseModel):
             log.warning("Exceptions name a rule that is not loaded.", extra={"rule_id": rule_id})
         exceptions = {rule_id: compile_exceptions(entries)
                       for rule_id, entries in self.exceptions.items()}
-        return SigmaDetector(rules, frozenset(self.production_namespaces), exceptions)
+        context = DerivedContext(frozenset(r.lower() for r in self.trusted_registries))
+        correlations = load_correlations(self.rule_paths, rules)
+        for error in correlations.errors:
+            log.warning("Skipped a Sigma correlation rule that does not load.",
+                        extra={"path": str(error.path), "reason": error.reason})
+        return SigmaDetector(rules, frozenset(self.production_namespaces), exceptions, context,
+                             correlations)
+
+    def variables(self) -> dict[str, list[str]]:
+        """The configuration lists, by placeholder name (detectors.field_mapping.PLACEHOLDERS)."""
+        return {"trusted_registries": list(self.trusted_registries),
+                "ci_actors": list(self.ci_actors),
+                "system_namespaces": list(self.system_namespaces),
+                "production_namespaces": list(self.production_namespaces)}
 
 
 def compile_exceptions(entries: list[dict[str, str]]) -> Predicate:
@@ -75,27 +113,44 @@ class SigmaDetector:
     windows to close, since every rule here decides on one event."""
 
     def __init__(self, rules: RuleSet, production_namespaces: frozenset[str],
-                 exceptions: dict[str, Predicate]) -> None:
+                 exceptions: dict[str, Predicate],
+                 context: DerivedContext | None = None,
+                 correlations: CorrelationSet | None = None) -> None:
         self.rules = rules
+        self.correlations = correlations or CorrelationSet()
+        self.by_base = self.correlations.by_base
+        self.silent = self.correlations.silent
         self.indexes = {dataset: RuleIndex(of_dataset)
                         for dataset, of_dataset in rules.by_dataset.items()}
         self.production_namespaces = production_namespaces
         self.exceptions = exceptions
         self.suppressed: dict[str, int] = {}
+        self.context = context or DerivedContext()
+        self.tags = TagHistory()
+        self.evaluated = 0              # rules tested in full, for the benchmark
 
     @property
     def load_errors(self) -> tuple[LoadError, ...]:
         return self.rules.errors
 
     def observe(self, event: Event) -> list[Alert]:
-        """Alerts this event raises now, one per matching rule not suppressed by an exception.
+        """Alerts this event raises now, one per matching rule not suppressed by an exception
+        (base rules of correlations that do not `generate` raise none of their own).
         Pure apart from the suppression counter; never raises for any event content."""
+        return self.detect(event)[0]
+
+    def detect(self, event: Event) -> tuple[list[Alert], list[Alert]]:
+        """observe()'s alerts, and the candidates this event gives correlation rules
+        (detectors.correlation), which the detect stage routes to ctrail.correlate."""
         index = self.indexes.get(event.event.dataset)
         if index is None:
-            return []
-        view = EventView(event)
+            return [], []
+        preset = self.tags.observe(event) if event.registry is not None else None
+        view = EventView(event, self.context, preset)
         alerts = []
-        for rule in index.candidates(view):
+        candidates = index.candidates(view)
+        self.evaluated += len(candidates)
+        for rule in candidates:
             if not rule.matches(view):
                 continue
             excepted = self.exceptions.get(rule.id)
@@ -103,14 +158,23 @@ class SigmaDetector:
                 self.suppressed[rule.id] = self.suppressed.get(rule.id, 0) + 1
                 continue
             alerts.append(build_alert(rule, event, self.severity(rule, event)))
-        return alerts
+        routed = [candidate for alert in alerts
+                  for correlation in self.by_base.get(alert.rule.id, ())
+                  for candidate in correlation_candidates(correlation, alert.rule.id, view, alert)]
+        return [alert for alert in alerts if alert.rule.id not in self.silent], routed
 
     def advance(self, now: datetime) -> list[Alert]:
         """No rule here keeps a window, so nothing becomes due as time moves."""
         return []
 
     def severity(self, rule: CompiledRule, event: Event) -> Severity:
-        """The rule's level, raised to `severity_in_production` in a production namespace."""
+        """The rule's level, raised to `severity_in_production` in a production namespace, or
+        the event's own severity for rules with `severity_from_event`."""
+        if rule.severity_from_event and event.event.severity is not None:
+            try:
+                return Severity(event.event.severity)
+            except ValueError:
+                return rule.severity
         if rule.production_severity is None or not self.production_namespaces:
             return rule.severity
         namespace = event.kubernetes.namespace if event.kubernetes is not None else None

@@ -15,6 +15,11 @@ UUIDs, and every file stays a valid Sigma rule with no custom key needed for ide
 Our custom rule attribute (pySigma keeps unknown top-level keys in `custom_attributes`):
 - `severity_in_production: <level>`: the severity when the event's kubernetes.namespace is one of
   the configured production namespaces (CT-K8S-004: medium, high in production).
+- `severity_from_event: true`: the alert's severity is the event's own `event.severity` when it
+  has one (CT-RT-001: the Falco priority, mapped by the Falco parser), else the rule's level.
+
+Configuration lists reach rules as Sigma placeholders (`%ci_actors%`, detectors.field_mapping),
+replaced when the rules load, so load_rules takes their values.
 
 A rule without `level` is treated as medium. Directories are searched recursively for *.yml and
 *.yaml, except folders named `tests`, which hold behaviour cases rather than rules.
@@ -37,7 +42,7 @@ from sigma.rule.base import SigmaYAMLLoader
 from ctrail.errors import ConfigError
 from ctrail.event import Severity, Threat
 from detectors.attack import threat_from_tags
-from detectors.field_mapping import containertrail_pipeline, dataset_of
+from detectors.field_mapping import containertrail_pipeline, datasets_of
 from detectors.matcher import Predicate, any_of, compile_condition
 from detectors.rule_index import IndexKey, index_key
 from detectors.values import RuleCompileError
@@ -77,6 +82,8 @@ class CompiledRule:
     path: Path | None
     matches: Predicate
     key: IndexKey | None = None     # a field value the rule requires (detectors.rule_index)
+    datasets: tuple[str, ...] = ()  # every dataset it applies to, when more than `dataset`
+    severity_from_event: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,13 +97,16 @@ class RuleSet:
     def __post_init__(self) -> None:
         index: dict[str, list[CompiledRule]] = {}
         for rule in self.rules:
-            index.setdefault(rule.dataset, []).append(rule)
+            for dataset in rule.datasets or (rule.dataset,):
+                index.setdefault(dataset, []).append(rule)
         object.__setattr__(self, "by_dataset", {k: tuple(v) for k, v in index.items()})
 
 
-def load_rules(paths: Sequence[Path]) -> RuleSet:
-    """Every rule under `paths` (files or directories). Raises ConfigError for a missing path;
-    broken files and rules are returned in RuleSet.errors, never raised."""
+def load_rules(paths: Sequence[Path],
+               variables: dict[str, list[str]] | None = None) -> RuleSet:
+    """Every rule under `paths` (files or directories), with the configuration lists
+    `variables` for their placeholders. Raises ConfigError for a missing path; broken files and
+    rules are returned in RuleSet.errors, never raised."""
     collections, errors = [], []
     for path in rule_files(paths):
         collection, file_errors = parse_file(path)
@@ -106,7 +116,7 @@ def load_rules(paths: Sequence[Path]) -> RuleSet:
     # Merging applies Sigma filters across all files, as pySigma's load_ruleset does.
     merged = SigmaCollection.merge(collections)
     single = [rule for rule in merged.rules if isinstance(rule, SigmaRule)]
-    rules, compile_errors = compile_all(single, containertrail_pipeline())
+    rules, compile_errors = compile_all(single, containertrail_pipeline(variables))
     return RuleSet(tuple(rules), tuple(errors + compile_errors))
 
 
@@ -147,9 +157,9 @@ def parse_file(path: Path) -> tuple[SigmaCollection | None, list[LoadError]]:
     valid: list[Any] = []
     for rule in collection.rules + collection.filters:
         if isinstance(rule, SigmaCorrelationRule):
-            # Refused here, before merging: resolving its references could fail for all files.
-            errors.append(LoadError(path, f"correlation rule {rule.title!r} is not evaluated "
-                                          "by the single-event matcher"))
+            # Left out here, before merging (resolving its references could fail for all
+            # files): detectors.correlation loads and checks correlation rules.
+            continue
         elif not rule.errors:
             valid.append(rule)
     return SigmaCollection(valid, collect_filters=True, resolve_references=False), errors
@@ -180,8 +190,8 @@ def compile_rule(sigma_rule: SigmaRule, pipeline: ProcessingPipeline) -> Compile
     rule_id = sigma_rule.name or (str(sigma_rule.id) if sigma_rule.id else None)
     if rule_id is None:
         raise RuleCompileError(f"rule {sigma_rule.title!r} has neither an id nor a name")
-    dataset = dataset_of(sigma_rule.logsource)
-    if dataset is None:
+    datasets = datasets_of(sigma_rule.logsource)
+    if not datasets:
         ls = sigma_rule.logsource
         raise RuleCompileError(f"rule {rule_id}: logsource product={ls.product} "
                                f"service={ls.service} is not one ContainerTrail collects")
@@ -194,8 +204,10 @@ def compile_rule(sigma_rule: SigmaRule, pipeline: ProcessingPipeline) -> Compile
         severity=Severity[sigma_rule.level.name] if sigma_rule.level else Severity.MEDIUM,
         production_severity=production_severity(rule_id, sigma_rule.custom_attributes),
         threat=threat_from_tags(str(tag) for tag in sigma_rule.tags),
-        dataset=dataset, path=sigma_rule.source.path if sigma_rule.source else None,
-        matches=any_of([compile_condition(tree) for tree in trees]), key=index_key(trees))
+        dataset=datasets[0], path=sigma_rule.source.path if sigma_rule.source else None,
+        matches=any_of([compile_condition(tree) for tree in trees]), key=index_key(trees),
+        datasets=datasets if len(datasets) > 1 else (),
+        severity_from_event=sigma_rule.custom_attributes.get("severity_from_event") is True)
 
 
 def production_severity(rule_id: str, attributes: dict[str, Any]) -> Severity | None:

@@ -15,7 +15,10 @@ EVENTS: Final = "ctrail.events"
 ALERTS: Final = "ctrail.alerts"
 DLQ: Final = "ctrail.dlq"
 ENTITIES: Final = "ctrail.entities"
-ALL_TOPICS: Final = (RAW, EVENTS, ALERTS, DLQ, ENTITIES)
+# Correlation candidates (base-rule matches, as small alerts), keyed by correlation id and
+# group-by values: the repartition that brings one group's candidates to one correlate worker.
+CORRELATE: Final = "ctrail.correlate"
+ALL_TOPICS: Final = (RAW, EVENTS, ALERTS, DLQ, ENTITIES, CORRELATE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from typing import Final
 
 from pydantic import BaseModel, ValidationError
 
-from ctrail.bus import ALERTS, DLQ, EVENTS, RAW
+from ctrail.bus import ALERTS, CORRELATE, DLQ, EVENTS, RAW
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Alert, Event, Rejection
 
@@ -16,6 +16,7 @@ MODEL_OF_TOPIC: Final[dict[str, type[BaseModel]]] = {
     RAW: Event,
     EVENTS: Event,
     ALERTS: Alert,
+    CORRELATE: Alert,                 # correlation candidates (detectors.correlation)
     DLQ: Rejection,
 }
 

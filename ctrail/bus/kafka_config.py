@@ -34,6 +34,8 @@ class KafkaTopicPartitions(_Section):
     alerts: PositiveInt = Field(3, description="Partitions of ctrail.alerts (notify workers).")
     dlq: PositiveInt = Field(3, description="Partitions of ctrail.dlq.")
     entities: PositiveInt = Field(3, description="Partitions of the compacted ctrail.entities.")
+    correlate: PositiveInt = Field(3, description="Partitions of ctrail.correlate (correlate "
+                                                  "workers; keyed by correlation group).")
 
 
 class KafkaTopicRetention(_Section):
@@ -46,6 +48,8 @@ class KafkaTopicRetention(_Section):
     alerts: PositiveInt = Field(30 * HOURS_PER_DAY, description="Hours ctrail.alerts keeps records.")
     dlq: PositiveInt = Field(30 * HOURS_PER_DAY, description="Hours ctrail.dlq keeps dead letters "
                              "(time to fix the cause and run `ctrail dlq replay`).")
+    correlate: PositiveInt = Field(7 * HOURS_PER_DAY, description="Hours ctrail.correlate keeps "
+                                   "correlation candidates.")
 
 
 class KafkaSecurity(_Section):

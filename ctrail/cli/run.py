@@ -7,7 +7,7 @@ import logging
 import signal
 import threading
 from types import FrameType
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from collector import build_parser
 from ctrail.cli.common import add_common, settings_of
@@ -15,6 +15,9 @@ from ctrail.runtime.collect import Collector
 from ctrail.runtime.health import Heartbeat, all_alive
 from ctrail.runtime.pipeline import STAGE_NAMES, Pipeline
 from ctrail.settings import Settings
+
+if TYPE_CHECKING:
+    from ctrail.runtime.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
     pipeline = Pipeline(settings, stages)
     stop = threading.Event()
     collectors: list[Collector] = []
+    scheduler: Scheduler | None = None
     try:
         for name, config in (settings.sources.items() if with_sources else ()):
             source = config.build(name, settings.data_dir, settings.pipeline.max_record_bytes)
@@ -42,6 +46,7 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
             collectors.append(pipeline.collector(name, source, parser))
         _on_signals(stop)
         pipeline.start()
+        scheduler = _start_scheduler(settings) if role == "run" else None
         threads = [threading.Thread(target=_collect, args=(c, stop), name=f"collect-{c.name}",
                                     daemon=True) for c in collectors]
         for thread in threads:
@@ -62,10 +67,24 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
         for thread in threads:
             thread.join()
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         for collector in collectors:
             collector.source.close()
         pipeline.close()
     return 0
+
+
+def _start_scheduler(settings: Settings) -> Scheduler | None:
+    """Reports on their schedules, evidence sealing and expiry: only `ctrail run` schedules
+    (a distributed `ctrail worker` does not, or each worker would run every report)."""
+    if not settings.reports and settings.evidence is None:
+        return None
+    from ctrail.runtime.scheduler import Scheduler
+
+    scheduler = Scheduler(settings)
+    scheduler.start()
+    return scheduler
 
 
 def _collect(collector: Collector, stop: threading.Event) -> None:

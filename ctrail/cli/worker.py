@@ -31,4 +31,7 @@ def run(args: argparse.Namespace) -> int:
         if not settings.sources:
             raise UsageError("`ctrail worker collect` needs at least one entry under `sources:`")
         return serve(settings, COLLECT, (), with_sources=True)
+    if args.stage == "notify" and (settings.notify is None or not settings.notify.receivers):
+        raise UsageError("`ctrail worker notify` needs at least one entry under "
+                         "`notify.receivers:`")
     return serve(settings, args.stage, (args.stage,), with_sources=False)

@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Final, Sequence
 
-from ctrail.bus import ALERTS, DLQ, EVENTS, RAW, Bus
+from ctrail.bus import ALERTS, CORRELATE, DLQ, EVENTS, RAW, Bus
 from ctrail.bus.codec import Item
 from ctrail.components import Parser, Source
 from ctrail.errors import Retryable
-from ctrail.event import Event
+from ctrail.event import Alert, Event
 from ctrail.runtime.collect import Collector
 from ctrail.runtime.stage import Handler, Output, StageResult, StageWorker, isolate
 from ctrail.runtime.telemetry import Telemetry
 from ctrail.settings import Settings
+from detectors.window_state import Checkpoint, CorrelationEngine, StageState, Stateful
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,72 @@ def enrich_stage(settings: Settings, bus: Bus) -> Stage:
 
 
 def detect_stage(settings: Settings) -> Stage:
+    """Single-event alerts (suppressed by key) to ctrail.alerts; correlation candidates to
+    ctrail.correlate, keyed by correlation group, for the correlate stage's windows."""
     detector = settings.detection.build()
+    window = StageWindows(settings, "detect", None)
 
     def handle(item: Item) -> list[Output]:
         assert isinstance(item, Event)
-        return [Output(ALERTS, alert.key, alert) for alert in detector.observe(item)]
+        alerts, candidates = detector.detect(item)
+        return ([Output(ALERTS, alert.key, alert) for alert in window.admit(alerts)]
+                + [Output(CORRELATE, candidate.key, candidate) for candidate in candidates])
 
     def handle_batch(items: Sequence[Item]) -> StageResult:
-        result = isolate("detect", items, handle)
-        due = detector.advance(datetime.now(timezone.utc))
-        result.outputs.extend(Output(ALERTS, alert.key, alert) for alert in due)
+        return window.finish(isolate("detect", items, handle), detector.advance)
+    return Stage(handle_batch, window.close)
+
+
+def correlate_stage(settings: Settings) -> Stage:
+    """Correlation windows over the candidates of ctrail.correlate (each group's candidates
+    reach one worker: the topic is keyed by group), checkpointed in the data dir."""
+    correlations = settings.detection.build().correlations.rules
+    engine = CorrelationEngine(correlations, settings.detection.late_events_secs)
+    window = StageWindows(settings, "correlate", engine)
+
+    def handle(item: Item) -> list[Output]:
+        assert isinstance(item, Alert)
+        return [Output(ALERTS, alert.key, alert) for alert in window.admit(engine.observe(item))]
+
+    def handle_batch(items: Sequence[Item]) -> StageResult:
+        return window.finish(isolate("correlate", items, handle), engine.advance)
+    return Stage(handle_batch, window.close)
+
+
+class StageWindows:
+    """A detection stage's state: its correlation windows (if any) and suppression, restored
+    from data_dir/detection/<stage>.json and checkpointed there before the runner commits."""
+
+    def __init__(self, settings: Settings, stage: str, engine: CorrelationEngine | None) -> None:
+        config = settings.detection.suppression
+        self.suppressor = config.build() if config is not None else None
+        parts: dict[str, Stateful] = {"suppression": self.suppressor} if self.suppressor else {}
+        if engine is not None:
+            parts["windows"] = engine
+        checkpoint = Checkpoint(settings.data_dir / "detection" / f"{stage}.json")
+        self.state = StageState(checkpoint, parts) if parts else None
+
+    def admit(self, alerts: list[Alert]) -> list[Alert]:
+        if self.suppressor is None:
+            return alerts
+        return [passed for alert in alerts for passed in self.suppressor.admit(alert)]
+
+    def finish(self, result: StageResult, advance: Callable[[datetime], list[Alert]]
+               ) -> StageResult:
+        now = datetime.now(timezone.utc)
+        due = self.admit(advance(now)) + (self.suppressor.advance(now) if self.suppressor else [])
+        if self.state is None:
+            result.outputs.extend(Output(ALERTS, alert.key, alert) for alert in due)
+            return result
+        alerts = [out.item for out in result.outputs if out.topic == ALERTS]
+        others = [out for out in result.outputs if out.topic != ALERTS]
+        emitted = self.state.finish([*alerts, *due])     # type: ignore[list-item]
+        result.outputs = [*(Output(ALERTS, a.key, a) for a in emitted), *others]
         return result
-    return Stage(handle_batch)
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.state.save()
 
 
 def store_stage(settings: Settings) -> Stage:
@@ -103,6 +158,33 @@ def forward_stage(settings: Settings) -> Stage:
     return Stage(handle, close)
 
 
+def notify_stage(settings: Settings) -> Stage:
+    """Alerts into the notify outbox (durable before the runner commits them); the sender
+    loop that delivers the outbox runs in this process, in a thread of its own."""
+    assert settings.notify is not None
+    service = settings.notify.build(settings.data_dir)
+    service.start()
+
+    def handle(items: Sequence[Item]) -> StageResult:
+        service.enqueue(items)        # raises Retryable: the batch stays uncommitted
+        return StageResult()
+    return Stage(handle, service.close)
+
+
+def evidence_stage(settings: Settings) -> Stage:
+    """Events and alerts into the append-only evidence archive (sinks/evidence), durable and
+    deduplicated by event id before the runner commits them."""
+    from sinks.evidence.archive import EvidenceArchive
+
+    assert settings.evidence is not None
+    archive = EvidenceArchive.open_shared(settings.evidence, settings.data_dir)
+
+    def handle(items: Sequence[Item]) -> StageResult:
+        archive.write(items)
+        return StageResult()
+    return Stage(handle, archive.close)
+
+
 @dataclass(frozen=True, slots=True)
 class StageSpec:
     name: str
@@ -115,9 +197,15 @@ class StageSpec:
 STAGES: Final = (
     StageSpec("enrich", consumes=(RAW,), build=enrich_stage, uses_bus=True),
     StageSpec("detect", consumes=(EVENTS,), build=detect_stage),
+    StageSpec("correlate", consumes=(CORRELATE,), build=correlate_stage),
     StageSpec("store", consumes=(EVENTS, ALERTS, DLQ), build=store_stage),
     StageSpec("forward", consumes=(EVENTS, ALERTS), build=forward_stage,
               enabled=lambda settings: bool(settings.outputs)),
+    StageSpec("evidence", consumes=(EVENTS, ALERTS), build=evidence_stage,
+              enabled=lambda settings: settings.evidence is not None),
+    StageSpec("notify", consumes=(ALERTS,), build=notify_stage,
+              enabled=lambda settings: settings.notify is not None
+              and bool(settings.notify.receivers)),
 )
 STAGE_NAMES: Final = tuple(spec.name for spec in STAGES)
 

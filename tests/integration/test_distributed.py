@@ -123,7 +123,7 @@ def ids_of(done: subprocess.CompletedProcess[str], key: str = "event") -> set[st
 
 def test_kafka_and_elasticsearch_answer_as_embedded_mode_does(cluster: Cluster, real_data: Path,
                                                              tmp_path: Path) -> None:
-    for stage in ("enrich", "detect", "store"):
+    for stage in ("enrich", "detect", "correlate", "store"):
         cluster.start(stage, stage)
     cluster.start("store-2", "store")                 # two workers share the store stage
     files = [str(p) for p in sorted((real_data / "falco-k8saudit-traces/trace_files").glob("*.json"))]
@@ -180,7 +180,7 @@ def finish(cluster: Cluster, ingest: subprocess.Popen[str], expected: set[str]) 
 def test_kill_9_of_workers_mid_stream_loses_and_duplicates_nothing(cluster: Cluster,
                                                                    tmp_path: Path) -> None:
     for name, stage in (("enrich", "enrich"), ("enrich-2", "enrich"), ("detect", "detect"),
-                        ("detect-2", "detect"), ("store", "store")):
+                        ("detect-2", "detect"), ("correlate", "correlate"), ("store", "store")):
         cluster.start(name, stage)                    # 2 + 2 workers on 4 partitions
     expected, ingest = ingest_corpus(cluster, tmp_path, 20_000)
     wait_for(lambda: len(cluster.stored_ids()) > 1000, timeout=120)
@@ -194,7 +194,7 @@ def test_kill_9_of_workers_mid_stream_loses_and_duplicates_nothing(cluster: Clus
 
 def test_elasticsearch_down_for_30_s_mid_stream_loses_nothing(cluster: Cluster,
                                                               tmp_path: Path) -> None:
-    for stage in ("enrich", "detect", "store"):
+    for stage in ("enrich", "detect", "correlate", "store"):
         cluster.start(stage, stage)
     expected, ingest = ingest_corpus(cluster, tmp_path, 10_000)
     wait_for(lambda: len(cluster.stored_ids()) > 500, timeout=120)

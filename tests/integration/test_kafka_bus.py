@@ -127,7 +127,8 @@ def test_topics_are_created_with_their_partitions_retention_and_compaction(
     described = {t["name"]: len(t["partitions"]) for t in bus.admin.describe_topics(names)}
     assert described == {config.topic_name(RAW): 6, config.topic_name(EVENTS): 6,
                          config.topic_name("ctrail.alerts"): 3,
-                         config.topic_name("ctrail.dlq"): 3, config.topic_name(ENTITIES): 3}
+                         config.topic_name("ctrail.dlq"): 3, config.topic_name(ENTITIES): 3,
+                         config.topic_name("ctrail.correlate"): 3}
     settings = bus.admin.describe_configs(
         [topic_resource(name) for name in names])["topic"]
     entities = settings[config.topic_name(ENTITIES)]
@@ -146,7 +147,8 @@ def test_starting_again_with_existing_topics_is_not_an_error(
 def test_default_names_are_the_designs_and_a_namespace_prefixes_them() -> None:
     plain = KafkaBusConfig(bootstrap_servers="kafka-1:9092, kafka-2:9092")
     assert [plain.topic_name(t) for t in ALL_TOPICS] == [
-        "ctrail.raw", "ctrail.events", "ctrail.alerts", "ctrail.dlq", "ctrail.entities"]
+        "ctrail.raw", "ctrail.events", "ctrail.alerts", "ctrail.dlq", "ctrail.entities",
+        "ctrail.correlate"]
     assert plain.group_name("enrich") == "ctrail.enrich"
     assert plain.servers() == ["kafka-1:9092", "kafka-2:9092"]
     staging = KafkaBusConfig(bootstrap_servers="kafka:9092", namespace="staging.")

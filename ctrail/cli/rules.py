@@ -1,0 +1,140 @@
+"""`ctrail rules list | validate PATH... | test RULE FILE`: the detection rules, offline.
+
+- list: the configured rules (detection.rule_paths): id, title, level, ATT&CK, source file.
+- validate: load rule files with pySigma as the detector does (correlation rules included);
+  print every broken rule with its file, line and reason; exit 1 when any is broken.
+- test: run one rule (a configured rule id, or a rule file) over a file of raw records in any
+  `--source` format, with the configured detection lists and exceptions, and print the alerts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+from collector import PARSERS, build_parser
+from ctrail.cli.common import add_common, print_docs, settings_of
+from ctrail.components import RawRecord
+from ctrail.errors import InvalidInput, UsageError
+from ctrail.event import Alert
+from detectors.correlation import load_correlations
+from detectors.sigma_rules import CompiledRule, LoadError, load_rules
+
+RULE_COLUMNS = (("id", "id"), ("title", "title"), ("level", "level"), ("ATT&CK", "attack"),
+                ("file", "file"))
+ALERT_COLUMNS = (("time", "@timestamp"), ("rule", "rule.id"), ("severity", "alert.severity"),
+                 ("user", "user.name"), ("namespace", "kubernetes.namespace"),
+                 ("group", "alert.group_key"), ("event", "alert.event_ids"))
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("rules", help="list, validate and test detection rules")
+    actions = parser.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="the configured rules")
+    add_common(listing)
+    listing.set_defaults(run=run_list)
+    validate = actions.add_parser("validate", help="load rule files; exit 1 if any is broken")
+    validate.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                          help="rule files or folders")
+    add_common(validate)
+    validate.set_defaults(run=run_validate)
+    test = actions.add_parser("test", help="run one rule over a file of events")
+    test.add_argument("rule", metavar="RULE", help="a configured rule id, or a rule file")
+    test.add_argument("file", metavar="FILE", help="raw records (JSON lines, one JSON "
+                      "document, or text lines), or - for stdin")
+    test.add_argument("--source", default="k8s-audit", choices=sorted(PARSERS),
+                      help="the format of the file (default k8s-audit)")
+    add_common(test)
+    test.set_defaults(run=run_test)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    detection = settings_of(args).detection
+    rules = load_rules(detection.rule_paths, detection.variables())
+    print_docs((rule_doc(rule) for rule in rules.rules), args.format, "Rules", RULE_COLUMNS)
+    report_errors(rules.errors)
+    return 0
+
+
+def rule_doc(rule: CompiledRule) -> dict[str, Any]:
+    threat = rule.threat
+    attack = [*(threat.technique.id if threat and threat.technique else ()),
+              *(threat.tactic.name if threat and threat.tactic else ())]
+    return {"id": rule.id, "title": rule.title, "level": rule.severity.word, "attack": attack,
+            "file": str(rule.path) if rule.path else None,
+            "datasets": list(rule.datasets or (rule.dataset,))}
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    variables = settings_of(args).detection.variables()
+    rules = load_rules(args.paths, variables)
+    errors = [*rules.errors, *load_correlations(args.paths, rules).errors]
+    report_errors(errors)
+    print(f"{len(rules.rules)} rules loaded, {len(errors)} broken")
+    return 1 if errors else 0
+
+
+def report_errors(errors: list[LoadError] | tuple[LoadError, ...]) -> None:
+    for error in errors:
+        print(f"{error}", file=sys.stderr)
+
+
+def run_test(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    rule_file = Path(args.rule)
+    detection = settings.detection
+    if rule_file.is_file():
+        detection = detection.model_copy(update={"rule_paths": (rule_file,)})
+    detector = detection.build()
+    known = {rule.id for rule in detector.rules.rules}
+    if not rule_file.is_file() and args.rule not in known:
+        raise UsageError(f"{args.rule} is neither a rule file nor a loaded rule id")
+    wanted = known if rule_file.is_file() else {args.rule}
+    alerts: list[Alert] = []
+    events = rejected = 0
+    parser = build_parser(args.source, settings.data_dir, settings.redaction)
+    for record in records(args.file):
+        try:
+            parsed = parser.parse(record)
+        except InvalidInput as exc:
+            rejected += 1
+            print(f"{record.origin}: not a {args.source} record: {exc}", file=sys.stderr)
+            continue
+        events += len(parsed)
+        alerts.extend(a for event in parsed for a in detector.observe(event)
+                      if a.rule.id in wanted)
+    print_docs((a.model_dump(by_alias=True, exclude_none=True, mode="json") for a in alerts),
+               args.format, "Matches", ALERT_COLUMNS)
+    print(f"{events} events, {len(alerts)} matches, {rejected} records not parsed",
+          file=sys.stderr)
+    return 0
+
+
+def records(name: str) -> Iterator[RawRecord]:
+    """The file as one record when it is one JSON document (a pretty-printed webhook body),
+    else one record per non-empty line."""
+    data = sys.stdin.buffer.read() if name == "-" else read_file(name)
+    received = datetime.now(timezone.utc)
+    try:
+        orjson.loads(data)
+        whole = b"\n" in data.strip()
+    except orjson.JSONDecodeError:
+        whole = False
+    if whole:
+        yield RawRecord(data, f"{name}:1", received)
+        return
+    for number, line in enumerate(data.splitlines(), 1):
+        if line.strip():
+            yield RawRecord(line, f"{name}:{number}", received)
+
+
+def read_file(name: str) -> bytes:
+    try:
+        return Path(name).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {name}: {exc.strerror}") from None

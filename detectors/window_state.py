@@ -1,0 +1,242 @@
+"""Correlation windows on event time, and the checkpoint that carries them over a restart.
+
+Windows. Each (correlation, group-by values) keeps its recent candidates as entries ordered by
+event time. A window is any span of the rule's timespan: when a candidate arrives, the windows
+that could now hold the condition are tested, and the first one that does fires one alert (with
+the count and a bounded list of the contributing event ids). Its entries are then used up, so
+the next alert for that group needs new events: one alert per window per group. Deciding as
+soon as `gte` holds means no alert waits for a window to end.
+
+Event time and late events. The watermark is the newest event time seen minus
+`late_events_secs`; a candidate whose every window ended before the watermark is too late and
+counted in `late_dropped`, and entries no window ending after the watermark can use are pruned
+(that is how windows close as time advances). When no candidate has arrived for
+`late_events_secs` of wall time, event time is taken to move with the wall clock, so idle groups
+are still released. Candidates are deduplicated by their id (rule + auditID), so an at-least-once
+redelivery, or ResponseStarted and ResponseComplete of one request, count once.
+
+Checkpoint. The state is a JSON file in the data dir, replaced atomically (temporary file, fsync,
+rename, fsync of the directory). StageState writes it at the end of every batch that changed it,
+inside the handler: the runner publishes, flushes and only then commits the input, so the
+committed offset is never ahead of the checkpointed windows. A kill -9 between the checkpoint
+and the commit redelivers the batch: its candidates are duplicates (ignored) and the alerts
+that batch fired are kept in the checkpoint's outbox and emitted again on restart, with the same
+ids, so the store keeps one and notifications deduplicate by group key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import orjson
+
+from ctrail.bus import ALERTS
+from ctrail.bus.codec import decode, encode
+from ctrail.event import Alert, AlertInfo, EventInfo, Rule
+from detectors.alerts import ALERT_DATASET, ALERT_MODULE, RULESET
+from detectors.correlation import CorrelationRule, routing
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class Entry:
+    t: float                 # event time, epoch seconds
+    rule: str                # the base rule that matched
+    id: str                  # the candidate's id: deduplicates redeliveries
+    event_id: str
+    value: str | None        # value_count: the counted value
+    used: bool = False       # already part of a fired window
+
+
+class Group:
+    __slots__ = ("entries", "template")
+
+    def __init__(self, template: Alert) -> None:
+        self.entries: list[Entry] = []
+        self.template = template          # the latest candidate: the entities the alert names
+
+
+class CorrelationEngine:
+    """The windows of every correlation rule for the candidates routed to this worker."""
+
+    def __init__(self, rules: Sequence[CorrelationRule], late_events_secs: float,
+                 max_event_ids: int = 100, clock: Clock = time.time) -> None:
+        self.rules = {rule.id: rule for rule in rules}
+        self.late_secs = late_events_secs
+        self.max_event_ids = max_event_ids
+        self.clock = clock
+        self.groups: dict[tuple[str, str], Group] = {}
+        self.newest = float("-inf")       # newest event time seen
+        self.newest_wall = 0.0            # wall time when it was seen
+        self.late_dropped = 0
+        self.dirty = False
+
+    def watermark(self, now: float | None = None) -> float:
+        idle = (self.clock() if now is None else now) - self.newest_wall - self.late_secs
+        return self.newest - self.late_secs + max(0.0, idle)
+
+    def observe(self, candidate: Alert) -> list[Alert]:
+        rule_id, group_json, value = routing(candidate)
+        rule = self.rules.get(rule_id)
+        if rule is None:                  # a rule removed since the candidate was published
+            return []
+        t = candidate.timestamp.timestamp()
+        if t > self.newest:
+            self.newest, self.newest_wall = t, self.clock()
+        if t + rule.timespan_secs < self.watermark():
+            self.late_dropped += 1
+            return []
+        group = self.groups.setdefault((rule_id, group_json), Group(candidate))
+        if any(e.id == candidate.event.id for e in group.entries):
+            return []
+        entry = Entry(t, candidate.rule.id, candidate.event.id, candidate.alert.event_ids[0]
+                      if candidate.alert.event_ids else candidate.event.id, value)
+        group.entries.append(entry)
+        group.entries.sort(key=lambda e: e.t)
+        group.template = candidate
+        self.dirty = True
+        window = self._satisfied(rule, group.entries, t)
+        if window is None:
+            return []
+        for used in window:
+            used.used = True
+        return [self._alert(rule, group_json, window, group.template)]
+
+    def advance(self, now: datetime) -> list[Alert]:
+        """Close windows the watermark has passed: prune their entries and empty groups."""
+        watermark = self.watermark(now.timestamp())
+        for key, group in list(self.groups.items()):
+            horizon = watermark - self.rules[key[0]].timespan_secs if key[0] in self.rules else 0
+            kept = [e for e in group.entries if e.t >= horizon] if key[0] in self.rules else []
+            if len(kept) != len(group.entries):
+                self.dirty = True
+                group.entries = kept
+            if not kept:
+                del self.groups[key]
+        return []
+
+    @staticmethod
+    def _satisfied(rule: CorrelationRule, entries: list[Entry], t: float) -> list[Entry] | None:
+        """The earliest window holding the new entry's time in which the condition holds."""
+        live = [e for e in entries if not e.used]
+        for i, start in enumerate(live):
+            if start.t < t - rule.timespan_secs:
+                continue
+            if start.t > t:
+                break
+            window = [e for e in live[i:] if e.t <= start.t + rule.timespan_secs]
+            if rule.satisfied(window):
+                return window
+        return None
+
+    def _alert(self, rule: CorrelationRule, group_json: str, window: list[Entry],
+               template: Alert) -> Alert:
+        group = orjson.loads(group_json)
+        info = template.event
+        return Alert(
+            timestamp=datetime.fromtimestamp(window[-1].t, timezone.utc),
+            event=EventInfo(id=_id(rule.id, group_json, window[0].id), kind="alert",
+                            category=info.category, type=info.type, action=rule.id,
+                            outcome=info.outcome, dataset=ALERT_DATASET, module=ALERT_MODULE,
+                            original="", ingested=info.ingested, severity=int(rule.severity)),
+            rule=Rule(id=rule.id, name=rule.title, description=rule.description,
+                      reference=rule.reference, ruleset=RULESET),
+            threat=rule.threat,
+            alert=AlertInfo(severity=rule.severity.word, group_key="|".join([rule.id, *group]),
+                            count=len(window), event_ids=tuple(dict.fromkeys(
+                                e.event_id for e in window))[:self.max_event_ids]),
+            user=template.user, source=template.source, container=template.container,
+            orchestrator=template.orchestrator, kubernetes=template.kubernetes)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"newest": self.newest if self.groups else None, "late_dropped": self.late_dropped,
+                "groups": [[rule, group, orjson.loads(encode(g.template)),
+                            [[e.t, e.rule, e.id, e.event_id, e.value, e.used] for e in g.entries]]
+                           for (rule, group), g in self.groups.items()]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("newest") is not None:
+            # Wall time restarts now: the late allowance is granted again after a restart.
+            self.newest, self.newest_wall = state["newest"], self.clock()
+        self.late_dropped = state.get("late_dropped", 0)
+        for rule, group, template, entries in state.get("groups", ()):
+            restored = Group(decode(ALERTS, orjson.dumps(template)))  # type: ignore[arg-type]
+            restored.entries = [Entry(*entry) for entry in entries]
+            self.groups[(rule, group)] = restored
+
+
+def _id(rule_id: str, group_json: str, first: str) -> str:
+    raw = f"{rule_id}\x00{group_json}\x00{first}".encode()
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+class Stateful(Protocol):
+    dirty: bool
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def restore(self, state: dict[str, Any]) -> None: ...
+
+
+class Checkpoint:
+    """One JSON file, replaced atomically; a torn write leaves the previous one in place."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Any]:
+        try:
+            loaded = orjson.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        with open(temporary, "wb") as out:
+            out.write(orjson.dumps(state))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, self.path)
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class StageState:
+    """A stage's stateful parts (windows, suppression) restored at start, checkpointed at the
+    end of each batch that changed them, with the batch's alerts as the outbox."""
+
+    def __init__(self, checkpoint: Checkpoint, parts: dict[str, Stateful]) -> None:
+        self.checkpoint = checkpoint
+        self.parts = parts
+        state = checkpoint.load()
+        for name, part in parts.items():
+            part.restore(state.get(name) or {})
+        # Alerts of the batch in flight at the last checkpoint: emitted again (same ids).
+        self.pending = [decode(ALERTS, orjson.dumps(a)) for a in state.get("outbox", ())]
+
+    def finish(self, alerts: list[Alert]) -> list[Alert]:
+        """The alerts to publish for this batch; checkpoints first when anything changed."""
+        out = [*self.pending, *alerts]   # type: ignore[list-item]
+        self.pending = []
+        if out or any(part.dirty for part in self.parts.values()):
+            self.save(out)
+        return out  # type: ignore[return-value]
+
+    def save(self, outbox: Sequence[Alert] = ()) -> None:
+        state: dict[str, Any] = {name: part.snapshot() for name, part in self.parts.items()}
+        state["outbox"] = [orjson.loads(encode(alert)) for alert in outbox]
+        self.checkpoint.save(state)
+        for part in self.parts.values():
+            part.dirty = False

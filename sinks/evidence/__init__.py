@@ -1,0 +1,93 @@
+"""The evidence archive: an append-only, hash-chained, optionally signed copy of every stored
+event and alert, for PCI DSS 10.3 / 10.5 and SOC 2 CC7 (see archive.py for the format).
+
+Off when the `evidence:` section is absent. The config models live here; importing this module
+does not import `cryptography` (only a configured signing key needs it).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+from ctrail.secrets import SecretRef
+
+if TYPE_CHECKING:
+    from sinks.evidence.archive import EvidenceArchive
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EvidenceRetentionConfig(_Section):
+    """Days each data class is kept after its hour ends; expiry is the only way records leave
+    the archive, and each expiry leaves a signed tombstone in the chain. PCI DSS 10.5.1 asks
+    for at least 12 months of audit trail."""
+
+    audit_days: PositiveInt = Field(400, description="Kubernetes audit events and our own "
+                                                     "audit trail (containertrail.audit).")
+    runtime_days: PositiveInt = Field(400, description="Runtime, registry and log events.")
+    alerts_days: PositiveInt = Field(400, description="Alerts.")
+
+    def days(self, data_class: str) -> int:
+        return int(getattr(self, f"{data_class}_days"))
+
+
+class LegalHold(_Section):
+    """Keep matching segments past their expiry: a time range, a subject, or both."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(description="Why, e.g. a case number; shown when a segment is kept.")
+    time_from: datetime | None = Field(None, alias="from", description="Inclusive.")
+    time_to: datetime | None = Field(None, alias="to", description="Exclusive.")
+    subject: str | None = Field(
+        None, pattern=r"^[\w@.]+:.+$",
+        description="FIELD:VALUE, e.g. user.name:alice or kubernetes.namespace:payments: "
+                    "segments holding any record with that value are kept.")
+
+    @model_validator(mode="after")
+    def _says_what(self) -> "LegalHold":
+        if self.time_from is None and self.time_to is None and self.subject is None:
+            raise ValueError("a legal hold needs from/to, a subject, or both")
+        return self
+
+
+class EvidenceConfig(_Section):
+    """Archive every stored event and alert in DATA_DIR/evidence (the `evidence` stage)."""
+
+    path: Path | None = Field(None, description="Archive directory (default DATA_DIR/evidence).")
+    bucket_secs: PositiveInt = Field(3600, description="One segment per data class and this "
+                                                       "many seconds of @timestamp.")
+    seal_after_secs: int = Field(
+        900, ge=0, description="Seal a bucket's segment this long after the bucket ends; "
+                               "later arrivals for it go to a late segment, chained too.")
+    signing_key: SecretRef | None = Field(
+        None, description="Ed25519 private key (PEM, PKCS#8) that signs every manifest, as a "
+                          "reference: {file: PATH} or {env: NAME}. Unsigned when absent.")
+    retention: EvidenceRetentionConfig = EvidenceRetentionConfig()
+    legal_holds: tuple[LegalHold, ...] = ()
+    expire_schedule: str = Field("30 3 * * *", description="Cron schedule of the expiry run "
+                                                             "inside `ctrail run`.")
+
+    @field_validator("expire_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from sinks.reports import cron_trigger
+        cron_trigger(value)
+        return value
+
+    def root(self, data_dir: Path) -> Path:
+        return self.path or data_dir / "evidence"
+
+    def build(self, data_dir: Path) -> EvidenceArchive:
+        from sinks.evidence.archive import EvidenceArchive
+
+        return EvidenceArchive(self, self.root(data_dir))
+
+
+__all__ = ["EvidenceConfig", "EvidenceRetentionConfig", "LegalHold"]

@@ -1,0 +1,68 @@
+"""What a responder needs from an alert, whatever the receiver: who, where, what to run next. Pure."""
+
+from __future__ import annotations
+
+import shlex
+from datetime import timedelta
+from urllib.parse import quote
+
+from ctrail.event import Alert
+from sinks.notify.routing import cluster_of, namespace_of
+
+
+def who(alert: Alert) -> str | None:
+    return alert.user.name if alert.user is not None and alert.user.name else None
+
+
+def where(alert: Alert) -> dict[str, str]:
+    """cluster, namespace, pod, container, container_id, image, digest: those that are known."""
+    k8s, container = alert.kubernetes, alert.container
+    image = container.image if container is not None else None
+    fields = {
+        "cluster": cluster_of(alert),
+        "namespace": namespace_of(alert),
+        "pod": k8s.pod.name if k8s is not None and k8s.pod is not None else None,
+        "container": (container.name if container is not None and container.name else
+                      (k8s.container.name if k8s is not None and k8s.container else None)),
+        "container_id": container.id if container is not None else None,
+        "image": (f"{image.name}:{image.tag[0]}" if image and image.name and image.tag
+                  else (image.name if image else None)),
+        "digest": image.hash.all[0] if image and image.hash and image.hash.all else None,
+    }
+    return {key: value for key, value in fields.items() if value}
+
+
+def subject(alert: Alert) -> str:
+    """A short "where" for titles: namespace/pod, else the container, else the cluster."""
+    place = where(alert)
+    if "pod" in place:
+        return f"{place.get('namespace', '-')}/{place['pod']}"
+    return place.get("container") or place.get("container_id", "")[:12] or \
+        place.get("namespace") or place.get("cluster") or "-"
+
+
+def next_steps(alert: Alert) -> list[str]:
+    """The `ctrail timeline` commands that reconstruct this alert's subjects."""
+    place, user = where(alert), who(alert)
+    steps = []
+    if "namespace" in place and "pod" in place:
+        steps.append(f"ctrail timeline --pod {shlex.quote(place['namespace'] + '/' + place['pod'])}")
+    if "container_id" in place:
+        steps.append(f"ctrail timeline --container {shlex.quote(place['container_id'])}")
+    if user:
+        steps.append(f"ctrail timeline --user {shlex.quote(user)}")
+    return steps
+
+
+def kibana_link(kibana_url: str | None, alert: Alert) -> str | None:
+    """Discover around the alert's time, filtered to its group (KQL in a Rison-encoded state)."""
+    if not kibana_url:
+        return None
+    start = (alert.timestamp - timedelta(hours=1)).isoformat()
+    end = (alert.timestamp + timedelta(hours=1)).isoformat()
+    kql = 'alert.group_key:"{}"'.format(alert.alert.group_key.replace("\\", "\\\\")
+                                         .replace('"', '\\"'))
+    rison = kql.replace("!", "!!").replace("'", "!'")
+    state = (f"_g=(time:(from:'{start}',to:'{end}'))"
+             f"&_a=(query:(language:kuery,query:'{rison}'))")
+    return f"{kibana_url.rstrip('/')}/app/discover#/?{quote(state, safe='=&()/:,!')}"

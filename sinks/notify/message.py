@@ -1,0 +1,171 @@
+"""What every receiver shares: the Notifier protocol, HTTP outcome classification, redaction.
+
+A receiver (Slack, PagerDuty, webhook) is two halves, as STYLE.md's functional core asks:
+`messages()` plans the requests for a batch of pending rows (pure), and `post()` sends one
+request and classifies its answer (I/O, nothing else). The sender loop owns retries, rate
+limits and the outbox; a receiver never touches them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any, Final, Mapping, Protocol, Sequence
+
+import httpx
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+
+from ctrail.event import Alert
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"     # 2xx: mark the rows delivered
+    RETRY = "retry"             # later, with backoff (429, 5xx, network, receiver misconfigured)
+    REJECTED = "rejected"       # this message can never succeed (400, 413, 422): keep, mark, say why
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: Outcome
+    status: int | None = None
+    retry_after_secs: float | None = None
+    detail: str = ""            # redacted; stored in the outbox and logged
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One outbox row waiting for its receiver."""
+
+    seq: int
+    alert: Alert
+    digest: bool = False        # released after quiet hours: goes out in a digest
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One request a receiver will make, and the outbox rows it covers."""
+
+    seqs: tuple[int, ...]
+    body: dict[str, Any]
+    kind: str = "alert"         # alert | digest | trigger | resolve
+    key: str = ""               # idempotency key (webhook), dedup_key (PagerDuty)
+    group_key: str | None = None
+
+
+class Notifier(Protocol):
+    name: str
+    rate_per_sec: float
+    burst: int
+
+    def messages(self, batch: Sequence[Pending], budget: int) -> list[Message]:
+        """Plan at most `budget` (>= 1) requests covering a prefix of `batch` (in order). Pure."""
+
+    def post(self, message: Message) -> Result:
+        """Send one request; never raises for HTTP or network failures, classifies them."""
+
+    def close(self) -> None: ...
+
+
+class ReceiverBase(BaseModel):
+    """What every receiver's config has: its pace and its patience."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rate_per_sec: PositiveFloat = Field(1.0, description="Sustained requests per second.")
+    burst: PositiveInt = Field(3, description="Requests allowed at once before pacing starts.")
+    timeout_secs: PositiveFloat = 10.0
+    max_digest_alerts: PositiveInt = Field(
+        1000, description="The most alerts one digest (or one batch of rows) covers.")
+
+
+# Which non-2xx answers mean "this message is bad" rather than "try later". Everything else
+# (401/403/404: a revoked webhook or token; 429; 5xx) is retried, with the breaker opening, so
+# alerts wait in the outbox while someone fixes the receiver instead of being thrown away.
+REJECTED_STATUS: Final = frozenset({400, 413, 422})
+
+
+def classify(status: int, headers: Mapping[str, str] | None = None, detail: str = "") -> Result:
+    if 200 <= status < 300:
+        return Result(Outcome.DELIVERED, status)
+    if status in REJECTED_STATUS:
+        return Result(Outcome.REJECTED, status, detail=redact(detail))
+    retry_after = parse_retry_after((headers or {}).get("retry-after"))
+    return Result(Outcome.RETRY, status, retry_after, redact(detail))
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def post_json(client: httpx.Client, url: str, body: bytes | dict[str, Any],
+              headers: Mapping[str, str] | None = None) -> tuple[httpx.Response | None, str]:
+    """POST; (response, "") or (None, redacted error) on a network failure."""
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    try:
+        response = client.post(url, content=content,
+                               headers={"Content-Type": "application/json", **(headers or {})})
+        response.read()
+        return response, ""
+    except httpx.HTTPError as exc:
+        return None, redact(f"{type(exc).__name__}: {exc}")
+
+
+# Secret redaction. Secret values (webhook URLs, tokens, routing keys) are registered when a
+# receiver is built; every detail we store or log passes through redact(), and a filter on
+# httpx's own loggers (which log each request's full URL at INFO) does the same for them.
+_SECRETS: set[str] = set()
+_LOCK = threading.Lock()
+_URL_PATH = re.compile(r"(https?://[^/\s\"']+)/[^\s\"']*")
+REDACTED: Final = "[redacted]"
+
+
+def register_secret(value: str) -> None:
+    if value:
+        with _LOCK:
+            _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """The text without registered secrets, and with the path of any URL dropped."""
+    with _LOCK:
+        secrets = sorted(_SECRETS, key=len, reverse=True)
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return _URL_PATH.sub(lambda m: f"{m.group(1)}/{REDACTED}", text)
+
+
+def redact_url(url: str) -> str:
+    return _URL_PATH.sub(lambda m: f"{m.group(1)}/{REDACTED}", url)
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
+def install_log_redaction() -> None:
+    """Idempotent: redact what httpx and httpcore log (request lines carry the URL)."""
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())

@@ -1,0 +1,142 @@
+"""Receiver: PagerDuty Events API v2 (POST https://events.pagerduty.com/v2/enqueue).
+
+One incident per alert group: `dedup_key` is the alert's `alert.group_key` (hashed down when
+longer than the API's 255 characters), so a repeated alert, a retry, or a replay after a crash
+adds to the open incident instead of paging again. Pending alerts of one group are sent as one
+trigger carrying the latest alert and the total count. A group with no new alert for
+`resolve_after_secs` is resolved (omit it, `null`, to resolve by hand only).
+
+Severity mapping (ours → PagerDuty's four): critical → critical, high → error,
+medium → warning, low and informational → info.
+Answers (Events API v2 overview): 202 accepted; 400 invalid event (never retried: kept as
+rejected, with the API's reasons); 429 and 5xx retried later, as are network errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Final, Literal, Sequence
+
+import httpx
+import orjson
+from pydantic import Field, PositiveFloat
+
+from ctrail.event import Alert
+from ctrail.secrets import SecretRef, resolve_secret
+from sinks.notify.context import kibana_link, next_steps, subject, where, who
+from sinks.notify.message import (Message, Outcome, Pending, ReceiverBase, Result, classify,
+                                  post_json, register_secret)
+from sinks.notify.routing import alert_severity
+
+SEVERITY: Final = {"critical": "critical", "high": "error", "medium": "warning", "low": "info",
+                   "informational": "info"}
+DEDUP_KEY_MAX: Final = 255
+SUMMARY_MAX: Final = 1024
+
+
+class PagerDutyConfig(ReceiverBase):
+    """A PagerDuty service, by the routing key of its Events API v2 integration."""
+
+    type: Literal["pagerduty"] = "pagerduty"
+    routing_key: SecretRef
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    source: str | None = Field(None, description="payload.source when the alert names no "
+                               "cluster (default: containertrail).")
+    resolve_after_secs: PositiveFloat | None = Field(
+        3600.0, description="Resolve a group's incident after this long without a new alert.")
+    rate_per_sec: PositiveFloat = 2.0
+    burst: int = Field(10, ge=1)
+
+    def build(self, name: str, kibana_url: str | None) -> "PagerDutyNotifier":
+        return PagerDutyNotifier(name, self, kibana_url)
+
+
+def dedup_key(group_key: str) -> str:
+    if len(group_key) <= DEDUP_KEY_MAX:
+        return group_key
+    digest = hashlib.blake2b(group_key.encode(), digest_size=16).hexdigest()
+    return f"{group_key[:DEDUP_KEY_MAX - 33]}#{digest}"
+
+
+def pagerduty_event(alert: Alert, routing_key: str, *, count: int, first_seen: str,
+                    alert_ids: Sequence[str], kibana_url: str | None = None,
+                    source: str | None = None) -> dict[str, Any]:
+    """The trigger for an alert group, built from its latest alert (pure)."""
+    severity = alert_severity(alert).word
+    place, user = where(alert), who(alert)
+    repeated = f" ({count}×)" if count > 1 else ""
+    summary = (f"[{severity.upper()}] {alert.rule.name}: {user or 'unknown user'} in "
+               f"{subject(alert)}{repeated}")
+    techniques = alert.threat.technique.id if alert.threat and alert.threat.technique else ()
+    details = {"rule": {"id": alert.rule.id, "name": alert.rule.name,
+                        "description": alert.rule.description},
+               "severity": severity, "user": user, **place, "count": count,
+               "first_seen": first_seen, "last_seen": alert.timestamp.isoformat(),
+               "alert_ids": list(alert_ids)[-20:], "group_key": alert.alert.group_key,
+               "attack_techniques": list(techniques), "next_steps": next_steps(alert)}
+    payload: dict[str, Any] = {
+        "summary": summary[:SUMMARY_MAX], "severity": SEVERITY.get(severity, "info"),
+        "source": place.get("cluster") or source or "containertrail",
+        "timestamp": alert.timestamp.isoformat(), "class": alert.rule.id,
+        "component": place.get("pod") or place.get("container") or place.get("image")
+        or "kubernetes",
+        "custom_details": {k: v for k, v in details.items() if v not in (None, [], "")}}
+    if "namespace" in place:
+        payload["group"] = place["namespace"]
+    event: dict[str, Any] = {"routing_key": routing_key, "event_action": "trigger",
+                             "dedup_key": dedup_key(alert.alert.group_key), "payload": payload,
+                             "client": "ContainerTrail"}
+    link = kibana_link(kibana_url, alert)
+    if link:
+        event["links"] = [{"href": link, "text": "Open in Kibana"}]
+        event["client_url"] = kibana_url
+    return event
+
+
+class PagerDutyNotifier:
+    def __init__(self, name: str, config: PagerDutyConfig, kibana_url: str | None) -> None:
+        self.name = name
+        self.config = config
+        self.rate_per_sec, self.burst = config.rate_per_sec, config.burst
+        self.max_digest_alerts = config.max_digest_alerts
+        self.resolve_after_secs = config.resolve_after_secs
+        self.kibana_url = kibana_url
+        self._key = resolve_secret(config.routing_key).get_secret_value()
+        register_secret(self._key)
+        self.client = httpx.Client(timeout=config.timeout_secs)
+
+    def messages(self, batch: Sequence[Pending], budget: int) -> list[Message]:
+        """One trigger per group (first come, first sent), at most `budget` groups."""
+        groups: dict[str, list[Pending]] = {}
+        for pending in batch:
+            groups.setdefault(pending.alert.alert.group_key, []).append(pending)
+        messages = []
+        for group_key, rows in list(groups.items())[:budget]:
+            alerts = [p.alert for p in rows]
+            body = pagerduty_event(
+                alerts[-1], self._key, count=sum(a.alert.count for a in alerts),
+                first_seen=alerts[0].timestamp.isoformat(),
+                alert_ids=[a.event.id for a in alerts], kibana_url=self.kibana_url,
+                source=self.config.source)
+            messages.append(Message(tuple(p.seq for p in rows), body, "trigger",
+                                    body["dedup_key"], group_key))
+        return messages
+
+    def resolve_message(self, group_key: str, key: str) -> Message:
+        return Message((), {"routing_key": self._key, "event_action": "resolve",
+                            "dedup_key": key}, "resolve", key, group_key)
+
+    def post(self, message: Message) -> Result:
+        response, error = post_json(self.client, self.config.url, message.body)
+        if response is None:
+            return Result(Outcome.RETRY, detail=error)
+        detail = ""
+        if response.status_code == 400:        # the API lists what is wrong: keep it
+            try:
+                detail = "; ".join(map(str, orjson.loads(response.content).get("errors", [])))
+            except (orjson.JSONDecodeError, AttributeError):
+                detail = response.text[:200]
+        return classify(response.status_code, response.headers, detail)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,85 @@
+"""What a report is, independent of its format: sections of charts and tables. Builders
+(weekly.py, activity.py, compliance.py) make one; render.py writes it as HTML, Markdown, CSV."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Iterable
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    note: str = ""
+
+    @property
+    def slug(self) -> str:
+        return slug(self.title)
+
+
+@dataclass
+class Chart:
+    """Bars: `labels[i]` has `values[i]`. kind "time" draws columns in time order, "bars" draws
+    horizontal bars, largest first."""
+
+    title: str
+    labels: list[str]
+    values: list[int]
+    kind: str = "bars"
+
+    @property
+    def slug(self) -> str:
+        return slug(self.title)
+
+    @classmethod
+    def top(cls, title: str, counts: Counter[str], limit: int = 12) -> "Chart":
+        pairs = counts.most_common(limit)
+        return cls(title, [k for k, _ in pairs], [v for _, v in pairs])
+
+
+@dataclass
+class Section:
+    title: str
+    text: str = ""
+    charts: list[Chart] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    name: str
+    title: str
+    time_from: datetime
+    time_to: datetime
+    generated: datetime
+    summary: list[tuple[str, Any]] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def count_table(title: str, header: str, counts: Counter[str], limit: int = 50) -> Table:
+    return Table(title, [header, "count"], [[k, v] for k, v in counts.most_common(limit)])
+
+
+def time_series(title: str, stamps: Iterable[datetime], start: datetime, end: datetime) -> Chart:
+    """Counts per hour, day or week: whichever gives at most 48 columns over the period."""
+    span = (end - start).total_seconds()
+    step = next((s for s in (3600, 6 * 3600, 86400, 7 * 86400) if span / s <= 48), 30 * 86400)
+    width = timedelta(seconds=step)
+    n = max(1, int(-(-span // step)))
+    counts = [0] * n
+    for stamp in stamps:
+        i = int((stamp - start).total_seconds() // step)
+        if 0 <= i < n:
+            counts[i] += 1
+    fmt = "%m-%d %H:%M" if step < 86400 else "%Y-%m-%d"
+    return Chart(title, [(start + i * width).strftime(fmt) for i in range(n)], counts, "time")

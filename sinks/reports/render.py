@@ -1,0 +1,98 @@
+"""Write a Report as self-contained HTML (inline SVG charts, inline CSS: no network, so it
+opens in a mail client or an air-gapped audit room), Markdown, and one CSV per table.
+
+Chart geometry is computed here, not in the template, so it is tested as data and the
+template only draws rectangles.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Sequence
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from sinks.reports.model import Chart, Report
+
+WIDTH: Final = 640
+BAR_HEIGHT: Final = 18
+TIME_HEIGHT: Final = 180
+PALETTE: Final = ("#2f6fdf", "#e8590c", "#2b8a3e", "#c2255c", "#5f3dc4", "#0b7285")
+SEVERITY_COLOURS: Final = {"critical": "#a61e4d", "high": "#e8590c", "medium": "#f59f00",
+                           "low": "#2b8a3e", "informational": "#868e96"}
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    w: float
+    h: float
+    label: str
+    value: int
+    colour: str
+
+
+@dataclass(frozen=True)
+class Drawing:
+    chart: Chart
+    width: int
+    height: int
+    bars: list[Bar]
+    label_x: float                # where value labels of horizontal bars start
+
+
+def draw(chart: Chart) -> Drawing:
+    """Bars for a chart; an empty chart has no bars (the template says "no data")."""
+    top = max(chart.values, default=0) or 1
+    if chart.kind == "time":
+        n = max(len(chart.values), 1)
+        step = (WIDTH - 40) / n
+        bars = [Bar(40 + i * step + 1, TIME_HEIGHT - 20 - v / top * (TIME_HEIGHT - 30),
+                    max(step - 2, 1), v / top * (TIME_HEIGHT - 30), label, v, PALETTE[0])
+                for i, (label, v) in enumerate(zip(chart.labels, chart.values)) if v]
+        return Drawing(chart, WIDTH, TIME_HEIGHT, bars, 0)
+    left, room = 200, WIDTH - 200 - 50
+    bars = [Bar(left, 4 + i * (BAR_HEIGHT + 4), max(v / top * room, 1), BAR_HEIGHT, label, v,
+                SEVERITY_COLOURS.get(label, PALETTE[i % len(PALETTE)]))
+            for i, (label, v) in enumerate(zip(chart.labels, chart.values))]
+    return Drawing(chart, WIDTH, 8 + len(bars) * (BAR_HEIGHT + 4), bars, left)
+
+
+def environment() -> Environment:
+    env = Environment(loader=PackageLoader("sinks.reports", "templates"),
+                      autoescape=select_autoescape(["html.j2"]), undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["md"] = _markdown_cell
+    env.globals["draw"] = draw
+    env.globals["zip"] = zip
+    return env
+
+
+def _markdown_cell(value: object) -> str:
+    return str("" if value is None else value).replace("|", "\\|").replace("\n", " ")
+
+
+def render(report: Report, out_dir: Path, formats: Sequence[str]) -> list[Path]:
+    """Write the report in each format; returns the files written (HTML first)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{report.name}-{report.time_to:%Y%m%dT%H%M}"
+    env = environment()
+    written: list[Path] = []
+    for fmt, template in (("html", "report.html.j2"), ("md", "report.md.j2")):
+        if fmt in formats:
+            path = out_dir / f"{stem}.{fmt}"
+            path.write_text(env.get_template(template).render(report=report))
+            written.append(path)
+    if "csv" in formats:
+        for section in report.sections:
+            for table in section.tables:
+                path = out_dir / f"{stem}-{table.slug}.csv"
+                with open(path, "w", newline="") as out:
+                    writer = csv.writer(out)
+                    writer.writerow(table.columns)
+                    writer.writerows(table.rows)
+                written.append(path)
+    return written

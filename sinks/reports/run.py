@@ -1,0 +1,53 @@
+"""Render one report now: resolve its config, read the store, build, write the files."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Final
+
+from ctrail.errors import UsageError
+from ctrail.settings import Settings
+from sinks.reports import TEMPLATES, ReportConfig
+from sinks.reports import activity, compliance, weekly
+from sinks.reports.data import Source
+from sinks.reports.model import Report
+from sinks.reports.render import render
+
+BUILDERS: Final[dict[str, Callable[[Source, Settings, ReportConfig], Report]]] = {
+    "weekly": lambda source, _settings, _config: weekly.build(source),
+    "user-activity": lambda source, _settings, _config: activity.build(source),
+    "compliance": lambda source, settings, config: compliance.build(source, settings,
+                                                                   config.gap_hours),
+}
+
+
+def resolve(settings: Settings, name: str) -> ReportConfig:
+    """A configured report by name, or a shipped template by its own name."""
+    if name in settings.reports:
+        return settings.reports[name]
+    if name in TEMPLATES:
+        return ReportConfig(template=name)   # type: ignore[arg-type]
+    known = sorted({*settings.reports, *TEMPLATES})
+    raise UsageError(f"no report named {name!r} (known: {', '.join(known)})")
+
+
+def run_report(settings: Settings, name: str, time_from: datetime | None = None,
+               time_to: datetime | None = None, out_dir: Path | None = None) -> list[Path]:
+    """Render report `name` over [time_from, time_to) (default: its period up to now)."""
+    config = resolve(settings, name)
+    time_to = time_to or datetime.now(timezone.utc)
+    time_from = time_from or time_to - timedelta(days=config.period_days)
+    if time_from >= time_to:
+        raise UsageError("--from must be before --to")
+    store = settings.store.build(settings.data_dir)
+    try:
+        source = Source(store, time_from, time_to, config.max_rows)
+        report = BUILDERS[config.template](source, settings, config)
+    finally:
+        store.close()
+    report.name = name
+    if source.truncated:
+        report.notes.append(f"Some queries returned the {config.max_rows} row limit "
+                            f"(max_rows); counts from them are lower bounds.")
+    return render(report, out_dir or config.directory(settings.data_dir, name), config.formats)

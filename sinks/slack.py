@@ -1,0 +1,187 @@
+"""Receiver: Slack, by incoming webhook or by the Web API's chat.postMessage, in Block Kit.
+
+One message per alert says what happened (rule, severity), who (user.name), where (cluster,
+namespace, pod, container, image and digest), how often it repeated (alert.count) and what to
+run next (`ctrail timeline ...`, a Kibana link when `notify.kibana_url` is set). When alerts
+arrive faster than Slack's pace (about one message per second per channel; a receiver is one
+channel) the backlog goes out as one digest: N alerts, the top rules, the critical ones named.
+
+Limits kept (Block Kit reference): at most 50 blocks; header text 150 characters; section text
+3000; at most 10 section fields of 2000 each; button text 75 and URL 3000.
+Answers: a webhook says 200 "ok"; chat.postMessage says 200 {"ok": true} or
+{"ok": false, "error": ...}; both say 429 with Retry-After when pacing is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal, Sequence
+
+import httpx
+from pydantic import Field, PositiveInt, model_validator
+
+from ctrail.event import Alert
+from ctrail.secrets import SecretRef, resolve_secret
+from sinks.notify.context import kibana_link, next_steps, subject, where, who
+from sinks.notify.digest import Digest, digest_reason, summarise
+from sinks.notify.message import (Message, Outcome, Pending, ReceiverBase, Result, classify,
+                                  post_json, redact, register_secret)
+from sinks.notify.routing import alert_severity
+
+HEADER_MAX: Final = 150
+SECTION_MAX: Final = 3000
+FIELD_MAX: Final = 2000
+MAX_FIELDS: Final = 10
+EMOJI: Final = {"critical": ":rotating_light:", "high": ":red_circle:", "medium": ":warning:"}
+# chat.postMessage errors that say the message itself is bad; other errors (a revoked token,
+# a channel the bot left) are the receiver's configuration: retried until someone fixes it.
+BAD_MESSAGE: Final = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_too_long",
+                                "no_text", "invalid_arguments", "too_many_attachments"})
+
+
+class SlackConfig(ReceiverBase):
+    """A Slack channel: `webhook_url` (an incoming webhook), or `token` and `channel`."""
+
+    type: Literal["slack"] = "slack"
+    webhook_url: SecretRef | None = Field(None, description="Incoming webhook URL (a secret).")
+    token: SecretRef | None = Field(None, description="Bot token for chat.postMessage.")
+    channel: str | None = Field(None, description="Channel id or name, with `token`.")
+    api_url: str = "https://slack.com/api"
+    digest_min_alerts: PositiveInt = Field(
+        10, description="A backlog at least this long, beyond the pace, goes as one digest.")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "SlackConfig":
+        if (self.webhook_url is None) == (self.token is None):
+            raise ValueError("set either webhook_url, or token and channel")
+        if self.token is not None and not self.channel:
+            raise ValueError("token needs a channel")
+        return self
+
+    def build(self, name: str, kibana_url: str | None) -> "SlackNotifier":
+        return SlackNotifier(name, self, kibana_url)
+
+
+def _text(kind: str, text: str, limit: int) -> dict[str, Any]:
+    return {"type": kind, "text": text if len(text) <= limit else text[:limit - 1] + "…"}
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _actions(url: str | None, action_id: str) -> list[dict[str, Any]]:
+    if not url or len(url) > 3000:
+        return []
+    return [{"type": "actions", "elements": [{
+        "type": "button", "text": _text("plain_text", "Open in Kibana", 75), "url": url,
+        "action_id": action_id}]}]
+
+
+def alert_message(alert: Alert, kibana_url: str | None) -> dict[str, Any]:
+    """The Block Kit message for one alert (pure)."""
+    severity = alert_severity(alert).word
+    rule, place, user = alert.rule, where(alert), who(alert)
+    title = f"{EMOJI.get(severity, ':information_source:')} {severity.upper()}: {rule.name}"
+    lines = [f"*{_escape(rule.name)}* (`{_escape(rule.id)}`), severity *{severity}*"]
+    if rule.description:
+        lines.append(_escape(rule.description))
+    techniques = alert.threat.technique.id if alert.threat and alert.threat.technique else ()
+    if techniques:
+        lines.append("ATT&amp;CK: " + ", ".join(techniques))
+    facts = [("Who", user or "unknown"), *((k.replace("_", " ").capitalize(), v)
+                                          for k, v in place.items()),
+             ("Repeated", f"{alert.alert.count}×")]
+    fields = [_text("mrkdwn", f"*{label}*\n{_escape(value)}", FIELD_MAX)
+              for label, value in facts[:MAX_FIELDS]]
+    steps = next_steps(alert)
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _text("plain_text", title, HEADER_MAX)},
+        {"type": "section", "text": _text("mrkdwn", "\n".join(lines), SECTION_MAX),
+         "fields": fields}]
+    if steps:
+        blocks.append({"type": "section", "text": _text(
+            "mrkdwn", "*What to run next*\n```" + _escape("\n".join(steps)) + "```", SECTION_MAX)})
+    blocks += _actions(kibana_link(kibana_url, alert), "open_kibana")
+    blocks.append({"type": "context", "elements": [_text(
+        "mrkdwn", f"alert `{alert.event.id}` · group `{_escape(alert.alert.group_key)}` · "
+        f"{alert.timestamp.isoformat()}", SECTION_MAX)]})
+    summary = f"[{severity.upper()}] {rule.name} ({rule.id}) by {user or 'unknown'} in {subject(alert)}"
+    return {"text": summary[:SECTION_MAX], "blocks": blocks}
+
+
+def digest_message(digest: Digest, kibana_url: str | None) -> dict[str, Any]:
+    """One Block Kit message for many alerts (pure)."""
+    why = ("quiet hours ended" if digest.reason == "quiet hours"
+           else "alerts arrived faster than this channel's pace")
+    intro = (f"*{digest.count}* alerts ({digest.repeats} occurrences) from "
+             f"{digest.first.isoformat()} to {digest.last.isoformat()}, in one message because "
+             f"{why}.\nBy severity: " + ", ".join(f"{w} {n}" for w, n in digest.severities))
+    rules = [_text("mrkdwn", f"*{_escape(name)}* (`{_escape(rid)}`)\n{n} alerts", FIELD_MAX)
+             for rid, name, n in digest.top_rules]
+    places = ", ".join(f"{_escape(ns)} ({n})" for ns, n in digest.namespaces)
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _text("plain_text", f"{digest.count} alerts ({digest.reason} "
+                                         "digest)", HEADER_MAX)},
+        {"type": "section", "text": _text("mrkdwn", intro, SECTION_MAX)},
+        {"type": "section", "text": _text("mrkdwn", "*Top rules*", SECTION_MAX), "fields": rules},
+        {"type": "section", "text": _text("mrkdwn", f"*Namespaces*: {places}", SECTION_MAX)}]
+    if digest.critical:
+        named = "\n".join(f"• {_escape(a.rule.name)}: {_escape(who(a) or 'unknown')} in "
+                          f"{_escape(subject(a))} (`{a.event.id}`)" for a in digest.critical)
+        blocks.append({"type": "section", "text": _text("mrkdwn", "*Critical*\n" + named,
+                                                          SECTION_MAX)})
+    blocks.append({"type": "context", "elements": [_text(
+        "mrkdwn", "Run `ctrail alerts --since 1h` for every alert.", SECTION_MAX)]})
+    if digest.critical:
+        blocks += _actions(kibana_link(kibana_url, digest.critical[0]), "open_kibana")
+    return {"text": f"ContainerTrail: {digest.count} alerts ({digest.reason})", "blocks": blocks}
+
+
+class SlackNotifier:
+    def __init__(self, name: str, config: SlackConfig, kibana_url: str | None) -> None:
+        self.name = name
+        self.config = config
+        self.rate_per_sec, self.burst = config.rate_per_sec, config.burst
+        self.max_digest_alerts = config.max_digest_alerts
+        self.kibana_url = kibana_url
+        self._url = self._token = None
+        if config.webhook_url is not None:
+            self._url = resolve_secret(config.webhook_url).get_secret_value()
+            register_secret(self._url)
+        else:
+            assert config.token is not None
+            self._token = resolve_secret(config.token).get_secret_value()
+            register_secret(self._token)
+        self.client = httpx.Client(timeout=config.timeout_secs)
+
+    def messages(self, batch: Sequence[Pending], budget: int) -> list[Message]:
+        held = any(p.digest for p in batch)
+        if held or len(batch) > max(budget, self.config.digest_min_alerts - 1):
+            body = digest_message(summarise([p.alert for p in batch], digest_reason(held)),
+                                  self.kibana_url)
+            return [Message(tuple(p.seq for p in batch), body, "digest")]
+        return [Message((p.seq,), alert_message(p.alert, self.kibana_url), "alert",
+                        p.alert.event.id, p.alert.alert.group_key) for p in batch[:budget]]
+
+    def post(self, message: Message) -> Result:
+        if self._url is not None:
+            response, error = post_json(self.client, self._url, message.body)
+            if response is None:
+                return Result(Outcome.RETRY, detail=error)
+            return classify(response.status_code, response.headers, response.text[:200])
+        body = {**message.body, "channel": self.config.channel}
+        response, error = post_json(self.client, f"{self.config.api_url}/chat.postMessage", body,
+                                    {"Authorization": f"Bearer {self._token}"})
+        if response is None:
+            return Result(Outcome.RETRY, detail=error)
+        if response.status_code != 200:
+            return classify(response.status_code, response.headers, response.text[:200])
+        answer = response.json()
+        if answer.get("ok") is True:
+            return Result(Outcome.DELIVERED, 200)
+        error = str(answer.get("error", "unknown"))
+        outcome = Outcome.REJECTED if error in BAD_MESSAGE else Outcome.RETRY
+        return Result(outcome, 200, detail=redact(f"chat.postMessage: {error}"))
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,79 @@
+"""The pure parts of reports: image references, pod specs, gaps, chart geometry, rendering."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from sinks.reports import ReportConfig, cron_trigger
+from sinks.reports.compliance import audit_gaps
+from sinks.reports.data import host_access, identity_kind, parse_image, pod_spec
+from sinks.reports.model import Chart, Report, Section, Table, time_series
+from sinks.reports.render import draw, render
+
+T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(("ref", "registry", "repository", "tag", "pinned"), [
+    ("nginx", "docker.io", "nginx", "latest", False),
+    ("nginx:1.25", "docker.io", "nginx", "1.25", False),
+    ("library/nginx@sha256:ab", "docker.io", "library/nginx", None, True),
+    ("ghcr.io/org/app:v1@sha256:ab", "ghcr.io", "org/app", "v1", True),
+    ("localhost:5000/app", "localhost:5000", "app", "latest", False),
+])
+def test_image_references_are_split_as_docker_does(ref, registry, repository, tag, pinned) -> None:  # type: ignore[no-untyped-def]
+    image = parse_image(ref)
+    assert (image.registry, image.repository, image.tag, image.pinned) == (
+        registry, repository, tag, pinned)
+
+
+def test_host_access_is_found_in_a_deployment_template() -> None:
+    doc = {"kubernetes": {"audit": {"requestObject": {"kind": "Deployment", "spec": {
+        "template": {"spec": {"hostPID": True, "volumes": [{"hostPath": {"path": "/"}}],
+                              "containers": [{"name": "c", "image": "x",
+                                              "securityContext": {"privileged": True}}]}}}}}}}
+    spec = pod_spec(doc)
+    assert spec is not None
+    assert host_access(spec) == ["hostPID", "privileged container c", "hostPath /"]
+
+
+def test_identities_are_told_apart() -> None:
+    assert [identity_kind(u) for u in ("alice", "system:serviceaccount:ns:sa", "system:kcm")] \
+        == ["human", "service account", "system"]
+
+
+def test_gaps_count_from_the_period_start_and_to_its_end() -> None:
+    docs = [{"@timestamp": (T0 + timedelta(hours=h)).isoformat()} for h in (1, 2, 10)]
+    gaps = audit_gaps(docs, T0, T0 + timedelta(hours=20), timedelta(hours=6))
+    assert [(g[0], g[3]) for g in gaps] == [("(default)", 8.0), ("(default)", 10.0)]
+
+
+def test_time_series_chooses_a_step_and_counts_per_step() -> None:
+    chart = time_series("t", [T0, T0 + timedelta(hours=30)], T0, T0 + timedelta(days=7))
+    assert len(chart.values) == 28 and chart.values[0] == 1 and chart.values[5] == 1
+
+
+def test_bars_are_proportional_and_an_empty_chart_has_none() -> None:
+    drawing = draw(Chart("c", ["high", "low"], [4, 2]))
+    assert [bar.w for bar in drawing.bars][0] == 2 * drawing.bars[1].w
+    assert drawing.bars[0].colour == "#e8590c"
+    assert draw(Chart("c", [], [])).bars == []
+
+
+def test_render_escapes_html_and_markdown_and_writes_csv(tmp_path: Path) -> None:
+    report = Report("r", "R", T0, T0 + timedelta(days=1), T0, sections=[Section("S", tables=[
+        Table("T", ["a", "b"], [["<script>x</script>", "p|q"]])])])
+    html, md, csv = render(report, tmp_path, ["html", "md", "csv"])
+    assert "&lt;script&gt;" in html.read_text() and "<script>x" not in html.read_text()
+    assert "p\\|q" in md.read_text()
+    assert csv.read_text().splitlines() == ["a,b", "<script>x</script>,p|q"]
+
+
+def test_cron_weekdays_count_from_sunday_as_cron_does() -> None:
+    trigger = cron_trigger("0 6 * * 1")
+    fire = trigger.get_next_fire_time(None, T0 - timedelta(days=1))     # T0 is a Monday
+    assert fire == T0 + timedelta(hours=6)
+    with pytest.raises(ValueError, match="5 fields"):
+        ReportConfig(template="weekly", schedule="0 6 * *")
