@@ -130,7 +130,7 @@ def pipeline(path: Path, events: int, tmp: Path) -> float:
         time.sleep(5)                                   # let the groups form first
         start = time.perf_counter()
         subprocess.run([str(EXE), "ingest", "--source", "k8s-audit", str(path),
-                        *workers.args("cli")], cwd=REPO, check=True, capture_output=True)
+                        *workers.args("cli")], cwd=REPO, check=True)
         while workers.count() < events:
             time.sleep(0.1)
         return events / (time.perf_counter() - start)
