@@ -125,7 +125,7 @@ store: {{type: elasticsearch, hosts: ["{elasticsearch_url()}"], namespace: {name
 def pipeline(path: Path, events: int, tmp: Path) -> float:
     workers = Workers(tmp / "pipeline")
     try:
-        for stage in ("enrich", "detect", "store"):
+        for stage in ("enrich", "detect", "correlate", "store"):
             workers.start(stage)
         time.sleep(5)                                   # let the groups form first
         start = time.perf_counter()
@@ -149,7 +149,7 @@ sources: {{apiserver-log: {{type: k8s_audit_file, path: "{audit}", poll_interval
     write_audit_log(shapes, rate * secs)
     lines = shapes.read_bytes().splitlines(keepends=True)
     try:
-        for stage in ("collect", "enrich", "detect", "store"):
+        for stage in ("collect", "enrich", "detect", "correlate", "store"):
             workers.start(stage)
         time.sleep(8)
         # Counts are polled in a thread of their own while the log is written.
