@@ -125,7 +125,8 @@ class Redactor:
             return [v for v, _ in pairs], any(hit for _, hit in pairs)
         if not isinstance(obj, dict):
             return self._walk(obj)
-        if obj.get("kind") in SECRET_KINDS or on_secrets:
+        kind = obj.get("kind")
+        if (isinstance(kind, str) and kind in SECRET_KINDS) or on_secrets:
             obj, hit = self._secret(obj)
             value, walked = self._walk(obj)
             return value, hit or walked

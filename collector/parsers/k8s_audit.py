@@ -14,9 +14,10 @@ from datetime import datetime
 from typing import Any, ClassVar, Final
 
 import orjson
+from pydantic import ValidationError
 
 from collector.identity import event_id
-from collector.parsers.common import decode_text, member_spans, parse_time
+from collector.parsers.common import decode_text, load_object, member_spans, parse_time
 from collector.redact import TAG as REDACTED, Redactor
 from ctrail.components import RawRecord
 from ctrail.ecs import DATASET_K8S_AUDIT
@@ -89,12 +90,7 @@ class K8sAuditParser:
 
     def parse(self, record: RawRecord) -> list[Event]:
         text = decode_text(record.data)
-        try:
-            doc = orjson.loads(record.data)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(Reason.INVALID_JSON, str(exc)) from None
-        if not isinstance(doc, dict):
-            raise InvalidInput(Reason.SCHEMA_MISMATCH, f"a JSON {type(doc).__name__}, not an object")
+        doc = load_object(record.data, "audit record")   # bounded nesting: it must fit the bus
         if doc.get("kind") == "EventList":
             return self._parse_list(doc, text, record)
         return [to_event(unwrap_envelope(doc), text, record.data, record.received,
@@ -159,7 +155,12 @@ def to_event(audit: dict[str, Any], original: str, raw: bytes, received: datetim
         "tags": (() if timestamp else ("timestamp_from_ingest",))
         + ((REDACTED,) if redacted is not None else ()),
     }
-    return Event.model_validate(doc)
+    try:
+        return Event.model_validate(doc)
+    except ValidationError as exc:          # e.g. objectRef.namespace that is not a string
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise InvalidInput(Reason.SCHEMA_MISMATCH, f"{where}: {first['msg']}") from None
 
 
 def check_shape(audit: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ after every event and dead letter they produced is durable on the bus.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from ctrail.bus import DLQ, RAW, Producer
@@ -17,6 +18,7 @@ from ctrail.runtime.deadletter import rejection
 from ctrail.runtime.telemetry import Telemetry
 
 STAGE = "collect"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,6 +37,11 @@ def parse_record(parser: Parser, record: RawRecord, max_bytes: int) -> list[Even
     except InvalidInput as exc:
         return rejection(stage=STAGE, reason=exc.reason, detail=exc.detail,
                          origin=record.origin, raw=record.data, dataset=parser.dataset)
+    except Exception as exc:  # a parser bug must not stall its source: keep the record, say why
+        log.exception("Parser failed on a record.", extra={"origin": record.origin})
+        return rejection(stage=STAGE, reason=Reason.STAGE_ERROR,
+                         detail=f"{type(exc).__name__}: {exc}"[:500], origin=record.origin,
+                         raw=record.data, dataset=parser.dataset)
 
 
 class Collector:

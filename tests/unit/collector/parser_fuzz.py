@@ -24,8 +24,9 @@ from ctrail.errors import InvalidInput
 from ctrail.event import Event
 
 NOW: Final = datetime(2026, 1, 1, tzinfo=timezone.utc)
-SHARED_DATA: Final = Path(os.environ.get("CTRAIL_SHARED_DATA",
-                                         Path(__file__).resolve().parents[4] / "shared/data/real"))
+_CANDIDATES: Final = [Path(p) for p in (os.environ.get("CTRAIL_SHARED_DATA"),) if p] or [
+    Path(__file__).resolve().parents[4] / "shared/data/real", Path("/work/shared/data/real")]
+SHARED_DATA: Final = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
 """The real samples, found as tests/conftest.py finds them (strategies are built at import)."""
 FUZZ: Final = settings(max_examples=10_000, deadline=None, derandomize=True, database=None,
                        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
