@@ -8,7 +8,7 @@ import sys
 from typing import Sequence
 
 from ctrail import __version__
-from ctrail.cli import alerts, dlq, health, ingest, run, search, worker
+from ctrail.cli import alerts, dlq, health, hunt, ingest, run, search, worker
 from ctrail.cli import timeline
 from ctrail.cli import rules
 from ctrail.cli import evidence, report
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ctrail {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, worker, ingest, search, alerts, dlq, health, timeline, rules):
+    for module in (run, worker, ingest, search, hunt, alerts, dlq, health, timeline, rules):
         module.register(commands)
     evidence.register(commands)
     report.register(commands)

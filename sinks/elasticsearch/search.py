@@ -44,6 +44,22 @@ def index_of(kind: str, namespace: str) -> str:
     raise ValueError(f"unknown kind {kind!r}")
 
 
+def lucene_dsl(query: str, time_from: datetime | None = None,
+               time_to: datetime | None = None) -> dict[str, Any]:
+    """A raw Lucene query (e.g. one pySigma's Elasticsearch backend wrote) as a query_string
+    query, within [time_from, time_to). Lenient: a value that cannot be of its field's type
+    (`responseStatus.code:ALLOW` on a long) matches nothing instead of failing the search."""
+    string = {"query_string": {"query": query, "lenient": True, "allow_leading_wildcard": True}}
+    if time_from is None and time_to is None:
+        return string
+    bounds: dict[str, Any] = {"format": DATE_FORMAT}
+    if time_from is not None:
+        bounds["gte"] = _instant(time_from)
+    if time_to is not None:
+        bounds["lt"] = _instant(time_to)
+    return {"bool": {"filter": [string, {"range": {q.TIMESTAMP: bounds}}]}}
+
+
 def fields_of(node: q.Query) -> set[str]:
     """The fields whose mapped types translation needs, with their parents (a flattened root)."""
     found: set[str] = set()

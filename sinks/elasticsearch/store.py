@@ -20,7 +20,7 @@ from ctrail.query import parse_query
 from ctrail.secrets import resolve_secret
 from sinks.elasticsearch import bulk, templates
 from sinks.elasticsearch.config import ElasticsearchConfig
-from sinks.elasticsearch.search import FieldTypes, fields_of, index_of, to_dsl
+from sinks.elasticsearch.search import FieldTypes, fields_of, index_of, lucene_dsl, to_dsl
 
 log = logging.getLogger(__name__)
 PAGE: Final = 10_000                    # index.max_result_window: the most one request returns
@@ -80,7 +80,19 @@ class ElasticsearchStore:
                time_to: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The newest `limit` matching documents, oldest first; time_to is exclusive."""
         index = index_of(kind, self.namespace)
-        body = self._query(query, index, time_from, time_to)
+        return self._newest(index, kind, self._query(query, index, time_from, time_to), limit)
+
+    def search_lucene(self, query: str, time_from: datetime | None = None,
+                      time_to: datetime | None = None, limit: int = 100
+                      ) -> list[dict[str, Any]]:
+        """Events matching a raw Lucene query string (Elasticsearch's query_string, not our
+        query language: `ctrail hunt` runs pySigma's Elasticsearch backend output with it). The
+        newest `limit`, oldest first; time_to is exclusive. QueryError when ES refuses it."""
+        return self._newest(index_of("events", self.namespace), "events",
+                            lucene_dsl(query, time_from, time_to), limit)
+
+    def _newest(self, index: str, kind: str, body: dict[str, Any], limit: int
+                ) -> list[dict[str, Any]]:
         sort = [{"@timestamp": {"order": "desc"}}, {TIEBREAK[kind]: {"order": "desc"}}]
         found: list[dict[str, Any]] = []
         after: list[Any] | None = None

@@ -1,0 +1,44 @@
+"""`ctrail hunt RULE.yml`: run a Sigma rule retroactively over the stored events (detectors.hunt
+says how, per store)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ctrail.cli.common import add_common, print_docs, settings_of
+from ctrail.cli.search import COLUMNS
+from ctrail.errors import UsageError
+from ctrail.query import parse_time
+from detectors.derived import DerivedContext
+from detectors.hunt import hunt, load_hunt_rule
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("hunt", help="run a Sigma rule over stored history")
+    parser.add_argument("rule", type=Path, help="a Sigma rule file (one single-event rule)")
+    parser.add_argument("--from", dest="time_from", help="ISO 8601 time, or now-24h")
+    parser.add_argument("--to", dest="time_to", help="ISO 8601 time, or now")
+    parser.add_argument("--limit", type=int, default=100,
+                        help="most matching events to print, the newest (default 100)")
+    add_common(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    time_from = parse_time(args.time_from) if args.time_from else None
+    time_to = parse_time(args.time_to) if args.time_to else None
+    settings = settings_of(args)
+    detection = settings.detection
+    variables = detection.variables()
+    rule = load_hunt_rule(args.rule, variables)
+    context = DerivedContext(frozenset(r.lower() for r in detection.trusted_registries))
+    store = settings.store.build(settings.data_dir)
+    try:
+        docs = hunt(store, rule, args.rule, time_from, time_to, args.limit, variables, context)
+    finally:
+        store.close()
+    print_docs(docs, args.format, f"events matching {rule.id}", COLUMNS)
+    return 0
