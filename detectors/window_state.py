@@ -26,6 +26,7 @@ ids, so the store keeps one and notifications deduplicate by group key.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import time
@@ -56,11 +57,25 @@ class Entry:
 
 
 class Group:
-    __slots__ = ("entries", "template")
+    """Live entries in time order, and the ids already spent (used by a fired window, or
+    superseded), kept until their time leaves every window so a redelivery still counts once."""
+
+    __slots__ = ("entries", "spent", "template")
 
     def __init__(self, template: Alert) -> None:
         self.entries: list[Entry] = []
+        self.spent: dict[str, Entry] = {}
         self.template = template          # the latest candidate: the entities the alert names
+
+    def seen(self, candidate_id: str) -> bool:
+        return candidate_id in self.spent or any(e.id == candidate_id for e in self.entries)
+
+    def spend(self, entries: Sequence[Entry]) -> None:
+        gone = {id(e) for e in entries}
+        for entry in entries:
+            entry.used = True
+            self.spent[entry.id] = entry
+        self.entries = [e for e in self.entries if id(e) not in gone]
 
 
 class CorrelationEngine:
@@ -94,19 +109,19 @@ class CorrelationEngine:
             self.late_dropped += 1
             return []
         group = self.groups.setdefault((rule_id, group_json), Group(candidate))
-        if any(e.id == candidate.event.id for e in group.entries):
+        if group.seen(candidate.event.id):
             return []
         entry = Entry(t, candidate.rule.id, candidate.event.id, candidate.alert.event_ids[0]
                       if candidate.alert.event_ids else candidate.event.id, value)
-        group.entries.append(entry)
-        group.entries.sort(key=lambda e: e.t)
+        in_order = not group.entries or t >= group.entries[-1].t
+        bisect.insort(group.entries, entry, key=lambda e: e.t)
+        group.spend(superseded(rule, group.entries, entry))
         group.template = candidate
         self.dirty = True
-        window = self._satisfied(rule, group.entries, t)
+        window = self._satisfied(rule, group.entries, t, in_order)
         if window is None:
             return []
-        for used in window:
-            used.used = True
+        group.spend(window)
         return [self._alert(rule, group_json, window, group.template)]
 
     def advance(self, now: datetime) -> list[Alert]:
@@ -115,17 +130,25 @@ class CorrelationEngine:
         for key, group in list(self.groups.items()):
             horizon = watermark - self.rules[key[0]].timespan_secs if key[0] in self.rules else 0
             kept = [e for e in group.entries if e.t >= horizon] if key[0] in self.rules else []
-            if len(kept) != len(group.entries):
+            spent = {i: e for i, e in group.spent.items() if e.t >= horizon and key[0] in self.rules}
+            if len(kept) != len(group.entries) or len(spent) != len(group.spent):
                 self.dirty = True
-                group.entries = kept
-            if not kept:
+                group.entries, group.spent = kept, spent
+            if not kept and not spent:
                 del self.groups[key]
         return []
 
     @staticmethod
-    def _satisfied(rule: CorrelationRule, entries: list[Entry], t: float) -> list[Entry] | None:
-        """The earliest window holding the new entry's time in which the condition holds."""
-        live = [e for e in entries if not e.used]
+    def _satisfied(rule: CorrelationRule, entries: list[Entry], t: float,
+                   in_order: bool) -> list[Entry] | None:
+        """The earliest window holding the new entry's time in which the condition holds.
+        In order (the usual case) that is the one ending at the new entry: every condition
+        only gets truer with more entries, and that window holds all the others."""
+        if in_order:
+            window = entries[bisect.bisect_left(entries, t - rule.timespan_secs,
+                                                key=lambda e: e.t):]
+            return window if rule.satisfied(window) else None
+        live = entries
         for i, start in enumerate(live):
             if start.t < t - rule.timespan_secs:
                 continue
@@ -158,7 +181,8 @@ class CorrelationEngine:
     def snapshot(self) -> dict[str, Any]:
         return {"newest": self.newest if self.groups else None, "late_dropped": self.late_dropped,
                 "groups": [[rule, group, orjson.loads(encode(g.template)),
-                            [[e.t, e.rule, e.id, e.event_id, e.value, e.used] for e in g.entries]]
+                            [[e.t, e.rule, e.id, e.event_id, e.value, e.used]
+                             for e in (*g.entries, *g.spent.values())]]
                            for (rule, group), g in self.groups.items()]}
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -168,8 +192,27 @@ class CorrelationEngine:
         self.late_dropped = state.get("late_dropped", 0)
         for rule, group, template, entries in state.get("groups", ()):
             restored = Group(decode(ALERTS, orjson.dumps(template)))  # type: ignore[arg-type]
-            restored.entries = [Entry(*entry) for entry in entries]
+            for entry in map(lambda fields: Entry(*fields), entries):
+                if entry.used:
+                    restored.spent[entry.id] = entry
+                else:
+                    restored.entries.append(entry)
             self.groups[(rule, group)] = restored
+
+
+PER_BASE_RULE = 64
+
+
+def superseded(rule: CorrelationRule, entries: list[Entry], new: Entry) -> list[Entry]:
+    """Live entries the new one makes useless, so a group's entries stay few: for value_count
+    an older entry with the same value (only distinct values count); for temporal rules all
+    but the newest PER_BASE_RULE entries of a base rule (a window needs one of each)."""
+    if rule.type == "value_count":
+        return [e for e in entries if e.value == new.value and e is not new]
+    if rule.type in ("temporal", "temporal_ordered"):
+        same = [e for e in entries if e.rule == new.rule]
+        return same[:-PER_BASE_RULE] if len(same) > PER_BASE_RULE else []
+    return []
 
 
 def _id(rule_id: str, group_json: str, first: str) -> str:
