@@ -7,6 +7,8 @@ with the same id, so the store keeps one.
   kube-apiserver logs a long-running request (exec, attach, port-forward, watch) once at
   ResponseStarted and again at ResponseComplete, and a rule fires once per request, so both
   stages give the same alert id. Other events use their own event id.
+- A rule with `dedup_field` (detectors.sigma_rules) hashes that field's value instead, and its
+  group key is the rule id and that value: one alert per value (CT-COR-005: per image digest).
 - `@timestamp` is the event's time; `event.ingested` is the event's own, so the alert does not
   depend on when it was computed.
 - `alert.group_key` is the rule id and the entities involved: user, and namespace/object (the
@@ -28,20 +30,24 @@ ALERT_MODULE: Final = "containertrail"
 RULESET: Final = "containertrail"
 
 
-def build_alert(rule: CompiledRule, event: Event, severity: Severity) -> Alert:
+def build_alert(rule: CompiledRule, event: Event, severity: Severity,
+                key: str | None = None) -> Alert:
+    """`key`: the value of the rule's dedup_field, when it has one; it replaces the event's
+    dedup key in the id and the entities in the group key (one alert per value)."""
     info = event.event
     k8s = event.kubernetes
     return Alert(
         timestamp=event.timestamp,
         event=EventInfo(
-            id=alert_id(rule.id, dedup_key(event)), kind="alert", category=info.category,
+            id=alert_id(rule.id, f"value:{key}" if key is not None else dedup_key(event)), kind="alert", category=info.category,
             type=info.type, action=rule.id, outcome=info.outcome, dataset=ALERT_DATASET,
             module=ALERT_MODULE, original=info.original, ingested=info.ingested,
             severity=int(severity)),
         rule=Rule(id=rule.id, name=rule.title, description=rule.description,
                   reference=rule.reference, ruleset=RULESET),
         threat=rule.threat,
-        alert=AlertInfo(severity=severity.word, group_key=group_key(rule.id, event), count=1,
+        alert=AlertInfo(severity=severity.word, group_key=f"{rule.id}|{key}" if key is not None
+                        else group_key(rule.id, event), count=1,
                         event_ids=(info.id,)),
         user=event.user, source=event.source, container=event.container,
         orchestrator=event.orchestrator,

@@ -15,6 +15,11 @@ small function here, named in rules as a `derived.` field:
   neither runAsNonRoot true nor a non-zero runAsUser at container or pod level (CT-K8S-012)
 - `derived.k8s.untrusted_image_registries`: registries of the containers' images that are not in
   detection.trusted_registries; empty when no trusted registry is configured (CT-K8S-013)
+- `derived.container.unknown_provenance_digests`: the image digest a container runs (the first
+  sha256 digest of container.image.hash.all, the one the entity graph looked up) when its
+  provenance is unknown: no push of it is known (containertrail.image_pushed_by absent), or its
+  image is named from a registry outside detection.trusted_registries; empty when no trusted
+  registry is configured (CT-COR-005)
 - `derived.k8s.human_subjects`: names of the User subjects of a binding that are not `system:*`
 - `derived.k8s.configmap_entries`: a ConfigMap's `data` as `key=value` texts (CT-K8S-022)
 - `derived.registry.previous_digest`: for a push of repository:tag, the digest the tag pointed
@@ -118,6 +123,24 @@ def untrusted_image_registries(event: Event, audit: dict[str, Any] | None,
     return sorted(registries - ctx.trusted_registries)
 
 
+def unknown_provenance_digests(event: Event, audit: dict[str, Any] | None,
+                               ctx: DerivedContext) -> list[Any]:
+    """The graph records a push by digest (who, when, from where) but not the registry host,
+    so "pushed to a trusted registry" is read as: a push of the digest is known and the image
+    reference names a trusted registry host."""
+    image = event.container.image if event.container is not None else None
+    if not ctx.trusted_registries or image is None or image.hash is None:
+        return []
+    digests = [d for d in image.hash.all if d.startswith("sha256:")]
+    if not digests:
+        return []
+    trail = event.containertrail
+    pushed = trail is not None and trail.image_pushed_by is not None
+    if pushed and image.name and image_registry(image.name) in ctx.trusted_registries:
+        return []
+    return digests[:1]
+
+
 def human_subjects(event: Event, audit: dict[str, Any] | None, ctx: DerivedContext) -> list[Any]:
     subjects = _dig(audit, ("requestObject", "subjects"))
     return [s["name"] for s in subjects or () if isinstance(s, dict) and s.get("kind") == "User"
@@ -144,6 +167,7 @@ DERIVED: Final[dict[str, DerivedFunction]] = {
     "derived.k8s.root_containers": root_containers,
     "derived.k8s.untrusted_image_registries": untrusted_image_registries,
     "derived.k8s.human_subjects": human_subjects,
+    "derived.container.unknown_provenance_digests": unknown_provenance_digests,
     "derived.k8s.configmap_entries": configmap_entries,
     PREVIOUS_DIGEST: preset_only,
 }

@@ -27,6 +27,7 @@ from ctrail.event import Alert, Event, Severity
 from detectors.alerts import build_alert
 from detectors.correlation import CorrelationSet, load_correlations
 from detectors.correlation import candidates as correlation_candidates
+from detectors.correlation import field_values
 from detectors.derived import DerivedContext, TagHistory
 from detectors.matcher import EventView, Predicate, all_of, any_of, field_predicate
 from detectors.rule_index import RuleIndex
@@ -51,10 +52,10 @@ class SigmaDetectorConfig(BaseModel):
         "raise their severity.")
     trusted_registries: tuple[str, ...] = Field(
         (), description="Registry hosts images may come from (CT-K8S-013); an image without a "
-        "registry host is from docker.io. Empty: CT-K8S-013 does not fire.")
+        "registry host is from docker.io. Empty: CT-K8S-013 and CT-COR-005 do not fire.")
     ci_actors: tuple[str, ...] = Field(
-        (), description="Registry users that are CI or robot accounts (CT-REG-001); a push by "
-        "anyone else raises an alert. Case-insensitive, * and ? wildcards.")
+        (), description="Registry users that are CI or robot accounts (CT-REG-001, "
+        "CT-COR-001); a push by anyone else raises an alert. Case-insensitive, * and ? wildcards.")
     system_namespaces: tuple[str, ...] = Field(
         (), description="Namespaces treated like kube-system (CT-K8S-011: a pod created there "
         "by a human user).")
@@ -157,7 +158,11 @@ class SigmaDetector:
             if excepted is not None and excepted(view):
                 self.suppressed[rule.id] = self.suppressed.get(rule.id, 0) + 1
                 continue
-            alerts.append(build_alert(rule, event, self.severity(rule, event)))
+            key = None
+            if rule.dedup_field is not None:
+                found = field_values(view, rule.dedup_field)
+                key = found[0] if found else None
+            alerts.append(build_alert(rule, event, self.severity(rule, event), key))
         routed = [candidate for alert in alerts
                   for correlation in self.by_base.get(alert.rule.id, ())
                   for candidate in correlation_candidates(correlation, alert.rule.id, view, alert)]

@@ -17,6 +17,10 @@ Our custom rule attribute (pySigma keeps unknown top-level keys in `custom_attri
   the configured production namespaces (CT-K8S-004: medium, high in production).
 - `severity_from_event: true`: the alert's severity is the event's own `event.severity` when it
   has one (CT-RT-001: the Falco priority, mapped by the Falco parser), else the rule's level.
+- `dedup_field: <field>`: the alert's id and group key come from the rule id and the first value
+  of this event field (derived fields too) instead of the event: every event with the same
+  value raises the same alert, which the store keeps once and suppression folds (CT-COR-005:
+  once per image digest).
 
 Configuration lists reach rules as Sigma placeholders (`%ci_actors%`, detectors.field_mapping),
 replaced when the rules load, so load_rules takes their values.
@@ -43,7 +47,7 @@ from ctrail.errors import ConfigError
 from ctrail.event import Severity, Threat
 from detectors.attack import threat_from_tags
 from detectors.field_mapping import containertrail_pipeline, datasets_of
-from detectors.matcher import Predicate, any_of, compile_condition
+from detectors.matcher import FieldPath, Predicate, any_of, compile_condition
 from detectors.rule_index import IndexKey, index_key
 from detectors.values import RuleCompileError
 
@@ -84,6 +88,7 @@ class CompiledRule:
     key: IndexKey | None = None     # a field value the rule requires (detectors.rule_index)
     datasets: tuple[str, ...] = ()  # every dataset it applies to, when more than `dataset`
     severity_from_event: bool = False
+    dedup_field: str | None = None  # `dedup_field`: one alert per value of this field
 
 
 @dataclass(frozen=True)
@@ -207,7 +212,18 @@ def compile_rule(sigma_rule: SigmaRule, pipeline: ProcessingPipeline) -> Compile
         dataset=datasets[0], path=sigma_rule.source.path if sigma_rule.source else None,
         matches=any_of([compile_condition(tree) for tree in trees]), key=index_key(trees),
         datasets=datasets if len(datasets) > 1 else (),
-        severity_from_event=sigma_rule.custom_attributes.get("severity_from_event") is True)
+        severity_from_event=sigma_rule.custom_attributes.get("severity_from_event") is True,
+        dedup_field=dedup_field(rule_id, sigma_rule.custom_attributes))
+
+
+def dedup_field(rule_id: str, attributes: dict[str, Any]) -> str | None:
+    name = attributes.get("dedup_field")
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name:
+        raise RuleCompileError(f"rule {rule_id}: dedup_field must be a field name")
+    FieldPath(name)                 # a RuleCompileError for an unknown derived field
+    return name
 
 
 def production_severity(rule_id: str, attributes: dict[str, Any]) -> Severity | None:
