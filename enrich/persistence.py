@@ -29,7 +29,6 @@ from enrich.graph import EntityGraph
 log = logging.getLogger(__name__)
 LOCAL_GROUP: Final = "entity-graph"
 POLL_RECORDS: Final = 5000
-IDLE_POLLS_AT_END: Final = 2         # Kafka: empty polls, once assigned, that mean "caught up"
 
 
 def encode(kind: str, key: str, state: dict[str, object]) -> tuple[str, bytes]:
@@ -65,7 +64,7 @@ class FactLog:
 
 
 class EntityReader:
-    """Reads `ctrail.entities` into a graph from offset 0, without ever committing."""
+    """Reads `ctrail.entities` into a graph from offset 0 (on Kafka in a group of its own)."""
 
     def __init__(self, bus: Bus) -> None:
         group = LOCAL_GROUP if isinstance(bus, LocalBus) else \
@@ -77,23 +76,20 @@ class EntityReader:
         """Read until the end of the topic (or the timeout); returns the records applied.
 
         The local log's poll reads to its end at once, so an empty poll means caught up.
-        Kafka's may be empty while the group is still joining, so there: empty polls after
-        the partitions are assigned."""
+        Kafka's may be empty while the group is joining or a fetch is slow, so there the
+        reader's group (its own, used by nobody else) commits what it applied, and caught up
+        means the group's lag is 0: the end offsets, not a guess from empty polls."""
         deadline = time.monotonic() + timeout_secs
-        applied = idle = 0
-        assigned = getattr(self.consumer, "assigned", None)
+        applied = 0
         while time.monotonic() < deadline:
             records = self.consumer.poll(POLL_RECORDS, timeout_secs=0 if self.local else 1.0)
             if records:
                 applied += sum(apply_record(graph, r.value) for r in records)
-                idle = 0
+                if not self.local:
+                    self.consumer.commit(records)
                 continue
-            if self.local or assigned is None:
+            if self.local or self.consumer.lag() == 0:
                 break
-            if assigned():
-                idle += 1
-                if idle >= IDLE_POLLS_AT_END:
-                    break
         else:
             log.warning("Stopped rebuilding the entity graph at the timeout.",
                         extra={"applied": applied, "timeout_secs": timeout_secs})
