@@ -4,6 +4,7 @@ ctrail.correlate by correlation group, so the user's window is whole in one corr
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
@@ -51,6 +52,12 @@ def test_two_detect_and_two_correlate_workers_fire_each_users_correlation_once(
     log.write_bytes(b"\n".join(lines) + b"\n")
     done = cluster.ctrail("ingest", "--source", "k8s-audit", str(log), "--wait", "240")
     assert done.returncode == 0, done.stderr
+    want = 2
+    deadline = time.monotonic() + 30          # Elasticsearch shows writes after its refresh
+    while len(alerts := json_lines(cluster.ctrail("alerts", "--rule", "CT-COR-003", "--format",
+                                                  "json"))) < want and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.5)                           # one more refresh: a third alert would show now
     alerts = json_lines(cluster.ctrail("alerts", "--rule", "CT-COR-003", "--format", "json"))
     assert sorted(a["alert"]["group_key"] for a in alerts) == [
         f"CT-COR-003|{USERS[0]}", f"CT-COR-003|{USERS[1]}"]
