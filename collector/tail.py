@@ -21,6 +21,7 @@ from typing import BinaryIO, Sequence
 import orjson
 
 from collector.lines import LineReader
+from ctrail.durable import write_atomic
 from ctrail.components import RawRecord
 
 
@@ -79,12 +80,7 @@ class FileTail:
             position, number = self._starts[hold.origin]
         self._starts = {o: s for o, s in self._starts.items() if s[0] >= position}
         state = {"inode": self._inode, "position": position, "line": number}
-        tmp = self.checkpoint.with_suffix(".tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(orjson.dumps(state))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.checkpoint)
+        write_atomic(self.checkpoint, orjson.dumps(state))
 
     def close(self) -> None:
         self._close_handle()

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,6 +38,7 @@ import orjson
 
 from ctrail.bus import ALERTS
 from ctrail.bus.codec import decode, encode
+from ctrail.durable import write_atomic
 from ctrail.event import Alert, AlertInfo, EventInfo, Rule
 from detectors.alerts import ALERT_DATASET, ALERT_MODULE, RULESET
 from detectors.correlation import CorrelationRule, routing
@@ -242,18 +242,7 @@ class Checkpoint:
         return loaded if isinstance(loaded, dict) else {}
 
     def save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        with open(temporary, "wb") as out:
-            out.write(orjson.dumps(state))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self.path)
-        fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_atomic(self.path, orjson.dumps(state))
 
 
 class StageState:

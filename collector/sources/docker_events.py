@@ -20,7 +20,6 @@ import hashlib
 import http.client
 import json
 import logging
-import os
 import queue
 import socket
 import threading
@@ -32,6 +31,7 @@ from urllib.parse import quote, urlencode
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
+from ctrail.durable import write_atomic
 from ctrail.components import RawRecord
 
 log = logging.getLogger(__name__)
@@ -131,12 +131,7 @@ class DockerEventsSource:
         if not records or self._committed.nano == 0:
             return
         state = {"nano": self._committed.nano, "seen": sorted(self._committed.seen)}
-        tmp = self.checkpoint.with_suffix(".tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(orjson.dumps(state))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.checkpoint)
+        write_atomic(self.checkpoint, orjson.dumps(state))
 
     def close(self) -> None:
         self._stop.set()

@@ -15,7 +15,6 @@ share the bus across threads.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import struct
 import threading
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Final, Sequence
 
 from ctrail.bus import Record
-from ctrail.errors import Unavailable
+from ctrail.durable import lock_directory, write_atomic
 
 HEADER: Final = struct.Struct("<IIH")
 DEFAULT_SEGMENT_BYTES: Final = 256 * 1024 * 1024
@@ -190,12 +189,7 @@ class _TopicCursor:
         self._buffer_start = self.position
 
     def save(self, offset: int) -> None:
-        tmp = self.offset_path.with_suffix(".tmp")
-        with open(tmp, "w") as handle:
-            handle.write(str(offset))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.offset_path)
+        write_atomic(self.offset_path, str(offset).encode())
         self.committed = offset
 
 
@@ -249,14 +243,9 @@ class LocalBus:
     def __init__(self, root: Path, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
         self.root = root
         self.segment_bytes = segment_bytes
-        root.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(root / ".lock", "a+")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise Unavailable(f"the data directory {root.parent} is in use by another "
-                              "ctrail process; stop it or use another --data-dir") from None
+        self._lock_file = lock_directory(
+            root, f"the data directory {root.parent} is in use by another ctrail process; "
+                  "stop it or use another --data-dir")
         self._topics: dict[str, LocalTopic] = {}
         self._topics_lock = threading.Lock()
         self.wakeup = threading.Condition()

@@ -16,7 +16,6 @@ One process writes an archive (an exclusive flock); its threads share one instan
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import hashlib
 import os
@@ -31,7 +30,7 @@ import orjson
 
 from ctrail.bus.codec import Item, encode
 from ctrail.components import WriteResult
-from ctrail.errors import Unavailable
+from ctrail.durable import lock_directory
 from ctrail.event import Alert, Event
 from sinks.evidence.chain import Chain, Signer
 from sinks.evidence.verify import index_name, record_hash, segment_name
@@ -110,14 +109,8 @@ class EvidenceArchive:
         self.config = config
         self.root = root
         self.clock = clock
-        root.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(root / ".lock", "a+")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise Unavailable(f"the evidence archive {root} is being written by another "
-                              "process") from None
+        self._lock_file = lock_directory(
+            root, f"the evidence archive {root} is being written by another process")
         self._lock = threading.RLock()
         self._users = 1
         signer = Signer(config.signing_key) if config.signing_key is not None else None

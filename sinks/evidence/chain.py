@@ -11,30 +11,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from ctrail.durable import write_atomic
 from ctrail.errors import ConfigError
 from ctrail.secrets import SecretRef, resolve_secret
 from sinks.evidence.verify import GENESIS, canonical, manifest_hash
 
 VERSION = 1
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)           # the rename itself survives a power cut
-    finally:
-        os.close(fd)
 
 
 class Signer:

@@ -1,0 +1,41 @@
+"""Small durability primitives every stateful part shares: a file replaced atomically, and a
+directory owned by one process at a time."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+from ctrail.errors import Unavailable
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so a crash leaves the old or the new content, never a mix:
+    temporary file, fsync, rename, fsync of the directory (so the rename itself is durable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def lock_directory(root: Path, in_use: str) -> IO[str]:
+    """Hold `root/.lock` exclusively for as long as the returned file stays open; raises
+    Unavailable with `in_use` when another process holds it."""
+    root.mkdir(parents=True, exist_ok=True)
+    handle = open(root / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise Unavailable(in_use) from None
+    return handle
