@@ -7,6 +7,7 @@ tree with the fields' mapped types (search.py). Safe to share between threads: t
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 from typing import Any, Final, Sequence
 
@@ -27,6 +28,10 @@ PAGE: Final = 10_000                    # index.max_result_window: the most one 
 # Ties on @timestamp are broken by id, so pages never skip or repeat a document.
 TIEBREAK: Final = {"events": "event.id", "alerts": "event.id", "dead_letters": "id"}
 NO_INDEX_FAILS: Final[dict[str, Any]] = {"ignore_unavailable": True, "allow_no_indices": True}
+# A read answered 429 or 503 is retried this long: a data stream's new backing index answers
+# 503 no_shard_available until its primary starts (milliseconds to seconds, longer after a
+# restart), and a search is safe to repeat. Past it, the caller gets Unavailable.
+READ_RETRY_SECS: Final = 20.0
 
 
 def connect(config: ElasticsearchConfig) -> Elasticsearch:
@@ -100,7 +105,7 @@ class ElasticsearchStore:
             size = min(PAGE, limit - len(found))
             page = self._request(self.client.search, index=index, query=body, sort=sort,
                                  size=size, search_after=after, track_total_hits=False,
-                                 **NO_INDEX_FAILS)
+                                 allow_partial_search_results=False, **NO_INDEX_FAILS)
             hits = page["hits"]["hits"]
             found.extend(hit["_source"] for hit in hits)
             if len(hits) < size:
@@ -128,17 +133,34 @@ class ElasticsearchStore:
         return {field: frozenset(types) for field, types in caps["fields"].items()}
 
     def _request(self, method: Any, **kwargs: Any) -> Any:
-        try:
-            return method(**kwargs).body
-        except ConnectionError as exc:
-            raise Unavailable(f"Elasticsearch is unreachable: {exc.message}") from exc
-        except ApiError as exc:
-            if exc.status_code == 400:
-                raise QueryError(f"Elasticsearch refused the query: {_one_line(exc)}") from None
-            raise Unavailable(f"Elasticsearch {self.config.hosts}: {_one_line(exc)}") from exc
-        except TransportError as exc:
-            raise Unavailable(f"Elasticsearch {self.config.hosts}: {_one_line(exc)}") from exc
-
+        """One read, retried while Elasticsearch says it is busy or its shards are starting.
+        Searches refuse partial results: a forensic answer is whole or it is an error."""
+        deadline = time.monotonic() + READ_RETRY_SECS
+        pause = 0.1
+        while True:
+            try:
+                body = method(**kwargs).body
+                # A count cannot refuse partial results: one that missed a shard is retried.
+                failed = body.get("_shards", {}).get("failed", 0)
+                if not failed:
+                    return body
+                if time.monotonic() + pause > deadline:
+                    raise Unavailable(f"Elasticsearch {self.config.hosts}: {failed} shard(s) "
+                                      "did not answer")
+            except ConnectionError as exc:
+                raise Unavailable(f"Elasticsearch is unreachable: {exc.message}") from exc
+            except ApiError as exc:
+                if exc.status_code == 400:
+                    raise QueryError(f"Elasticsearch refused the query: {_one_line(exc)}") from None
+                if exc.status_code not in (429, 503) or time.monotonic() + pause > deadline:
+                    raise Unavailable(f"Elasticsearch {self.config.hosts}: {_one_line(exc)}"
+                                      ) from exc
+                log.debug("Elasticsearch answered %s; reading again in %.1f s",
+                          _one_line(exc), pause)
+            except TransportError as exc:
+                raise Unavailable(f"Elasticsearch {self.config.hosts}: {_one_line(exc)}") from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 def _one_line(exc: Exception) -> str:
     if isinstance(exc, ApiError):

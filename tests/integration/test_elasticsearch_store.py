@@ -1,15 +1,17 @@
 """The Elasticsearch store against the real server: templates and stream names, replays that
 store nothing twice (also across a rollover), mapping errors dead-lettered one by one, and a
-refused (429) document kept for a retry."""
+refused (429) document kept for a retry, and a search that waits for a starting shard."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
 import pytest
+from elastic_transport import ConnectionTimeout
 from elasticsearch import Elasticsearch
 
 from ctrail.bus.codec import encode
@@ -174,3 +176,35 @@ def test_a_document_the_cluster_refuses_for_now_429_is_kept_for_a_retry(
     assert (refused.delivered, refused.retry, refused.rejected) == (0, tuple(EVENTS[1:3]), ())
     assert store.write(EVENTS[1:3]).delivered == 2
     assert store.count("*") == 3
+
+
+def test_a_search_waits_for_a_shard_that_is_still_starting(store: ElasticsearchStore,
+                                                            client: Elasticsearch) -> None:
+    """A new backing index has no shard to answer until its primary starts; a search then is
+    retried, not failed, and never answers with part of the data. Here shard allocation is held off for a second while a new
+    stream of the namespace is created, as a first write of a new dataset creates it."""
+    assert store.write(EVENTS).delivered == len(EVENTS)
+    new_stream = f"logs-containertrail.probe-{store.namespace}"
+    client.cluster.put_settings(transient={"cluster.routing.allocation.enable": "none"})
+    try:
+        with pytest.raises(ConnectionTimeout):     # it waits for the primary: created, unassigned
+            client.options(request_timeout=1).index(
+                index=new_stream, op_type="create", document={"@timestamp": "2026-01-01T00:00:00Z"})
+        partial = client.search(index=f"logs-containertrail.*-{store.namespace}")
+        assert partial["_shards"]["failed"] == 1     # Elasticsearch's default: a partial answer
+        allocated = threading.Event()
+
+        def allocate() -> None:
+            client.cluster.put_settings(transient={"cluster.routing.allocation.enable": None})
+            allocated.set()
+        allocating = threading.Timer(1.0, allocate)
+        allocating.start()
+        found = store.search("*", limit=100)
+        answered_after_allocation = allocated.is_set()   # not a partial answer before it
+        counted = store.count("*")
+        allocating.join()
+    finally:
+        client.cluster.put_settings(transient={"cluster.routing.allocation.enable": None})
+    assert {doc["event"]["id"] for doc in found} >= {event.event.id for event in EVENTS}
+    assert answered_after_allocation
+    assert counted >= len(EVENTS)
