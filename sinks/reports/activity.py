@@ -6,8 +6,9 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
-from sinks.reports.data import Source, audit, get, identity_kind, unique_requests, user_of, when
-from sinks.reports.model import Chart, Report, Section, Table, time_series
+from sinks.reports.data import audit, get, identity_kind, unique_requests, user_of, when
+from sinks.reports.model import Chart, Report, Section, Table, by_count, time_series
+from sinks.reports.source import Source
 
 COLUMNS = ["user", "requests", "changes", "denied", "top actions", "namespaces", "source IPs",
            "first seen", "last seen"]
@@ -41,7 +42,7 @@ def build(source: Source) -> Report:
 
 def _rows(users: dict[str, list[dict[str, Any]]]) -> list[list[Any]]:
     rows = []
-    for user, docs in sorted(users.items(), key=lambda item: -len(item[1])):
+    for user, docs in sorted(users.items(), key=lambda item: (-len(item[1]), item[0])):
         verbs = Counter(f"{audit(d).get('verb')} {get(d, 'kubernetes.audit.objectRef.resource')}"
                         for d in docs)
         changes = sum(1 for d in docs if audit(d).get("verb") not in ("get", "list", "watch"))
@@ -50,7 +51,7 @@ def _rows(users: dict[str, list[dict[str, Any]]]) -> list[list[Any]]:
                              for d in docs})
         ips = sorted({ip for d in docs for ip in (get(d, "related.ip") or [])})
         rows.append([user, len(docs), changes, denied,
-                     ", ".join(f"{v} ({n})" for v, n in verbs.most_common(5)),
+                     ", ".join(f"{v} ({n})" for v, n in by_count(verbs, 5)),
                      ", ".join(namespaces[:10]), ", ".join(ips[:5]),
                      min(d["@timestamp"] for d in docs), max(d["@timestamp"] for d in docs)])
     return rows

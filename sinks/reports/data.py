@@ -1,39 +1,17 @@
-"""What the report builders read: documents from the Store protocol (so SQLite and Elasticsearch
-answer alike), and pure helpers over ECS documents (pod specs, image references, identities)."""
+"""Pure helpers over the ECS documents reports read (source.py reads them from the store): pod
+specs, image references, identities, one document per API request."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator
-
-from ctrail.components import Store
+from typing import Any, Final, Iterator
 
 RBAC_RESOURCES = "(roles OR clusterroles OR rolebindings OR clusterrolebindings)"
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 READ_VERBS = frozenset({"get", "list", "watch"})
 WORKLOAD_KINDS = frozenset({"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job",
                             "CronJob"})
-
-
-@dataclass
-class Source:
-    """A store and a period; records which queries hit `max_rows` so the report can say so."""
-
-    store: Store
-    time_from: datetime
-    time_to: datetime
-    max_rows: int
-    truncated: list[str] = field(default_factory=list)
-
-    def docs(self, query: str, kind: str = "events") -> list[dict[str, Any]]:
-        found = self.store.search(query, kind, self.time_from, self.time_to, self.max_rows)
-        if len(found) >= self.max_rows:
-            self.truncated.append(query)
-        return found
-
-    def count(self, query: str, kind: str = "events") -> int:
-        return self.store.count(query, kind, self.time_from, self.time_to)
 
 
 def get(doc: Any, path: str) -> Any:
@@ -64,17 +42,37 @@ def identity_kind(user: str) -> str:
     return "human"
 
 
+# Stages of one API request, in the order kube-apiserver logs them.
+STAGES: Final = {"RequestReceived": 0, "ResponseStarted": 1, "ResponseComplete": 2, "Panic": 3}
+
+
+def request_key(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """What every stage of one API request repeats. auditID alone is not enough: records that
+    share one but name another user, verb or URI (edited or merged logs, such as the Falco
+    traces in samples/) are other requests, and a report must not drop them."""
+    record = audit(doc)
+    if not record.get("auditID"):
+        return (get(doc, "event.id"),)
+    return (record["auditID"], get(record, "user.username"), record.get("verb"),
+            record.get("requestURI"))
+
+
 def unique_requests(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One document per API request: long-running requests are logged at ResponseStarted and
-    ResponseComplete under one auditID."""
-    seen: set[str] = set()
-    out = []
+    """One document per API request, in the order of `docs`: long-running requests are logged
+    at ResponseStarted and ResponseComplete, both at the request's @timestamp. The earliest
+    stage is kept (where a session started, and its answer then: 101 for an exec), and among
+    equal stages the first in `docs` (Source.docs breaks ties by id, not by store)."""
+    chosen: dict[tuple[Any, ...], dict[str, Any]] = {}
     for doc in docs:
-        key = audit(doc).get("auditID") or get(doc, "event.id")
-        if key not in seen:
-            seen.add(key)
-            out.append(doc)
-    return out
+        key = request_key(doc)
+        if key not in chosen or _stage(doc) < _stage(chosen[key]):
+            chosen[key] = doc
+    kept = {id(doc) for doc in chosen.values()}
+    return [doc for doc in docs if id(doc) in kept]
+
+
+def _stage(doc: dict[str, Any]) -> int:
+    return STAGES.get(audit(doc).get("stage"), len(STAGES))
 
 
 def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ class Chart:
 
     @classmethod
     def top(cls, title: str, counts: Counter[str], limit: int = 12) -> "Chart":
-        pairs = counts.most_common(limit)
+        pairs = by_count(counts, limit)
         return cls(title, [k for k, _ in pairs], [v for _, v in pairs])
 
 
@@ -66,8 +66,14 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
+def by_count(counts: Counter[Any], limit: int | None = None) -> list[tuple[Any, int]]:
+    """Largest count first, equal counts by label. (Counter.most_common keeps equal counts in
+    the order they were first counted: the order a store returned documents in.)"""
+    return sorted(counts.items(), key=lambda pair: (-pair[1], str(pair[0])))[:limit]
+
+
 def count_table(title: str, header: str, counts: Counter[str], limit: int = 50) -> Table:
-    return Table(title, [header, "count"], [[k, v] for k, v in counts.most_common(limit)])
+    return Table(title, [header, "count"], [[k, v] for k, v in by_count(counts, limit)])
 
 
 def time_series(title: str, stamps: Iterable[datetime], start: datetime, end: datetime) -> Chart:

@@ -10,9 +10,9 @@ from ctrail.errors import UsageError
 from ctrail.settings import Settings
 from sinks.reports import TEMPLATES, ReportConfig
 from sinks.reports import activity, compliance, weekly
-from sinks.reports.data import Source
 from sinks.reports.model import Report
 from sinks.reports.render import render
+from sinks.reports.source import Source, Truncation
 
 BUILDERS: Final[dict[str, Callable[[Source, Settings, ReportConfig], Report]]] = {
     "weekly": lambda source, _settings, _config: weekly.build(source),
@@ -47,7 +47,13 @@ def run_report(settings: Settings, name: str, time_from: datetime | None = None,
     finally:
         store.close()
     report.name = name
-    if source.truncated:
-        report.notes.append(f"Some queries returned the {config.max_rows} row limit "
-                            f"(max_rows); counts from them are lower bounds.")
+    report.notes += [truncation_note(cut, config.max_rows)
+                     for cut in dict.fromkeys(source.truncated)]
     return render(report, out_dir or config.directory(settings.data_dir, name), config.formats)
+
+
+def truncation_note(cut: Truncation, max_rows: int) -> str:
+    """Which part of the period a table or chart covers when its query was cut at max_rows."""
+    return (f"{cut.matched} {cut.kind} match `{cut.query}`, more than max_rows ({max_rows}): "
+            f"what is listed or charted from them covers only those after "
+            f"{cut.after.isoformat()}.")

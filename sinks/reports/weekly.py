@@ -7,10 +7,11 @@ from collections import Counter
 from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
-from sinks.reports.data import (RBAC_RESOURCES, READ_VERBS, WRITE_VERBS, Source, audit,
-                                containers, get, host_access, identity_kind, parse_image,
-                                pod_spec, unique_requests, user_of, when)
-from sinks.reports.model import Chart, Report, Section, Table, count_table, time_series
+from sinks.reports.data import (RBAC_RESOURCES, READ_VERBS, WRITE_VERBS, audit, containers, get,
+                                host_access, identity_kind, parse_image, pod_spec,
+                                unique_requests, user_of, when)
+from sinks.reports.model import Chart, Report, Section, Table, by_count, count_table, time_series
+from sinks.reports.source import Source
 
 AUDIT = "event.dataset:kubernetes.audit"
 
@@ -23,7 +24,9 @@ def build(source: Source) -> Report:
     sessions = _sessions(source)
     rbac = _rbac(source)
     secrets = _secret_reads(source)
-    report.summary = [("Audit events", source.count(AUDIT)), ("Alerts", len(alerts)),
+    # Totals from count(): exact even when the documents read stop at max_rows.
+    report.summary = [("Audit events", source.count(AUDIT)),
+                      ("Alerts", source.count("*", "alerts")),
                       ("Host-access workloads", len(workloads.rows)),
                       ("Exec/attach sessions", len(sessions.rows)),
                       ("RBAC changes", len(rbac.rows)), ("Human secret reads", len(secrets.rows))]
@@ -43,7 +46,7 @@ def build(source: Source) -> Report:
 
 def _alerts(source: Source, alerts: list[dict]) -> Section:
     by_rule = Counter(f"{get(a, 'rule.id')} {get(a, 'rule.name')}" for a in alerts)
-    rows = [[rule, count] for rule, count in by_rule.most_common()]
+    rows = [[rule, count] for rule, count in by_count(by_rule)]
     return Section("Alerts", charts=[
         time_series("Alerts over time", (when(a) for a in alerts), source.time_from,
                     source.time_to),
@@ -72,12 +75,20 @@ def _workloads(source: Source) -> tuple[Table, Section]:
         pushed = get(doc, "containertrail.image_pushed_by.name")
         images += [(c.get("image"), doc, pushed) for c in containers(spec) if c.get("image")]
     for doc in source.docs("_exists_:container.image.name"):
-        name = get(doc, "container.image.name")
-        digests = get(doc, "container.image.hash.all") or []
-        ref = f"{name}@{digests[0]}" if digests and "@" not in name else name
-        images.append((ref, doc, get(doc, "containertrail.image_pushed_by.name")))
+        images.append((image_ref(doc), doc, get(doc, "containertrail.image_pushed_by.name")))
     table = Table("Host-access workloads", ["time", "user", "namespace", "object", "why"], rows)
     return table, _images(images)
+
+
+def image_ref(doc: dict) -> str:
+    """container.image.* as one reference: ECS keeps the tag and the digests beside the name,
+    and a name alone would read as `:latest`."""
+    name = get(doc, "container.image.name")
+    tags = get(doc, "container.image.tag") or []
+    digests = get(doc, "container.image.hash.all") or []
+    if tags and ":" not in name.rpartition("/")[2] and "@" not in name:
+        name = f"{name}:{tags[0]}"
+    return f"{name}@{digests[0]}" if digests and "@" not in name else name
 
 
 def _images(images: list[tuple[str, dict, str | None]]) -> Section:

@@ -1,17 +1,25 @@
-"""The pure parts of reports: image references, pod specs, gaps, chart geometry, rendering."""
+"""The pure parts of reports: image references, pod specs, gaps, chart geometry, rendering,
+the order of counts, what the compliance report says of the store's retention."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from ctrail.settings import Settings
+from sinks.elasticsearch import ElasticsearchConfig
 from sinks.reports import ReportConfig, cron_trigger
-from sinks.reports.compliance import audit_gaps
+from sinks.reports.compliance import audit_gaps, store_retention
 from sinks.reports.data import host_access, identity_kind, parse_image, pod_spec
-from sinks.reports.model import Chart, Report, Section, Table, time_series
+from sinks.reports.model import Chart, Report, Section, Table, by_count, time_series
 from sinks.reports.render import draw, render
+from sinks.reports.weekly import image_ref
+from sinks.sqlite.store import SqliteStore
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
 
@@ -77,3 +85,38 @@ def test_cron_weekdays_count_from_sunday_as_cron_does() -> None:
     assert fire == T0 + timedelta(hours=6)
     with pytest.raises(ValueError, match="5 fields"):
         ReportConfig(template="weekly", schedule="0 6 * *")
+
+
+def test_equal_counts_are_ordered_by_label_not_by_first_sighting() -> None:
+    counts = Counter(["b", "a", "c", "c"])
+    assert by_count(counts) == [("c", 2), ("a", 1), ("b", 1)]
+    assert Chart.top("t", counts, limit=2).labels == ["c", "a"]
+
+
+@pytest.mark.parametrize(("image", "ref"), [
+    ({"name": "registry.example.com/team/api", "tag": ["1.4"]},
+     "registry.example.com/team/api:1.4"),
+    ({"name": "nginx", "tag": ["1.25"], "hash": {"all": ["sha256:ab"]}}, "nginx:1.25@sha256:ab"),
+    ({"name": "localhost:5000/app"}, "localhost:5000/app"),
+    ({"name": "nginx:1.25", "tag": ["1.25"]}, "nginx:1.25"),
+])
+def test_a_runtime_image_keeps_its_tag_and_digest(image: dict[str, Any], ref: str) -> None:
+    assert image_ref({"container": {"image": image}}) == ref
+
+
+@pytest.mark.parametrize(("ilm", "said"), [
+    (True, "store keeps events 90 days"),
+    (False, "store set to keep events 90 days but keeps them until deleted (no index "
+            "lifecycle management on the cluster)")])
+def test_a_retention_the_cluster_cannot_enforce_is_not_claimed(ilm: bool, said: str) -> None:
+    settings = Settings(store=ElasticsearchConfig(hosts=["http://127.0.0.1:1"]))
+    assert store_retention(settings, SimpleNamespace(ilm=ilm)) == said  # type: ignore[arg-type]
+
+
+def test_the_embedded_store_keeps_events_until_deleted(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    try:
+        assert store_retention(Settings(data_dir=tmp_path), store) == \
+            "store keeps events until deleted"
+    finally:
+        store.close()
