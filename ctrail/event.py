@@ -252,6 +252,10 @@ class ContainerTrail(EcsModel):
     workload: Workload | None = None          # the top owner: Pod -> ReplicaSet -> Deployment
     deployed_by: Actor | None = None          # who created or last changed that workload
     image_pushed_by: Actor | None = None      # who pushed the image digest, when, from where
+    # The ECS fields the graph filled in (dotted paths), as opposed to what the source itself
+    # reported: an auditor can tell inferred from observed, and `ctrail timeline` replaces
+    # them with what the graph knows now (which may be more than at ingest).
+    inferred: tuple[str, ...] | None = None
 
 
 class Event(EcsModel):

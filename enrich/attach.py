@@ -2,8 +2,10 @@
 
 `resolve` answers "who is this container / pod?" from the facts alone; ingest-time enrichment
 (`attach`) and `ctrail timeline` (at query time, so events that arrived before their facts are
-explained too) both use it. The event's own values win: the graph only fills what is missing,
-except a short container id, which becomes the full one.
+explained too) both use it. The event's own values win: the graph only fills what is missing
+(and says so in `containertrail.inferred`), except a short container id, which becomes the full
+one. The timeline first drops what was inferred at ingest (`uninferred`), so what an event is
+shown with never depends on the order events happened to be enriched in.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+import orjson
 
 from ctrail.event import (Actor, Container, ContainerImage, ContainerTrail, Event, ImageHash,
                           Kubernetes, KubernetesContainer, KubernetesNode, KubernetesPod,
@@ -137,63 +141,112 @@ def _image(graph: EntityGraph, container: ContainerRecord | None, pod: Pod | Non
 
 
 def attach(event: Event, identity: Identity) -> Event:
-    """The event with the identity's fields filled in where the event has none."""
+    """The event with the identity's fields filled in where the event has none; the paths
+    filled are listed in `containertrail.inferred`."""
+    inferred: list[str] = []
+
+    def fill(path: str, current: Any, value: Any) -> Any:
+        if current or not value:
+            return current
+        inferred.append(path)
+        return value
+
     update: dict[str, Any] = {}
     container = event.container or Container()
     image = container.image or ContainerImage()
     new_image = image.model_copy(update={
-        "name": image.name or identity.image_name,
-        "tag": image.tag or ((identity.image_tag,) if identity.image_tag else ()),
-        "hash": image.hash or (ImageHash(all=(identity.digest,)) if identity.digest else None)})
+        "name": fill("container.image.name", image.name, identity.image_name),
+        "tag": fill("container.image.tag", image.tag,
+                    (identity.image_tag,) if identity.image_tag else ()),
+        "hash": fill("container.image.hash.all", image.hash,
+                     ImageHash(all=(identity.digest,)) if identity.digest else None)})
     new_container = container.model_copy(update={
+        # A short id becomes the full one: the same observed container, not an inference.
         "id": identity.container_id or container.id,
         "image": new_image if new_image != ContainerImage() else container.image})
     if new_container != (event.container or Container()):
         update["container"] = new_container
     k8s = event.kubernetes or Kubernetes()
+    pod, node, k8s_container = (k8s.pod or KubernetesPod(), k8s.node or KubernetesNode(),
+                                k8s.container or KubernetesContainer())
     new_k8s = k8s.model_copy(update={
-        "namespace": k8s.namespace or identity.namespace,
-        "pod": _filled(k8s.pod, KubernetesPod, name=identity.pod_name, uid=identity.pod_uid),
-        "node": _filled(k8s.node, KubernetesNode, name=identity.node),
-        "container": _filled(k8s.container, KubernetesContainer, name=identity.container_name)})
+        "namespace": fill("kubernetes.namespace", k8s.namespace, identity.namespace),
+        "pod": _some(pod.model_copy(update={
+            "name": fill("kubernetes.pod.name", pod.name, identity.pod_name),
+            "uid": fill("kubernetes.pod.uid", pod.uid, identity.pod_uid)}), KubernetesPod),
+        "node": _some(node.model_copy(update={
+            "name": fill("kubernetes.node.name", node.name, identity.node)}), KubernetesNode),
+        "container": _some(k8s_container.model_copy(update={
+            "name": fill("kubernetes.container.name", k8s_container.name,
+                         identity.container_name)}), KubernetesContainer)})
     if new_k8s != (event.kubernetes or Kubernetes()):
         update["kubernetes"] = new_k8s
     if identity.workload_kind:
-        update["orchestrator"] = _orchestrator(event.orchestrator, identity)
-    trail = _trail(identity)
+        orchestrator = _orchestrator(event.orchestrator, identity, inferred)
+        if orchestrator != event.orchestrator:
+            update["orchestrator"] = orchestrator
+    if event.containertrail is not None and event.containertrail.inferred:
+        inferred.extend(event.containertrail.inferred)      # enriched twice: still inferred
+    trail = _trail(identity, tuple(sorted(set(inferred))))
     if trail is not None:
         update["containertrail"] = trail
     return event.model_copy(update=update) if update else event
 
 
-def _filled(current: Any, model: type, **values: Any) -> Any:
-    base = current or model()
-    new = base.model_copy(update={k: getattr(base, k) or v for k, v in values.items()})
-    return new if new != model() else current
+def uninferred(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored document without what the graph inferred at ingest (its observed fields only),
+    so that `attach` can fill it in again from what the graph knows now."""
+    trail = doc.get("containertrail")
+    if not isinstance(trail, dict):
+        return doc
+    out = orjson.loads(orjson.dumps(doc))              # a deep copy: the caller keeps its own
+    for path in ("containertrail", *trail.get("inferred", ())):
+        _drop(out, path.split("."))
+    return out
 
 
-def _orchestrator(current: Orchestrator | None, identity: Identity) -> Orchestrator | None:
+def _drop(doc: dict[str, Any], path: list[str]) -> None:
+    """Remove doc[path], and any object that removal leaves empty."""
+    head = doc.get(path[0])
+    if len(path) > 1 and isinstance(head, dict):
+        _drop(head, path[1:])
+        if head:
+            return
+    doc.pop(path[0], None)
+
+
+def _some(value: Any, model: type) -> Any:
+    return None if value == model() else value
+
+
+def _orchestrator(current: Orchestrator | None, identity: Identity,
+                  inferred: list[str]) -> Orchestrator | None:
     parent = OrchestratorResourceParent(type=identity.workload_kind)
     if current is None:
+        inferred.extend(("orchestrator.type", "orchestrator.namespace",
+                         "orchestrator.resource.type", "orchestrator.resource.name",
+                         "orchestrator.resource.parent.type"))
         return Orchestrator(type="kubernetes", namespace=identity.namespace,
                             resource=OrchestratorResource(type="pods", name=identity.pod_name,
                                                           parent=parent))
     resource = current.resource
     if resource is None or not (resource.type or "").startswith("pods") or resource.parent:
         return current       # an audit event about another object: its parent is not ours
+    inferred.append("orchestrator.resource.parent.type")
     return current.model_copy(update={"resource": resource.model_copy(update={"parent": parent})})
 
 
-def _trail(identity: Identity) -> ContainerTrail | None:
+def _trail(identity: Identity, inferred: tuple[str, ...]) -> ContainerTrail | None:
     workload = (Workload(kind=identity.workload_kind, name=identity.workload_name)
                 if identity.workload_kind else None)
     deployed = (Actor(name=identity.deployed_by, time=_dt(identity.deployed_at))
                 if identity.deployed_by else None)
     pushed = (Actor(name=identity.pushed_by, time=_dt(identity.pushed_at), ip=identity.pushed_from)
               if identity.pushed_by or identity.pushed_at else None)
-    if workload is None and deployed is None and pushed is None:
+    if workload is None and deployed is None and pushed is None and not inferred:
         return None
-    return ContainerTrail(workload=workload, deployed_by=deployed, image_pushed_by=pushed)
+    return ContainerTrail(workload=workload, deployed_by=deployed, image_pushed_by=pushed,
+                          inferred=inferred or None)
 
 
 def _dt(seconds: int | None) -> datetime | None:

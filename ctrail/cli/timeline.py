@@ -24,7 +24,7 @@ from ctrail.cli.common import add_common, print_docs, settings_of
 from ctrail.errors import UsageError
 from ctrail.event import Event
 from ctrail.settings import Settings
-from enrich.attach import Identity, attach, iso, resolve
+from enrich.attach import Identity, attach, iso, resolve, uninferred
 from enrich.graph import SHORT_ID, EntityGraph, repository_of, split_image
 from enrich.persistence import EntityReader, rebuild
 
@@ -210,8 +210,11 @@ def for_user(graph: EntityGraph, user: str) -> tuple[dict[str, Any], str]:
 
 
 def explain(graph: EntityGraph, doc: dict[str, Any]) -> dict[str, Any]:
-    """The stored document with what the graph knows now filled in (at ingest the facts may
-    not have arrived yet). A document that is not one of our events is shown as stored."""
+    """The stored document with what the graph knows now in place of what it knew at ingest
+    (the facts may not have arrived yet, and events are enriched in arrival order, which
+    differs between runs and modes). A document the graph knows nothing about any more (its
+    facts expired) is shown as stored: its ingest-time enrichment is then the best record.
+    A document that is not one of our events is shown as stored too."""
     try:
         event = Event.model_validate(doc)
     except ValidationError:
@@ -221,7 +224,8 @@ def explain(graph: EntityGraph, doc: dict[str, Any]) -> dict[str, Any]:
                        k8s.namespace if k8s else None, k8s.pod.name if k8s and k8s.pod else None)
     if identity is None:
         return doc
-    return orjson.loads(encode(attach(event, identity)))
+    observed = Event.model_validate(uninferred(doc))
+    return orjson.loads(encode(attach(observed, identity)))
 
 
 def print_subject(subject: dict[str, Any]) -> None:
