@@ -27,6 +27,12 @@ PARSERS: Final[dict[str, type[Parser]]] = {
 }
 
 
+def source_of_dataset(dataset: str | None) -> str | None:
+    """The `--source` name whose parser produces `dataset` (one parser per dataset), or None:
+    how `ctrail dlq replay` finds the parser that rejected a record from its dead letter."""
+    return next((name for name, parser in PARSERS.items() if parser.dataset == dataset), None)
+
+
 def build_parser(name: str, data_dir: Path, redaction: RedactionConfig) -> Parser:
     """PARSERS[name], built; a format that carries secrets gets the deployment's redactor."""
     if PARSERS[name] is K8sAuditParser:

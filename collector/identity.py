@@ -10,6 +10,13 @@ def event_id(source: str, raw: bytes) -> str:
     return hashlib.blake2b(source.encode() + b"\x00" + raw, digest_size=16).hexdigest()
 
 
-def rejection_id(stage: str, origin: str, raw: bytes) -> str:
-    """Dead letters include their origin: two identical bad lines are two dead letters."""
-    return event_id(f"dlq\x00{stage}\x00{origin}", raw)
+def rejection_id(stage: str, origin: str, raw: bytes, reason: str) -> str:
+    """Dead letters include their origin: two identical bad lines are two dead letters. They
+    include the reason, so a record that `ctrail dlq replay` finds rejected for a new reason is
+    kept anew under that reason, while one rejected again for the same reason stores nothing."""
+    return event_id(f"dlq\x00{stage}\x00{origin}\x00{reason}", raw)
+
+
+def replay_id(dead_letter_id: str, outcome: str, successor: str | None) -> str:
+    """One replay verdict on one dead letter is recorded once, however often it is replayed."""
+    return event_id(f"dlq-replay\x00{outcome}\x00{successor or ''}", dead_letter_id.encode())

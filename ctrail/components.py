@@ -81,7 +81,8 @@ class Sink(Protocol):
 class Store(Sink, Protocol):
     """A sink that answers searches in the language of ctrail.query (embedded or Elasticsearch).
 
-    `kind` is "events", "alerts" or "dead_letters"; time_from is inclusive, time_to exclusive.
+    `kind` is "events", "alerts", "dead_letters" or "dead_letter_replays" (the verdicts of
+    `ctrail dlq replay`); time_from is inclusive, time_to exclusive.
     `search` returns the newest `limit` matching documents, oldest first, as stored (ECS)."""
 
     def search(self, query: str, kind: str = "events", time_from: datetime | None = None,

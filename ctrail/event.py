@@ -376,3 +376,21 @@ class Rejection(EcsModel):
     @property
     def key(self) -> str:
         return self.id
+
+
+class DeadLetterReplay(EcsModel):
+    """`ctrail dlq replay`'s verdict on one dead letter that no longer stands: its record now
+    succeeds, or was rejected again for another reason (kept as the `successor` dead letter).
+
+    Stored beside the dead letters rather than as a change to them: both stores are append-only
+    (SQLite insert-once, Elasticsearch data streams take only `create`), and a dead letter is
+    evidence of what happened at the time, which a later fix does not rewrite. `dlq list` and
+    `dlq replay` leave out the dead letters that have one, unless asked for `--all`."""
+
+    id: str                                   # deterministic: hash(dead letter, outcome, successor)
+    timestamp: datetime = Field(alias="@timestamp")
+    dead_letter_id: str
+    stage: str                                # the stage that rejected it, and judged it again
+    outcome: Literal["succeeded", "rejected_again"]
+    successor: str | None = None              # rejected_again: the dead letter that replaces it
+    reason: str | None = None                 # rejected_again: the successor's reason

@@ -22,10 +22,10 @@ def rejection(*, stage: str, reason: Reason, detail: str, origin: str, raw: byte
         original, encoding = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         original, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-    dead = Rejection(id=rejection_id(stage, origin, raw), timestamp=datetime.now(timezone.utc),
-                     stage=stage, reason=reason.value, detail=detail[:DETAIL_CHARS],
-                     dataset=dataset, origin=origin, original=original,
-                     original_encoding=encoding)
+    dead = Rejection(id=rejection_id(stage, origin, raw, reason.value),
+                     timestamp=datetime.now(timezone.utc), stage=stage, reason=reason.value,
+                     detail=detail[:DETAIL_CHARS], dataset=dataset, origin=origin,
+                     original=original, original_encoding=encoding)
     log.debug("Dead-lettered a record.", extra={"stage": stage, "reason": reason.value,
                                                   "origin": origin, "dataset": dataset})
     return dead

@@ -48,7 +48,10 @@ def error_detail(result: Mapping[str, Any]) -> str:
 def rejected(doc: Document, result: Mapping[str, Any]) -> Rejection:
     """The dead letter for a document the cluster refused, keeping the document whole."""
     item = doc.item
-    dataset = item.dataset if isinstance(item, Rejection) else item.event.dataset
+    if isinstance(item, Rejection):
+        dataset = item.dataset
+    else:                                     # a replay verdict has no dataset
+        dataset = getattr(getattr(item, "event", None), "dataset", None)
     return rejection(stage="store", reason=Reason.REJECTED_BY_STORE, detail=error_detail(result),
                      origin=f"elasticsearch {doc.stream} {doc.id}", raw=doc.source,
                      dataset=dataset)

@@ -16,7 +16,8 @@ from typing import Any, Final, Iterator, Mapping
 
 from ctrail import query as q
 from ctrail.errors import QueryError
-from sinks.elasticsearch.documents import ALERTS_DATASET, DEAD_LETTERS_DATASET, PREFIX, stream
+from sinks.elasticsearch.documents import (ALERTS_DATASET, DEAD_LETTERS_DATASET, PREFIX,
+                                           REPLAYS_DATASET, stream)
 
 TEXT_FIELD: Final = "containertrail.text"     # every string and number, copied at index time
 MATCH_NONE: Final[dict[str, Any]] = {"match_none": {}}
@@ -32,15 +33,19 @@ FieldTypes = Mapping[str, frozenset[str]]     # field path -> its mapped types (
 
 
 def index_of(kind: str, namespace: str) -> str:
-    """The streams holding `kind`: event streams are every stream but the alerts and dlq ones."""
+    """The streams holding `kind`: event streams are every stream but the alerts, dlq and
+    dlq_replays ones."""
     alerts, dead = stream(ALERTS_DATASET, namespace), stream(DEAD_LETTERS_DATASET, namespace)
+    replays = stream(REPLAYS_DATASET, namespace)
     if kind == "events":
         # Searches ignore an exclusion naming a data stream exactly (8.19); a pattern works.
-        return f"{PREFIX}.*-{namespace},-{alerts}*,-{dead}*"
+        return f"{PREFIX}.*-{namespace},-{alerts}*,-{dead}*,-{replays}*"
     if kind == "alerts":
         return alerts
     if kind == "dead_letters":
         return dead
+    if kind == "dead_letter_replays":
+        return replays
     raise ValueError(f"unknown kind {kind!r}")
 
 

@@ -26,7 +26,8 @@ from sinks.elasticsearch.search import FieldTypes, fields_of, index_of, lucene_d
 log = logging.getLogger(__name__)
 PAGE: Final = 10_000                    # index.max_result_window: the most one request returns
 # Ties on @timestamp are broken by id, so pages never skip or repeat a document.
-TIEBREAK: Final = {"events": "event.id", "alerts": "event.id", "dead_letters": "id"}
+TIEBREAK: Final = {"events": "event.id", "alerts": "event.id", "dead_letters": "id",
+                   "dead_letter_replays": "id"}
 NO_INDEX_FAILS: Final[dict[str, Any]] = {"ignore_unavailable": True, "allow_no_indices": True}
 # A read answered 429 or 503 is retried this long: a data stream's new backing index answers
 # 503 no_shard_available until its primary starts (milliseconds to seconds, longer after a

@@ -17,7 +17,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
 from sinks.elasticsearch.config import ElasticsearchConfig, RetentionConfig
-from sinks.elasticsearch.documents import ALERTS_DATASET, DEAD_LETTERS_DATASET, PREFIX, stream
+from sinks.elasticsearch.documents import (ALERTS_DATASET, DEAD_LETTERS_DATASET, PREFIX,
+                                           REPLAYS_DATASET, stream)
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -48,7 +49,8 @@ def patterns(data_class: str, namespace: str) -> list[str]:
     if data_class == "alerts":
         return [stream(ALERTS_DATASET, namespace)]
     if data_class == "dead-letters":
-        return [stream(DEAD_LETTERS_DATASET, namespace)]
+        # Replay verdicts are kept as long as the dead letters they judge, with their mappings.
+        return [stream(DEAD_LETTERS_DATASET, namespace), stream(REPLAYS_DATASET, namespace)]
     return [f"{PREFIX}.*-{namespace}"]
 
 

@@ -39,3 +39,15 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_letters_ts ON dead_letters (ts);
 CREATE INDEX IF NOT EXISTS dead_letters_reason ON dead_letters (json_extract(doc, '$.reason'));
 CREATE VIRTUAL TABLE IF NOT EXISTS dead_letters_text USING fts5 (body, content = '');
+
+-- `ctrail dlq replay`'s verdicts on dead letters that no longer stand (schema version 2).
+CREATE TABLE IF NOT EXISTS dead_letter_replays (
+    seq INTEGER PRIMARY KEY,
+    id  TEXT NOT NULL UNIQUE,
+    ts  INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letter_replays_ts ON dead_letter_replays (ts);
+CREATE INDEX IF NOT EXISTS dead_letter_replays_of
+    ON dead_letter_replays (json_extract(doc, '$.dead_letter_id'));
+CREATE VIRTUAL TABLE IF NOT EXISTS dead_letter_replays_text USING fts5 (body, content = '');

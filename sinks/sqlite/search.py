@@ -19,6 +19,7 @@ from ctrail.errors import QueryError
 INDEXED: Final = frozenset({
     "event.action", "user.name", "kubernetes.namespace", "source.ip", "container.id",
     "kubernetes.pod.name", "orchestrator.resource.type", "rule.id", "reason",
+    "dead_letter_id",
 })
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

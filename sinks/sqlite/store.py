@@ -20,19 +20,23 @@ import orjson
 from ctrail.bus.codec import Item, encode
 from ctrail.components import WriteResult
 from ctrail.errors import ConfigError, Retryable, Unavailable
-from ctrail.event import Alert, Event, Rejection
+from ctrail.event import Alert, DeadLetterReplay, Event, Rejection
 from ctrail.query import parse_query
 from sinks.sqlite.search import Condition, micros, regexp
 
-KINDS: Final = ("events", "alerts", "dead_letters")
-SCHEMA_VERSION: Final = 1
+KINDS: Final = ("events", "alerts", "dead_letters", "dead_letter_replays")
+# 2: dead_letter_replays. Every statement of schema.sql is IF NOT EXISTS, so an older store
+# is brought up to date by running it again.
+SCHEMA_VERSION: Final = 2
 
 
-def kind_of(item: Item) -> str:
+def kind_of(item: Item | DeadLetterReplay) -> str:
     if isinstance(item, Event):
         return "events"
     if isinstance(item, Alert):
         return "alerts"
+    if isinstance(item, DeadLetterReplay):
+        return "dead_letter_replays"
     assert isinstance(item, Rejection)
     return "dead_letters"
 
@@ -64,7 +68,7 @@ class SqliteStore:
 
     # ── the sink side ────────────────────────────────────────────────────────────────────────
 
-    def write(self, items: Sequence[Item]) -> WriteResult:
+    def write(self, items: Sequence[Item | DeadLetterReplay]) -> WriteResult:
         rows = [(kind_of(item), item, encode(item)) for item in items]
         try:
             with self._lock, _Transaction(self._db):
@@ -74,7 +78,7 @@ class SqliteStore:
             raise Retryable(f"store {self.path}: {exc}") from exc
         return WriteResult(delivered=len(rows))
 
-    def _insert(self, kind: str, item: Item, doc: bytes) -> None:
+    def _insert(self, kind: str, item: Item | DeadLetterReplay, doc: bytes) -> None:
         cursor = self._db.execute(
             f"INSERT INTO {kind} (id, ts, doc) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
             (_id_of(item), micros(item.timestamp), doc.decode()))
@@ -138,8 +142,8 @@ class _Transaction:
         self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
-def _id_of(item: Item) -> str:
-    return item.id if isinstance(item, Rejection) else item.event.id
+def _id_of(item: Item | DeadLetterReplay) -> str:
+    return item.id if isinstance(item, Rejection | DeadLetterReplay) else item.event.id
 
 
 def free_text(doc: dict[str, Any]) -> str:

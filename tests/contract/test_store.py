@@ -17,7 +17,7 @@ import pytest
 from collector.parsers.k8s_audit import K8sAuditParser
 from ctrail.components import RawRecord
 from ctrail.errors import QueryError
-from ctrail.event import Event, Rejection
+from ctrail.event import DeadLetterReplay, Event, Rejection
 from enrich import EnrichConfig
 from sinks.elasticsearch import ElasticsearchConfig
 from sinks.sqlite import SqliteConfig
@@ -183,6 +183,22 @@ def test_dead_letters_are_a_kind_of_their_own(store: Any) -> None:
     (found,) = store.search("reason:invalid_json", "dead_letters", limit=10)
     assert (found["origin"], found["original"]) == ("audit.log:7", '{"kind": "Ev')
     assert store.search("reason:invalid_timestamp", "dead_letters", limit=10) == []
+
+
+def test_replay_verdicts_are_a_kind_of_their_own_found_by_dead_letter(store: Any) -> None:
+    from ctrail.runtime.resolution import verdicts_of
+
+    dead = Rejection(id="r2", timestamp=datetime(2026, 3, 5, tzinfo=timezone.utc), stage="collect",
+                     reason="invalid_json", detail="?", origin="audit.log:8", original="{")
+    verdict = DeadLetterReplay(id="v1", timestamp=datetime(2026, 3, 6, tzinfo=timezone.utc),
+                               dead_letter_id="r2", stage="collect", outcome="succeeded")
+    assert store.write([dead, verdict]).delivered == 2
+    assert store.write([verdict]).delivered == 1                      # stored once
+    assert store.count("*", "dead_letter_replays") == 1
+    assert store.count("*", "events") == len(EVENTS)
+    assert [d["id"] for d in store.search("*", "dead_letters", limit=10)] == ["r2"]
+    assert verdicts_of(store, ["r2", "r3"]) == {"r2": orjson.loads(
+        verdict.model_dump_json(by_alias=True, exclude_none=True))}
 
 
 @pytest.mark.parametrize("query", ["user.name:alice~1", "user.name:alice^2", '"a b"~3',

@@ -55,7 +55,8 @@ def test_a_rejected_document_becomes_a_dead_letter_with_the_error_and_the_docume
 
 @pytest.mark.parametrize(("dataset", "name"), [
     ("kubernetes.audit", "kubernetes.audit"), ("Docker-Events", "docker_events"),
-    ("alerts", "alerts_events"), ("dlq", "dlq_events"), ("", "unknown")])
+    ("alerts", "alerts_events"), ("dlq", "dlq_events"), ("dlq_replays", "dlq_replays_events"),
+    ("", "unknown")])
 def test_an_event_dataset_becomes_a_valid_stream_dataset_never_a_reserved_one(
         dataset: str, name: str) -> None:
     assert dataset_name(dataset) == name

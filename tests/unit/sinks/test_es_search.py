@@ -97,11 +97,13 @@ def test_the_fields_to_look_up_include_their_parents() -> None:
         "kubernetes", "kubernetes.labels", "kubernetes.labels.app"}
 
 
-def test_event_searches_leave_out_the_alert_and_dead_letter_streams() -> None:
+def test_event_searches_leave_out_the_alert_dead_letter_and_replay_verdict_streams() -> None:
     assert index_of("events", "prod") == ("logs-containertrail.*-prod,"
                                           "-logs-containertrail.alerts-prod*,"
-                                          "-logs-containertrail.dlq-prod*")
+                                          "-logs-containertrail.dlq-prod*,"
+                                          "-logs-containertrail.dlq_replays-prod*")
     assert index_of("alerts", "prod") == "logs-containertrail.alerts-prod"
     assert index_of("dead_letters", "prod") == "logs-containertrail.dlq-prod"
+    assert index_of("dead_letter_replays", "prod") == "logs-containertrail.dlq_replays-prod"
     with pytest.raises(ValueError, match="unknown kind"):
         index_of("users", "prod")

@@ -43,7 +43,7 @@ def test_index_templates_name_data_streams_and_reference_ilm_only_when_it_exists
     assert events["data_stream"] == {} and events["priority"] > 100        # beats logs-*-*
     assert with_ilm["containertrail-alerts-prod"]["priority"] > events["priority"]
     assert with_ilm["containertrail-dead-letters-prod"]["index_patterns"] == [
-        "logs-containertrail.dlq-prod"]
+        "logs-containertrail.dlq-prod", "logs-containertrail.dlq_replays-prod"]
     assert events["template"]["settings"] == {"index.lifecycle.name": "containertrail-events-prod"}
     assert all(t["template"]["settings"] == {} for t in without.values())
     parts = {p for t in with_ilm.values() for p in t["composed_of"]}
