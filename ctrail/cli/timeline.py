@@ -15,18 +15,14 @@ import sys
 from typing import Any, Final
 
 import orjson
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from ctrail.bus.codec import encode
 from ctrail.cli.common import add_common, print_docs, settings_of
 from ctrail.errors import UsageError
-from ctrail.event import Event
-from ctrail.settings import Settings
-from enrich.attach import Identity, attach, iso, resolve, uninferred
+from enrich.attach import Identity, iso, resolve
 from enrich.graph import SHORT_ID, EntityGraph, repository_of, split_image
-from enrich.persistence import EntityReader, rebuild
+from enrich.today import explain, load_graph
 
 MAX_IDS: Final = 200            # containers named in one query
 COLUMNS: Final = (
@@ -49,25 +45,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, default=10_000, help="most events to print")
     add_common(parser)
     parser.set_defaults(run=run)
-
-
-def load_graph(settings: Settings) -> EntityGraph:
-    """The graph as the enricher has it, from the entities topic (read-only)."""
-    graph = EntityGraph(settings.enrich.retention_days)
-    if settings.bus.type == "local":
-        # Read the segment files directly: no lock, so this works beside `ctrail run`.
-        rebuild(graph, None, settings.data_dir / "bus")
-    else:
-        bus = settings.bus.build(settings.data_dir)
-        try:
-            reader = EntityReader(bus)
-            reader.catch_up(graph, settings.enrich.rebuild_timeout_secs)
-            reader.close()
-        finally:
-            bus.close()
-    graph.expire()
-    graph.dirty.clear()
-    return graph
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,25 +184,6 @@ def for_user(graph: EntityGraph, user: str) -> tuple[dict[str, Any], str]:
                "containers_deployed": sorted(i.container_id for i in deployed if i.container_id)}
     ids = {x for i in deployed[:MAX_IDS] if i.container_id for x in with_ids(i.container_id)}
     return subject, either(f"user.name:{quoted(user)}", ids_query(ids))
-
-
-def explain(graph: EntityGraph, doc: dict[str, Any]) -> dict[str, Any]:
-    """The stored document with what the graph knows now in place of what it knew at ingest
-    (the facts may not have arrived yet, and events are enriched in arrival order, which
-    differs between runs and modes). A document the graph knows nothing about any more (its
-    facts expired) is shown as stored: its ingest-time enrichment is then the best record.
-    A document that is not one of our events is shown as stored too."""
-    try:
-        event = Event.model_validate(doc)
-    except ValidationError:
-        return doc
-    container, k8s = event.container, event.kubernetes
-    identity = resolve(graph, container.id if container else None,
-                       k8s.namespace if k8s else None, k8s.pod.name if k8s and k8s.pod else None)
-    if identity is None:
-        return doc
-    observed = Event.model_validate(uninferred(doc))
-    return orjson.loads(encode(attach(observed, identity)))
 
 
 def print_subject(subject: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from typing import Callable, Final
 
 from ctrail.errors import UsageError
 from ctrail.settings import Settings
+from enrich.today import explain, load_graph
 from sinks.reports import TEMPLATES, ReportConfig
 from sinks.reports import activity, compliance, weekly
 from sinks.reports.model import Report
@@ -42,7 +43,9 @@ def run_report(settings: Settings, name: str, time_from: datetime | None = None,
         raise UsageError("--from must be before --to")
     store = settings.store.build(settings.data_dir)
     try:
-        source = Source(store, time_from, time_to, config.max_rows)
+        graph = load_graph(settings)
+        source = Source(store, time_from, time_to, config.max_rows,
+                        explain=lambda doc: explain(graph, doc))
         report = BUILDERS[config.template](source, settings, config)
     finally:
         store.close()

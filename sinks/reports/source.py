@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from ctrail.components import Store
 from sinks.reports.data import get, when
@@ -35,6 +35,9 @@ class Source:
     time_from: datetime
     time_to: datetime
     max_rows: int
+    # Events are shown with what the entity graph knows today (enrich.today.explain), as
+    # `ctrail timeline` shows them: who pushed an image may have become known after the deploy.
+    explain: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     truncated: list[Truncation] = field(default_factory=list)
 
     def docs(self, query: str, kind: str = "events") -> list[dict[str, Any]]:
@@ -48,6 +51,8 @@ class Source:
         # the extra one only tells "exactly max_rows" from "more".
         found = sorted(self.store.search(query, kind, self.time_from, self.time_to,
                                          self.max_rows + 1), key=report_order)
+        if kind == "events" and self.explain is not None:
+            found = [self.explain(doc) for doc in found]
         if len(found) <= self.max_rows:
             return found
         cut = when(found[0])
