@@ -191,7 +191,7 @@ def test_a_search_waits_for_a_shard_that_is_still_starting(store: ElasticsearchS
             client.options(request_timeout=1).index(
                 index=new_stream, op_type="create", document={"@timestamp": "2026-01-01T00:00:00Z"})
         partial = client.search(index=f"logs-containertrail.*-{store.namespace}")
-        assert partial["_shards"]["failed"] == 1     # Elasticsearch's default: a partial answer
+        assert partial["_shards"]["failed"] >= 1     # Elasticsearch's default: a partial answer
         allocated = threading.Event()
 
         def allocate() -> None:
