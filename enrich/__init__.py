@@ -17,7 +17,7 @@ from enrich.attach import attach, resolve
 from enrich.audit_context import attach_audit_context
 from enrich.graph import EntityGraph
 from enrich.learn import learn
-from enrich.persistence import EntityReader, FactLog
+from enrich.persistence import EntityReader, FactLog, LocalCompaction
 
 EXPIRE_EVERY_SECS = 3600.0
 
@@ -56,6 +56,10 @@ class GraphEnricher:
         self.clock = clock
         self.reader = EntityReader(bus) if bus is not None else None
         self.log = FactLog(bus.producer()) if bus is not None else None
+        # Kafka compacts ctrail.entities itself; the local log is compacted by its one writer.
+        self.compaction = (LocalCompaction(self.reader, self.log)
+                           if self.reader is not None and self.log is not None
+                           and self.reader.local else None)
         if self.reader is not None:
             self.reader.catch_up(self.graph, config.rebuild_timeout_secs)
         self.graph.expire()
@@ -81,6 +85,8 @@ class GraphEnricher:
     def end_batch(self) -> None:
         if self.log is not None:
             self.log.publish(self.graph)
+            if self.compaction is not None and self.compaction.due(self.graph):
+                self.compaction.snapshot(self.graph)
         else:
             self.graph.dirty.clear()
 

@@ -193,6 +193,10 @@ class EntityGraph:
         self.apply(Fact(kind, key, int(state.get("first") or state.get("last") or 0), state))
         self.dirty.discard((kind, key))
 
+    def mark_all_dirty(self) -> None:
+        """Every entity to be persisted again: a snapshot of the whole graph."""
+        self.dirty.update((kind, key) for kind, table in self.tables.items() for key in table)
+
     def take_dirty(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
         """(kind, key, full state) of every entity changed since the last call."""
         dirty, self.dirty = self.dirty, set()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ctrail.event import Event
-from enrich.graph import Fact, repository_of, split_image
+from enrich.graph import Fact
 
 WORKLOAD_KINDS: Final = {"replicasets": "ReplicaSet", "deployments": "Deployment",
                          "jobs": "Job", "cronjobs": "CronJob", "statefulsets": "StatefulSet",

@@ -6,7 +6,8 @@ order-independently (enrich.graph), so duplicates and any replay order are harml
 
 Readers never commit: every process (an enrich worker, `ctrail timeline`) reads the topic from
 its start. On Kafka each reader is a consumer group of its own (a shared group would split the
-partitions between readers); on the local log one fixed group name, as one process owns it.
+partitions between readers); on the local log one fixed group name, as one process owns it, and
+its "start" is the latest snapshot (LocalCompaction, which commits that position).
 An enrich worker keeps reading after the rebuild, so facts learned by other enrich workers (a
 push, a workload change, keyed elsewhere) reach its graph too.
 """
@@ -22,7 +23,7 @@ from typing import Final, Iterable
 
 import orjson
 
-from ctrail.bus import ENTITIES, Bus, Consumer, Producer
+from ctrail.bus import ENTITIES, Bus, Consumer, Producer, Record
 from ctrail.bus.local import HEADER, LocalBus, scan_valid_end
 from enrich.graph import EntityGraph
 
@@ -51,6 +52,7 @@ class FactLog:
 
     def __init__(self, producer: Producer) -> None:
         self.producer = producer
+        self.sent = 0                       # records appended by this process, in all
 
     def publish(self, graph: EntityGraph) -> int:
         sent = 0
@@ -60,6 +62,42 @@ class FactLog:
             sent += 1
         if sent:
             self.producer.flush()
+        self.sent += sent
+        return sent
+
+
+class LocalCompaction:
+    """What Kafka's log compaction does for `ctrail.entities`, for the local log of embedded
+    mode, where one process (this enricher) is the only writer.
+
+    When the records appended since the last snapshot outnumber the live entities (and
+    MIN_RECORDS: as Kafka's default min.cleanable.dirty.ratio of 0.5), the whole graph (expired entities already dropped) is appended again, then
+    the reader's group commits the position where that snapshot starts. Readers start from
+    their group's committed position, and the local log deletes the segments every group has
+    committed past (at its next segment roll): the disk holds the live graph and what changed
+    since, not every fact ever learned. `ctrail timeline`, which reads the segment files
+    without the bus, reads older segments too while they last: harmless, states merge."""
+
+    MIN_RECORDS: Final = 10_000
+
+    def __init__(self, reader: "EntityReader", log: FactLog) -> None:
+        self.reader, self.log = reader, log
+        self.since = log.sent
+
+    def due(self, graph: EntityGraph) -> bool:
+        return self.log.sent - self.since > max(self.MIN_RECORDS, len(graph))
+
+    def snapshot(self, graph: EntityGraph) -> int:
+        """Append the whole graph; the records before it are no longer needed. Returns the
+        records appended."""
+        self.reader.tail(graph)             # all this process wrote is in the graph now
+        before_snapshot = self.reader.last_read
+        graph.mark_all_dirty()
+        sent = self.log.publish(graph)      # durable when it returns
+        if before_snapshot is not None:
+            self.reader.consumer.commit([before_snapshot])
+        self.since = self.log.sent
+        log.info("Compacted the local entity log.", extra={"entities": sent})
         return sent
 
 
@@ -71,6 +109,7 @@ class EntityReader:
             f"entity-graph.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.consumer: Consumer = bus.consumer(group, [ENTITIES])
         self.local = isinstance(bus, LocalBus)
+        self.last_read: Record | None = None      # the latest record applied
 
     def catch_up(self, graph: EntityGraph, timeout_secs: float = 60.0) -> int:
         """Read until the end of the topic (or the timeout); returns the records applied.
@@ -84,7 +123,7 @@ class EntityReader:
         while time.monotonic() < deadline:
             records = self.consumer.poll(POLL_RECORDS, timeout_secs=0 if self.local else 1.0)
             if records:
-                applied += sum(apply_record(graph, r.value) for r in records)
+                applied += self._apply(graph, records)
                 if not self.local:
                     self.consumer.commit(records)
                 continue
@@ -97,8 +136,14 @@ class EntityReader:
 
     def tail(self, graph: EntityGraph) -> int:
         """Apply what others appended since the last read (does not wait)."""
-        return sum(apply_record(graph, r.value)
-                   for r in self.consumer.poll(POLL_RECORDS, timeout_secs=0))
+        applied = 0
+        while records := self.consumer.poll(POLL_RECORDS, timeout_secs=0):
+            applied += self._apply(graph, records)
+        return applied
+
+    def _apply(self, graph: EntityGraph, records: list[Record]) -> int:
+        self.last_read = records[-1]
+        return sum(apply_record(graph, r.value) for r in records)
 
     def close(self) -> None:
         self.consumer.close()
@@ -109,7 +154,10 @@ def read_local_topic(directory: Path) -> Iterable[bytes]:
     directory's lock: `ctrail timeline` beside a running `ctrail run`. Segments are only
     appended to, and a torn tail is cut by the same CRC check the bus uses."""
     for path in sorted(directory.glob("*.log")):
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:           # deleted after a compaction: the snapshot has it
+            continue
         end, pos = scan_valid_end(data), 0
         while pos < end:
             value_len, _crc, key_len = HEADER.unpack_from(data, pos)
