@@ -6,6 +6,7 @@ about its own object (enrich.audit_context).
 
 from __future__ import annotations
 
+import queue
 import time
 from typing import Callable, Literal
 
@@ -15,7 +16,8 @@ from ctrail.bus import Bus
 from ctrail.event import Event
 from enrich.attach import attach, resolve
 from enrich.audit_context import attach_audit_context
-from enrich.graph import EntityGraph
+from enrich.graph import EntityGraph, Fact
+from enrich.kube_api import KubeApiConfig, KubeWatcher
 from enrich.learn import learn
 from enrich.persistence import EntityReader, FactLog, LocalCompaction
 
@@ -32,6 +34,9 @@ class EnrichConfig(BaseModel):
     retention_days: PositiveFloat = Field(
         30, description="Days the entity graph keeps a container, pod, workload or image push "
                         "after it went away (or was last seen).")
+    kubernetes_api: KubeApiConfig = Field(
+        KubeApiConfig(), description="List and watch pods and workloads in the Kubernetes API "
+                                     "(off unless a kubeconfig or in_cluster is given).")
     rebuild_timeout_secs: PositiveFloat = Field(
         60, description="At startup, the longest to spend rebuilding the graph from the "
                         "ctrail.entities topic before processing events.")
@@ -46,8 +51,9 @@ class GraphEnricher:
     """Learns facts from each event, then attaches what the graph knows at that moment.
 
     With a bus: the graph is rebuilt from `ctrail.entities` on construction, `begin_batch`
-    takes in facts other enrich workers appended, `end_batch` appends what changed (and
-    returns only when that is durable, so a batch is committed only after its facts)."""
+    takes in facts other enrich workers appended (and those the Kubernetes API watcher
+    queued, when configured), `end_batch` appends what changed (and returns only when that is
+    durable, so a batch is committed only after its facts)."""
 
     def __init__(self, config: EnrichConfig, bus: Bus | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -64,6 +70,10 @@ class GraphEnricher:
             self.reader.catch_up(self.graph, config.rebuild_timeout_secs)
         self.graph.expire()
         self._expired_at = clock()
+        # The API watcher's threads hand facts over through a queue: the graph has one owner.
+        self.api_facts: queue.SimpleQueue[list[Fact]] = queue.SimpleQueue()
+        self.watcher = (KubeWatcher(config.kubernetes_api, self.api_facts.put, clock).start()
+                        if config.kubernetes_api.enabled else None)
 
     def enrich(self, event: Event) -> Event:
         event = attach_audit_context(event, self.cluster_name)
@@ -78,6 +88,9 @@ class GraphEnricher:
     def begin_batch(self) -> None:
         if self.reader is not None:
             self.reader.tail(self.graph)
+        while not self.api_facts.empty():
+            for fact in self.api_facts.get_nowait():
+                self.graph.apply(fact)
         if self.clock() - self._expired_at >= EXPIRE_EVERY_SECS:
             self.graph.expire()
             self._expired_at = self.clock()
@@ -91,5 +104,7 @@ class GraphEnricher:
             self.graph.dirty.clear()
 
     def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.reader is not None:
             self.reader.close()

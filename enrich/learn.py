@@ -7,6 +7,8 @@
 - Runtime (Docker events, Falco alerts, container log paths): the container id with its pod
   (the kubelet's io.kubernetes.* labels or the log path, already mapped to `kubernetes.*` by
   the parsers), its Kubernetes container name and image; die/destroy/start move `gone`.
+- Kubernetes API objects, listed and watched when the API is configured (enrich.kube_api):
+  the pod and workload facts of an audit update, without who made it.
 - Registries (Distribution, Harbor): manifest pushes (digest, repository, tag, actor, source
   address), pulls, deletes; a push with a tag adds to that tag's history.
 """
@@ -120,6 +122,31 @@ def _pod_facts(audit: dict[str, Any], obj: dict[str, Any], meta: dict[str, Any],
                 "id": container_id, "pod": key, "uid": uid, "name": cs.get("name"),
                 "image": cs.get("image"), "digest": digest_of_image_id(cs.get("imageID"))}))
     return facts
+
+
+# ── Kubernetes API objects (enrich.kube_api: list and watch) ──────────────────────────────
+
+def from_api_object(resource: str, change: str, obj: dict[str, Any], seen: int) -> list[Fact]:
+    """Facts from one object as the API lists or watches it (`change`: ADDED, MODIFIED,
+    DELETED). The same facts as an audit update of that object carries, minus who made it:
+    the API tells the state, the audit log tells the person."""
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    namespace, name = meta.get("namespace"), meta.get("name")
+    if not namespace or not name:
+        return []
+    gone = change == "DELETED"
+    if resource == "pods":
+        key = f"{namespace}/{name}"
+        if gone:
+            return [Fact("pod", key, seen, {"gone": seen})]
+        return _pod_facts({}, obj, meta, key, "update", None, None, seen)
+    kind = WORKLOAD_KINDS.get(resource)
+    if kind is None:
+        return []
+    key = f"{kind}/{namespace}/{name}"
+    if gone:
+        return [Fact("workload", key, seen, {"gone": seen})]
+    return [Fact("workload", key, seen, {"owner": _controller(meta)})]
 
 
 # ── runtime: Docker events, Falco alerts, container logs ───────────────────────────────────
