@@ -8,6 +8,7 @@ from typing import Final
 
 from ctrail.cli.common import add_common, print_docs, settings_of
 from ctrail.query import parse_duration
+from sinks.evidence.audit_trail import period, record
 
 COLUMNS: Final = (
     ("@timestamp", "@timestamp"), ("rule", "rule.id"), ("severity", "alert.severity"),
@@ -34,5 +35,8 @@ def run(args: argparse.Namespace) -> int:
         docs = store.search(query, "alerts", since, None, args.limit)
     finally:
         store.close()
+    record(settings, "alerts-search", {"query": query, "since": args.since, "rule": args.rule,
+                                       **period(since, None), "limit": args.limit,
+                                       "results": len(docs)})
     print_docs(docs, args.format, "alerts", COLUMNS)
     return 0

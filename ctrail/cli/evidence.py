@@ -76,6 +76,7 @@ def _seal_due(settings: Settings) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from sinks.evidence.audit_trail import record
     from sinks.evidence.export import unpack
     from sinks.evidence.verify import Result, load_public_key, verify
 
@@ -94,6 +95,10 @@ def run_verify(args: argparse.Namespace) -> int:
         key_file = args.public_key or root / "public_key.pem"
         key = load_public_key(key_file.read_bytes()) if key_file.exists() else None
         result: Result = verify(root, key, only)
+    record(settings, "evidence-verify", {
+        "target": "store" if args.store else str(args.bundle.resolve()), "ok": result.ok,
+        "findings": len(result.findings), "segments": result.segments,
+        "records": result.records, "signatures_checked": key is not None})
     for finding in result.findings:
         print(finding)
     state = "OK" if result.ok else f"{len(result.findings)} problems"

@@ -12,6 +12,7 @@ from ctrail.errors import UsageError
 from ctrail.query import parse_time
 from detectors.derived import DerivedContext
 from detectors.hunt import hunt, load_hunt_rule
+from sinks.evidence.audit_trail import period, record
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -40,5 +41,8 @@ def run(args: argparse.Namespace) -> int:
         docs = hunt(store, rule, args.rule, time_from, time_to, args.limit, variables, context)
     finally:
         store.close()
+    record(settings, "hunt", {"rule": rule.id, "rule_file": str(args.rule.resolve()),
+                              **period(time_from, time_to), "limit": args.limit,
+                              "results": len(docs)})
     print_docs(docs, args.format, f"events matching {rule.id}", COLUMNS)
     return 0

@@ -16,6 +16,7 @@ from ctrail.components import EndOfInput
 from ctrail.errors import Unavailable
 from ctrail.runtime.collect import Collector
 from ctrail.runtime.pipeline import STAGE_NAMES, Pipeline
+from sinks.evidence.audit_spool import drain as drain_spool
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -38,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
     embedded = settings.bus.type == "local"
     pipeline = Pipeline(settings, STAGE_NAMES if embedded else ())
     try:
+        if embedded:
+            # This process holds the local bus now: the audit records other commands spooled
+            # (sinks.evidence.audit_spool) go through this pipeline and are stored with the rest.
+            drain_spool(settings.data_dir, pipeline.bus.producer())
         with _progress(args.files) as progress:
             task = progress.add_task("ingesting", total=_total_bytes(args.files))
             source = FileSource(args.files, settings.pipeline.max_record_bytes,

@@ -15,6 +15,7 @@ from ctrail.runtime.collect import Collector
 from ctrail.runtime.health import Heartbeat, all_alive
 from ctrail.runtime.pipeline import STAGE_NAMES, Pipeline
 from ctrail.settings import Settings
+from sinks.evidence.audit_spool import SpoolPickup
 
 if TYPE_CHECKING:
     from ctrail.runtime.scheduler import Scheduler
@@ -39,6 +40,7 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
     stop = threading.Event()
     collectors: list[Collector] = []
     scheduler: Scheduler | None = None
+    pickup: SpoolPickup | None = None
     try:
         for name, config in (settings.sources.items() if with_sources else ()):
             source = config.build(name, settings.data_dir, settings.pipeline.max_record_bytes)
@@ -46,6 +48,11 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
             collectors.append(pipeline.collector(name, source, parser))
         _on_signals(stop)
         pipeline.start()
+        # `ctrail run` publishes the audit records other commands spooled (sinks.evidence.
+        # audit_spool); a `ctrail worker` does not, so workers sharing a host never race for it.
+        if role == "run":
+            pickup = SpoolPickup(settings.data_dir, pipeline.bus.producer())
+            pickup.start()
         scheduler = _start_scheduler(settings) if role == "run" else None
         threads = [threading.Thread(target=_collect, args=(c, stop), name=f"collect-{c.name}",
                                     daemon=True) for c in collectors]
@@ -69,6 +76,8 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
     finally:
         if scheduler is not None:
             scheduler.stop()
+        if pickup is not None:
+            pickup.stop()           # after the scheduler, which may still spool a record
         for collector in collectors:
             collector.source.close()
         pipeline.close()

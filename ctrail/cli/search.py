@@ -7,6 +7,7 @@ from typing import Final
 
 from ctrail.cli.common import add_common, print_docs, settings_of
 from ctrail.query import parse_time
+from sinks.evidence.audit_trail import period, record
 
 COLUMNS: Final = (
     ("@timestamp", "@timestamp"), ("action", "event.action"), ("outcome", "event.outcome"),
@@ -35,5 +36,8 @@ def run(args: argparse.Namespace) -> int:
         docs = store.search(args.query, "events", time_from, time_to, args.limit)
     finally:
         store.close()
+    # Recorded before printing: a reader that stops early (`| head`) has still searched.
+    record(settings, "search", {"query": args.query, **period(time_from, time_to),
+                                "limit": args.limit, "results": len(docs)})
     print_docs(docs, args.format, "events", COLUMNS)
     return 0

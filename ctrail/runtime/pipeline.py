@@ -19,6 +19,7 @@ from ctrail.components import Parser, Source
 from ctrail.errors import Retryable
 from ctrail.event import Alert, Event
 from ctrail.runtime.collect import Collector
+from ctrail.runtime.rule_audit import record_rule_changes
 from ctrail.runtime.stage import Handler, Output, StageResult, StageWorker, isolate
 from ctrail.runtime.telemetry import Telemetry
 from ctrail.settings import Settings
@@ -52,10 +53,12 @@ def enrich_stage(settings: Settings, bus: Bus) -> Stage:
     return Stage(handle_batch, enricher.close)
 
 
-def detect_stage(settings: Settings) -> Stage:
+def detect_stage(settings: Settings, bus: Bus) -> Stage:
     """Single-event alerts (suppressed by key) to ctrail.alerts; correlation candidates to
-    ctrail.correlate, keyed by correlation group, for the correlate stage's windows."""
+    ctrail.correlate, keyed by correlation group, for the correlate stage's windows. A change
+    of the rule set since the last start is first recorded in our audit trail."""
     detector = settings.detection.build()
+    record_rule_changes(settings, detector, bus)
     window = StageWindows(settings, "detect", None)
 
     def handle(item: Item) -> list[Output]:
@@ -196,7 +199,7 @@ class StageSpec:
 
 STAGES: Final = (
     StageSpec("enrich", consumes=(RAW,), build=enrich_stage, uses_bus=True),
-    StageSpec("detect", consumes=(EVENTS,), build=detect_stage),
+    StageSpec("detect", consumes=(EVENTS,), build=detect_stage, uses_bus=True),
     StageSpec("correlate", consumes=(CORRELATE,), build=correlate_stage),
     StageSpec("store", consumes=(EVENTS, ALERTS, DLQ), build=store_stage),
     StageSpec("forward", consumes=(EVENTS, ALERTS), build=forward_stage,

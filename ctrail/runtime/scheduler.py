@@ -11,6 +11,10 @@ time past the missed one and lose the catch-up.
 APScheduler runs a job at most once per due time, but a crash between a report's run and the
 job store's update could repeat it; so every run is first recorded in the `report_runs` table,
 keyed by report name and scheduled time, and a run already recorded is skipped.
+
+Each report run and each expiry is also recorded in our own audit trail, like the same command
+run by hand; on the local bus, which this process holds, the record goes to the audit spool and
+this process's own pickup (sinks.evidence.audit_spool) publishes it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from ctrail.errors import Unavailable
 from ctrail.settings import Settings
+from sinks.evidence.audit_trail import record
 from sinks.reports import cron_trigger
 
 log = logging.getLogger(__name__)
@@ -153,12 +158,15 @@ class Scheduler:
             log.info("A report run was already done.", extra={"job": job_id})
             return
         status = "failed"
+        time_from = scheduled - timedelta(days=config.period_days)
         try:
-            self.runner(self.settings, name, scheduled - timedelta(days=config.period_days),
-                        scheduled)
+            self.runner(self.settings, name, time_from, scheduled)
             status = "done"
         finally:
             self.runs.finish(job_id, scheduled, self.clock(), status)
+        record(self.settings, "report-run", {"report": name, "scheduled": True,
+                                             "from": time_from.isoformat(),
+                                             "to": scheduled.isoformat()})
 
     def _run_evidence(self, action: str) -> None:
         from sinks.evidence.archive import EvidenceArchive
@@ -176,6 +184,10 @@ class Scheduler:
                 result = expire(archive)
                 log.info("Evidence expiry ran.", extra={"deleted": result.deleted,
                                                         "held": result.held})
+                # A retention action like `ctrail evidence expire`'s, by the schedule.
+                record(self.settings, "evidence-expire", {
+                    "scheduled": True, "deleted": result.deleted,
+                    "held": {str(seq): hold for seq, hold in result.held.items()}})
         finally:
             archive.close()
 

@@ -1,9 +1,21 @@
-"""Our own audit trail: who searched, exported evidence, ran a report or expired records.
+"""Our own audit trail: who searched, hunted, exported or verified evidence, ran a report,
+expired records, replayed dead letters, and how the rule set changed.
 
-Each action becomes an Event of dataset `containertrail.audit`, published to ctrail.events so
-it is stored, archived as evidence and searchable like any event. The local bus belongs to one
-process at a time: when `ctrail run` holds it, the record goes to DATA_DIR/audit-spool.jsonl
-instead (one Event a line, in the bus encoding) and a warning says so.
+Each action becomes an Event of dataset `containertrail.audit` on ctrail.events, so it is
+stored, forwarded to the configured outputs, archived as evidence and searchable like any
+event (`ctrail search 'event.dataset:containertrail.audit'`). The details of an action (query,
+time range, counts, files) are in event.original as JSON: kept verbatim, but out of the
+free-text index, so searching for a word does not find the earlier searches for it.
+
+How a record reaches the bus:
+- Kafka: the command publishes it; when Kafka is unavailable it goes to the spool.
+- The local bus belongs to one process (`ctrail run` or `ctrail ingest`), so a command never
+  opens it for a record: opening it would scan the events log and could make a `ctrail run`
+  starting at that moment fail with "in use". The record goes to DATA_DIR/audit-spool.jsonl
+  (sinks.evidence.audit_spool), fsynced; `ctrail run` publishes the spool every few seconds and
+  `ctrail ingest` when it starts.
+- The detection stage records rule changes itself, through its pipeline's own producer
+  (ctrail.runtime.rule_audit).
 """
 
 from __future__ import annotations
@@ -13,7 +25,8 @@ import logging
 import os
 import socket
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 import orjson
 
@@ -23,31 +36,47 @@ from ctrail.bus.codec import encode
 from ctrail.errors import Retryable
 from ctrail.event import Event, EventInfo, Host, User
 from ctrail.settings import Settings
+from sinks.evidence import audit_spool
 
 log = logging.getLogger(__name__)
-DATASET = "containertrail.audit"
-CATEGORIES = {"search": ("database",), "evidence-export": ("file",),
-              "evidence-expire": ("file",), "report-run": ("file",)}
+DATASET: Final = "containertrail.audit"
+# ECS event.category and event.type per action (ECS allowed values); unknown actions are
+# configuration / access.
+CATEGORIES: Final = {
+    "search": ("database",), "alerts-search": ("database",), "hunt": ("database",),
+    "timeline": ("database",), "dlq-replay": ("database",),
+    "evidence-export": ("file",), "evidence-verify": ("file",), "evidence-expire": ("file",),
+    "report-run": ("file",), "rules-change": ("configuration",)}
+TYPES: Final = {"dlq-replay": ("change",), "evidence-expire": ("deletion",),
+                "report-run": ("creation",), "rules-change": ("change",)}
 
 
 def audit_event(action: str, details: dict[str, Any], user: str | None = None,
-                now: datetime | None = None) -> Event:
+                now: datetime | None = None, identity: str | None = None) -> Event:
+    """The Event recording `action`. Its id hashes the whole record (so two searches are two
+    events), or `identity` when given: a caller that may record the same action again after a
+    crash passes one, so the stores keep it once."""
     now = now or datetime.now(timezone.utc)
     user = user or _os_user()
     original = orjson.dumps({"action": action, "user": user, "time": now.isoformat(),
                              "pid": os.getpid(), **details}, option=orjson.OPT_SORT_KEYS).decode()
     return Event.model_validate({
         "@timestamp": now, "message": f"{user} ran {action}",
-        "event": EventInfo(id=event_id(DATASET, original.encode()), kind="event",
-                           category=CATEGORIES.get(action, ("configuration",)), type=("access",),
-                           action=action, outcome="success", dataset=DATASET,
-                           module="containertrail", original=original, ingested=now),
+        "event": EventInfo(id=event_id(DATASET, (identity or original).encode()), kind="event",
+                           category=CATEGORIES.get(action, ("configuration",)),
+                           type=TYPES.get(action, ("access",)), action=action,
+                           outcome="success", dataset=DATASET, module="containertrail",
+                           original=original, ingested=now),
         "user": User(name=user), "host": Host(name=socket.gethostname())})
 
 
 def record(settings: Settings, action: str, details: dict[str, Any]) -> Event:
-    """Publish one audit event; never fails the command it records."""
+    """Publish one audit event, or spool it (see the module docstring); never fails the
+    command it records."""
     event = audit_event(action, details)
+    if settings.bus.type == "local":
+        spool(settings, event)
+        return event
     try:
         bus = settings.bus.build(settings.data_dir)
         try:
@@ -57,13 +86,21 @@ def record(settings: Settings, action: str, details: dict[str, Any]) -> Event:
         finally:
             bus.close()
     except Retryable as exc:
-        spool = settings.data_dir / "audit-spool.jsonl"
-        spool.parent.mkdir(parents=True, exist_ok=True)
-        with open(spool, "ab") as out:
-            out.write(encode(event) + b"\n")
+        path = spool(settings, event)
         log.warning("The audit record went to the spool file.",
-                    extra={"action": action, "spool": str(spool), "error": str(exc)})
+                    extra={"action": action, "spool": str(path), "error": str(exc)})
     return event
+
+
+def period(time_from: datetime | None, time_to: datetime | None) -> dict[str, str | None]:
+    """The time range a command read, for its details (None: unbounded)."""
+    return {"from": time_from.isoformat() if time_from else None,
+            "to": time_to.isoformat() if time_to else None}
+
+
+def spool(settings: Settings, event: Event) -> Path:
+    """Append the event to DATA_DIR/audit-spool.jsonl for a pipeline to publish."""
+    return audit_spool.append(settings.data_dir, encode(event))
 
 
 def _os_user() -> str:

@@ -77,10 +77,11 @@ def test_verify_names_a_deleted_record(ctrail, config, archived) -> None:  # typ
 def test_an_export_is_recorded_in_our_audit_trail(ctrail, config, archived, tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert ctrail("evidence", "export", *RANGE, "--out", str(tmp_path / "e.tar"),
                   "--config", str(config)).status == 0
-    # The record waits on ctrail.events until a pipeline runs: any ingest stores it.
+    # The record waits in the audit spool until a pipeline runs: any ingest stores it. The
+    # first ingest (the `archived` fixture) recorded the initial rule set.
     assert ctrail("ingest", "--config", str(config), "--source", "k8s-audit",
                   str(SAMPLES[0])).status == 0
     found = ctrail("search", "event.dataset:containertrail.audit", "--format", "json",
                    "--config", str(config)).json_lines()
-    assert [doc["event"]["action"] for doc in found] == ["evidence-export"]
-    assert str(tmp_path / "e.tar") in found[0]["event"]["original"]
+    assert [doc["event"]["action"] for doc in found] == ["rules-change", "evidence-export"]
+    assert str(tmp_path / "e.tar") in found[1]["event"]["original"]

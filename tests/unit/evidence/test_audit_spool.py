@@ -1,0 +1,72 @@
+"""The audit spool's handover: records appended while pickups run are each published, none lost
+to a rename between a writer's open and its write; a draining file a crash left goes first."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from ctrail.bus import DLQ, EVENTS
+from ctrail.bus.codec import decode, encode
+from ctrail.bus.local import LocalBus
+from sinks.evidence.audit_spool import DRAINING, SPOOL, append, drain
+from sinks.evidence.audit_trail import audit_event
+
+WRITERS, EACH = 4, 150
+
+
+def published(bus: LocalBus, topic: str) -> list[bytes]:
+    consumer = bus.consumer("test", (topic,))
+    values = []
+    while records := consumer.poll(10_000, timeout_secs=0):
+        values.extend(record.value for record in records)
+    consumer.close()
+    return values
+
+
+def test_records_appended_during_pickups_are_each_published(tmp_path: Path) -> None:
+    bus = LocalBus(tmp_path / "bus")
+    producer = bus.producer()
+    done = threading.Event()
+    sent = [encode(audit_event("search", {"query": f"q-{w}-{n}"}))
+            for w in range(WRITERS) for n in range(EACH)]
+
+    def write(share: list[bytes]) -> None:
+        for line in share:
+            append(tmp_path, line)
+    writers = [threading.Thread(target=write, args=(sent[w * EACH:(w + 1) * EACH],))
+               for w in range(WRITERS)]
+
+    def pick_up() -> None:
+        while not done.is_set():
+            drain(tmp_path, producer)
+    picker = threading.Thread(target=pick_up)
+    picker.start()
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    done.set()
+    picker.join()
+    drain(tmp_path, producer)
+    try:
+        assert sorted(published(bus, EVENTS)) == sorted(sent)
+        assert not (tmp_path / SPOOL).exists() and not (tmp_path / DRAINING).exists()
+    finally:
+        bus.close()
+
+
+def test_a_draining_file_left_by_a_crash_is_published_before_the_spool(tmp_path: Path) -> None:
+    left, newer = (encode(audit_event("search", {"query": q})) for q in ("left", "newer"))
+    (tmp_path / DRAINING).write_bytes(left + b"\n" + b'{"@timestamp": "torn')
+    append(tmp_path, newer)
+    bus = LocalBus(tmp_path / "bus")
+    try:
+        assert drain(tmp_path, bus.producer()) == 3
+        assert published(bus, EVENTS) == [left, newer]
+        (dead,) = [decode(DLQ, value) for value in published(bus, DLQ)]
+        assert (dead.stage, dead.reason, dead.origin) == ("audit-spool", "undecodable",
+                                                          f"{DRAINING} line 2")
+        assert drain(tmp_path, bus.producer()) == 0
+    finally:
+        bus.close()
