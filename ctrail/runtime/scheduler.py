@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -64,29 +65,39 @@ def last_fire_time(trigger: BaseTrigger, now: datetime, lookback: timedelta) -> 
 
 
 class RunLog:
-    """report_runs(job, scheduled): the first claim of a scheduled run wins."""
+    """report_runs(job, scheduled): the first claim of a scheduled run wins.
+
+    One connection serves the scheduler's thread and callers of Scheduler.run, under a lock:
+    sqlite3 reads a statement's rowcount from the connection after the step, so another
+    thread's statement in between would make a won claim look lost (or the reverse)."""
 
     def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("CREATE TABLE IF NOT EXISTS report_runs (job TEXT NOT NULL, scheduled "
                          "TEXT NOT NULL, started TEXT NOT NULL, finished TEXT, status TEXT, "
                          "PRIMARY KEY (job, scheduled))")
 
     def claim(self, job: str, scheduled: datetime, now: datetime) -> bool:
-        cursor = self._db.execute("INSERT OR IGNORE INTO report_runs (job, scheduled, started) "
-                                  "VALUES (?, ?, ?)", (job, scheduled.isoformat(), now.isoformat()))
-        return cursor.rowcount == 1
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO report_runs (job, scheduled, started) VALUES (?, ?, ?)",
+                (job, scheduled.isoformat(), now.isoformat()))
+            return cursor.rowcount == 1
 
     def finish(self, job: str, scheduled: datetime, now: datetime, status: str) -> None:
-        self._db.execute("UPDATE report_runs SET finished = ?, status = ? WHERE job = ? AND "
-                         "scheduled = ?", (now.isoformat(), status, job, scheduled.isoformat()))
+        with self._lock:
+            self._db.execute("UPDATE report_runs SET finished = ?, status = ? WHERE job = ? AND "
+                             "scheduled = ?", (now.isoformat(), status, job, scheduled.isoformat()))
 
     def runs(self) -> list[tuple[str, str, str | None]]:
-        return self._db.execute("SELECT job, scheduled, status FROM report_runs ORDER BY "
-                                "scheduled").fetchall()
+        with self._lock:
+            return self._db.execute("SELECT job, scheduled, status FROM report_runs ORDER BY "
+                                    "scheduled").fetchall()
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 class Scheduler:
