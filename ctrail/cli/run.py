@@ -36,8 +36,11 @@ def run(args: argparse.Namespace) -> int:
 def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bool) -> int:
     """Run `stages` (and the configured sources, if asked) until SIGINT or SIGTERM, with a
     heartbeat for `ctrail health` under the name `role`."""
-    pipeline = Pipeline(settings, stages)
     stop = threading.Event()
+    # Before the stages are built (rebuilding the entity graph can take a while): a SIGTERM
+    # during startup then ends in a clean stop, as one later does, not in death by signal.
+    _on_signals(stop)
+    pipeline = Pipeline(settings, stages)
     collectors: list[Collector] = []
     scheduler: Scheduler | None = None
     pickup: SpoolPickup | None = None
@@ -46,7 +49,6 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
             source = config.build(name, settings.data_dir, settings.pipeline.max_record_bytes)
             parser = build_parser(config.parser_name, settings.data_dir, settings.redaction)
             collectors.append(pipeline.collector(name, source, parser))
-        _on_signals(stop)
         pipeline.start()
         # `ctrail run` publishes the audit records other commands spooled (sinks.evidence.
         # audit_spool); a `ctrail worker` does not, so workers sharing a host never race for it.

@@ -29,10 +29,15 @@ PAGE: Final = 10_000                    # index.max_result_window: the most one 
 TIEBREAK: Final = {"events": "event.id", "alerts": "event.id", "dead_letters": "id",
                    "dead_letter_replays": "id"}
 NO_INDEX_FAILS: Final[dict[str, Any]] = {"ignore_unavailable": True, "allow_no_indices": True}
-# A read answered 429 or 503 is retried this long: a data stream's new backing index answers
+# A read answered 429, 503 or "shards not ready" is retried this long: a data stream's new backing index answers
 # 503 no_shard_available until its primary starts (milliseconds to seconds, longer after a
 # restart), and a search is safe to repeat. Past it, the caller gets Unavailable.
 READ_RETRY_SECS: Final = 20.0
+# Shards not ready yet: a new index's primary not started, or a shard still recovering after a
+# restart (that one answers 404, not 503).
+SHARDS_STARTING: Final = frozenset({"no_shard_available_action_exception",
+                                    "illegal_index_shard_state_exception",
+                                    "unavailable_shards_exception"})
 
 
 def connect(config: ElasticsearchConfig) -> Elasticsearch:
@@ -153,7 +158,8 @@ class ElasticsearchStore:
             except ApiError as exc:
                 if exc.status_code == 400:
                     raise QueryError(f"Elasticsearch refused the query: {_one_line(exc)}") from None
-                if exc.status_code not in (429, 503) or time.monotonic() + pause > deadline:
+                busy = exc.status_code in (429, 503) or _root_cause(exc) in SHARDS_STARTING
+                if not busy or time.monotonic() + pause > deadline:
                     raise Unavailable(f"Elasticsearch {self.config.hosts}: {_one_line(exc)}"
                                       ) from exc
                 log.debug("Elasticsearch answered %s; reading again in %.1f s",
@@ -162,6 +168,14 @@ class ElasticsearchStore:
                 raise Unavailable(f"Elasticsearch {self.config.hosts}: {_one_line(exc)}") from exc
             time.sleep(pause)
             pause = min(pause * 2, 2.0)
+
+def _root_cause(exc: ApiError) -> str | None:
+    error = exc.body.get("error") if isinstance(exc.body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    root = (error.get("root_cause") or [error])[0]
+    return root.get("type") if isinstance(root, dict) else None
+
 
 def _one_line(exc: Exception) -> str:
     if isinstance(exc, ApiError):
