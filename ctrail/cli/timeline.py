@@ -23,6 +23,7 @@ from ctrail.errors import UsageError
 from enrich.attach import Identity, iso, resolve
 from enrich.graph import SHORT_ID, EntityGraph, repository_of, split_image
 from enrich.today import explain, load_graph
+from sinks.evidence.audit_trail import record
 
 MAX_IDS: Final = 200            # containers named in one query
 COLUMNS: Final = (
@@ -60,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
             store.close()
     docs = sorted((explain(graph, doc) for doc in docs),
                   key=lambda d: (str(d.get("@timestamp")), str((d.get("event") or {}).get("id"))))
+    # Recorded before printing: a reader that stops early (`| head`) has still looked.
+    record(settings, "timeline", {"subject": subject["type"], "query": subject["query"],
+                                  "limit": args.limit, "results": len(docs)})
     if args.format == "json":
         out = sys.stdout.buffer
         out.write(orjson.dumps({"subject": subject}) + b"\n")

@@ -53,21 +53,22 @@ def actions(docs: list[dict[str, Any]]) -> list[str]:
     return [doc["event"]["action"] for doc in docs]
 
 
-def test_searches_alert_queries_and_hunts_are_recorded_with_user_and_details(ctrail) -> None:  # type: ignore[no-untyped-def]
+def test_searches_alert_queries_hunts_and_timelines_are_recorded_with_user_and_details(ctrail) -> None:  # type: ignore[no-untyped-def]
     assert ctrail("ingest", "--source", "k8s-audit", *SAMPLES).status == 0
     searched = ctrail("search", "event.action:delete", "--from", "2018-01-01T00:00:00Z",
                       "--to", "2019-01-01T00:00:00Z", "--limit", "3", "--format", "json")
     alerts = ctrail("alerts", "--rule", "CT-K8S-004", "--since", "36500d", "--format", "json")
     hunted = ctrail("hunt", str(EXEC_RULE), "--limit", "1", "--format", "json")
-    assert (len(searched.json_lines()), len(alerts.json_lines()), len(hunted.json_lines())) \
-        == (3, 2, 1)
+    looked = ctrail("timeline", "--user", "minikube-user", "--limit", "5", "--format", "json")
+    assert (len(searched.json_lines()), len(alerts.json_lines()), len(hunted.json_lines()),
+            len(looked.json_lines())) == (3, 2, 1, 1 + 5)         # the subject, then 5 events
     # The records wait in the audit spool until a pipeline runs: an ingest publishes them.
     assert ctrail("ingest", "--source", "k8s-audit", SAMPLES[0]).status == 0
 
     docs = trail(ctrail)
-    assert actions(docs) == ["rules-change", "search", "alerts-search", "hunt"]
+    assert actions(docs) == ["rules-change", "search", "alerts-search", "hunt", "timeline"]
     assert {doc["user"]["name"] for doc in docs} == {ME}
-    search, alert_query, hunt = (details(doc) for doc in docs[1:])
+    search, alert_query, hunt, timeline = (details(doc) for doc in docs[1:])
     assert search == {**search, "query": "event.action:delete", "limit": 3, "results": 3,
                       "from": "2018-01-01T00:00:00+00:00", "to": "2019-01-01T00:00:00+00:00"}
     assert alert_query == {**alert_query, "query": 'rule.id:"CT-K8S-004"', "rule": "CT-K8S-004",
@@ -75,7 +76,9 @@ def test_searches_alert_queries_and_hunts_are_recorded_with_user_and_details(ctr
     assert alert_query["from"] is not None and alert_query["to"] is None
     assert hunt == {**hunt, "rule": "CT-K8S-004", "rule_file": str(EXEC_RULE), "limit": 1,
                     "results": 1, "from": None, "to": None}
-    assert all(d["user"] == ME for d in (search, alert_query, hunt))
+    assert timeline == {**timeline, "subject": "user", "query": "minikube-user", "limit": 5,
+                        "results": 5}
+    assert all(d["user"] == ME for d in (search, alert_query, hunt, timeline))
     assert (docs[1]["event"]["category"], docs[1]["event"]["type"]) == (["database"], ["access"])
     assert docs[1]["message"] == f"{ME} ran search"
     # Searchable like any event, by action and by user.
