@@ -7,7 +7,8 @@ probe's header), unless `allow_unauthenticated: true` is set for a private netwo
   /healthz   200 while every thread of the process is alive, else 503 (restart me)
   /readyz    200 while no stage is backing off from a failing dependency, else 503
              (Kafka or the store is down: keep me, but do not count on me)
-  /metrics   counters per stage (records in, out, dead-lettered, retries) and consumer lag
+  /metrics   counters per stage (records in, out, dead-lettered, retries), consumer lag,
+             alerts raised by rule and severity, and the notify outbox per receiver
 """
 
 from __future__ import annotations
@@ -99,7 +100,25 @@ def prometheus_text(telemetry: Telemetry) -> str:
               "(records on Kafka, bytes on the local log)", "# TYPE ctrail_consumer_lag gauge"]
     lines += [f'ctrail_consumer_lag{{stage="{name}"}} {lag}'
               for name, lag in sorted(telemetry.lags().items())]
+    lines += ["# HELP ctrail_alerts_total alerts raised (after suppression), by rule and "
+              "severity", "# TYPE ctrail_alerts_total counter"]
+    lines += [f'ctrail_alerts_total{{rule="{_label(rule)}",severity="{_label(severity)}"}} {n}'
+              for (rule, severity), n in sorted(telemetry.alerts().items())]
+    described: set[str] = set()
+    for sample in sorted(telemetry.samples(), key=lambda s: (s.name, sorted(s.labels.items()))):
+        name = f"ctrail_{sample.name}"
+        if name not in described:
+            described.add(name)
+            lines += [f"# HELP {name} {sample.help}", f"# TYPE {name} {sample.kind}"]
+        labels = ",".join(f'{key}="{_label(value)}"' for key, value in sorted(sample.labels.items()))
+        lines.append(f"{name}{{{labels}}} {sample.value:g}" if labels
+                     else f"{name} {sample.value:g}")
     return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _handler(ops: OpsServer) -> type[BaseHTTPRequestHandler]:

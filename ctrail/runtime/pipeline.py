@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Final, Sequence
+from typing import Callable, Final, Iterable, Sequence
 
 from ctrail.bus import ALERTS, CORRELATE, DLQ, EVENTS, RAW, Bus
 from ctrail.bus.codec import Item
@@ -21,7 +21,7 @@ from ctrail.event import Alert, Event
 from ctrail.runtime.collect import Collector
 from ctrail.runtime.rule_audit import record_rule_changes
 from ctrail.runtime.stage import Handler, Output, StageResult, StageWorker, isolate
-from ctrail.runtime.telemetry import Telemetry
+from ctrail.runtime.telemetry import Sample, Telemetry
 from ctrail.settings import Settings
 from detectors.window_state import Checkpoint, CorrelationEngine, StageState, Stateful
 
@@ -34,6 +34,7 @@ class Stage:
 
     handler: Handler
     close: Callable[[], None] = lambda: None
+    metrics: Callable[[], Iterable[Sample]] | None = None    # its own figures, for /metrics
 
 
 def enrich_stage(settings: Settings, bus: Bus) -> Stage:
@@ -171,7 +172,7 @@ def notify_stage(settings: Settings) -> Stage:
     def handle(items: Sequence[Item]) -> StageResult:
         service.enqueue(items)        # raises Retryable: the batch stays uncommitted
         return StageResult()
-    return Stage(handle, service.close)
+    return Stage(handle, service.close, service.samples)
 
 
 def evidence_stage(settings: Settings) -> Stage:
@@ -230,6 +231,8 @@ class Pipeline:
                     stage = (spec.build(settings, self.bus) if spec.uses_bus
                              else spec.build(settings))
                     self.stages.append(stage)
+                    if stage.metrics is not None:
+                        self.telemetry.add_source(stage.metrics)
                     self.workers.append(StageWorker(
                         spec.name, self.bus.consumer(spec.name, spec.consumes),
                         self.bus.producer(), stage.handler, self.telemetry, batch))

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from ctrail.bus import DLQ, Consumer, Producer, Record
+from ctrail.bus import ALERTS, DLQ, Consumer, Producer, Record
 from ctrail.bus.codec import Item, decode, encode
 from ctrail.errors import InvalidInput, Reason, Retryable
-from ctrail.event import Rejection
+from ctrail.event import Alert, Rejection
 from ctrail.runtime.deadletter import rejection
 from ctrail.runtime.telemetry import Telemetry
 
@@ -91,6 +91,9 @@ class StageWorker:
         self.consumer.commit(records)
         self.telemetry.record(self.name, received=len(records), sent=len(result.outputs),
                               dead_lettered=len(dead))
+        self.telemetry.count_alerts((out.item.rule.id, out.item.alert.severity)
+                                    for out in result.outputs
+                                    if out.topic == ALERTS and isinstance(out.item, Alert))
         return len(records)
 
     def _decode(self, records: Sequence[Record]) -> tuple[list[Item], list[Rejection]]:

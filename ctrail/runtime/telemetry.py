@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Literal
 
 
 @dataclass
@@ -15,12 +16,44 @@ class StageCounters:
     retries: int = 0
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One Prometheus sample a component reports at scrape time (see Telemetry.add_source)."""
+
+    name: str                                 # without the ctrail_ prefix
+    kind: Literal["counter", "gauge"]
+    help: str
+    value: float
+    labels: dict[str, str] = field(default_factory=dict)
+
+
 class Telemetry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.stages: dict[str, StageCounters] = defaultdict(StageCounters)
         self._lags: dict[str, int] = {}
         self._failing: set[str] = set()
+        self._alerts: Counter[tuple[str, str]] = Counter()
+        self._sources: list[Callable[[], Iterable[Sample]]] = []
+
+    def count_alerts(self, alerts: Iterable[tuple[str, str]]) -> None:
+        """Alerts raised (after suppression), by (rule id, severity word)."""
+        with self._lock:
+            self._alerts.update(alerts)
+
+    def alerts(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._alerts)
+
+    def add_source(self, source: Callable[[], Iterable[Sample]]) -> None:
+        """A component's own figures (e.g. the notify outbox), read at each scrape."""
+        with self._lock:
+            self._sources.append(source)
+
+    def samples(self) -> list[Sample]:
+        with self._lock:
+            sources = list(self._sources)
+        return [sample for source in sources for sample in source()]
 
     def record(self, stage: str, *, received: int = 0, sent: int = 0,
                dead_lettered: int = 0, retries: int = 0) -> None:

@@ -173,6 +173,11 @@ class Outbox:
         self._tx([("UPDATE incidents SET state = 'resolved' WHERE receiver = ? AND"
                    " group_key = ? AND last_alert_at <= ?", (receiver, group_key, resolved_before))])
 
+    def counts_by_receiver(self) -> dict[tuple[str, str], int]:
+        """(receiver, state) -> rows: what /metrics shows of the outbox."""
+        return {(receiver, state): count for receiver, state, count in self._query(
+            "SELECT receiver, state, count(*) FROM outbox GROUP BY receiver, state")}
+
     def counts(self, receiver: str | None = None) -> dict[str, int]:
         where, args = ("WHERE receiver = ?", (receiver,)) if receiver else ("", ())
         return dict(self._query(f"SELECT state, count(*) FROM outbox {where} GROUP BY state",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from ctrail.errors import Retryable
 from ctrail.event import Alert, Severity
+from ctrail.runtime.telemetry import Sample
 from sinks.notify.delivery import Sender
 from sinks.notify.message import install_log_redaction
 from sinks.notify.outbox import NewRow, Outbox
@@ -114,6 +115,24 @@ class NotifyService:
                 "receivers": {name: {"breaker": s.breaker.state, "failures": s.failures,
                                      "sent": dict(s.sent)}
                               for name, s in self.sender.receivers.items()}}
+
+    def samples(self) -> list[Sample]:
+        """For /metrics: the outbox by receiver and state, what each receiver was sent (single
+        messages and digests), its circuit breaker, and alerts routed to nobody."""
+        out = [Sample("notify_outbox_items", "gauge", "alerts in the notify outbox, by state "
+                      "(pending, held for quiet hours, delivered, rejected)", count,
+                      {"receiver": receiver, "state": state})
+               for (receiver, state), count in self.outbox.counts_by_receiver().items()]
+        for name, state in self.sender.receivers.items():
+            out += [Sample("notify_sent_total", "counter", "requests a receiver accepted, by "
+                           "kind (alert, digest, trigger, resolve)", count, {"receiver": name, "kind": kind})
+                    for kind, count in state.sent.items()]
+            out.append(Sample("notify_circuit_open", "gauge", "1 while the receiver's circuit "
+                              "breaker is open (deliveries paused)",
+                              1.0 if state.breaker.state == "open" else 0.0, {"receiver": name}))
+        out.append(Sample("notify_not_routed_total", "counter", "alerts no route sent anywhere",
+                          self.counters["not_routed"]))
+        return out
 
     def close(self) -> None:
         self._stop.set()

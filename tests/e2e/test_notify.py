@@ -1,8 +1,10 @@
 """Notifications as a user runs them: `ctrail run` killed with -9 while the receivers are down
-delivers every alert, once, after the restart; and no secret reaches a log line or a file."""
+delivers every alert, once, after the restart; /metrics shows the backlog and the deliveries;
+and no secret reaches a log line or a file."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import sqlite3
@@ -16,6 +18,9 @@ import orjson
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "unit" / "sinks"))
 from receivers import PagerDutyReceiver, SlackReceiver, WebhookReceiver  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+from test_run import free_port  # noqa: E402
 
 SLACK_PATH = "/services/T0E2E/B0E2E/slack-secret-path-e2e"
 HOOK_TOKEN = "hook-url-token-e2e"
@@ -47,6 +52,23 @@ def wait_for(check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-d
     raise AssertionError("condition not met in time")
 
 
+def metrics(port: int) -> dict[tuple[str, str], float]:
+    """/metrics as {(name, labels): value}."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics", headers={"Authorization": "Bearer ops-token-1"})
+    response = conn.getresponse()
+    text = response.read().decode()
+    conn.close()
+    assert response.status == 200
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            name, _, labels = series.partition("{")
+            found[name, labels.rstrip("}")] = float(value)
+    return found
+
+
 def outbox_counts(data_dir: Path) -> dict[str, int]:
     path = data_dir / "notify" / "outbox.sqlite3"
     if not path.exists():
@@ -64,7 +86,7 @@ def test_kill_9_with_undelivered_alerts_delivers_them_once_after_restart(tmp_pat
     down = lambda _now: (503, {})  # noqa: E731
     slack, pd, hook = SlackReceiver(fault=down), PagerDutyReceiver(fault=down), \
         WebhookReceiver(fault=down)
-    audit_log, data_dir = tmp_path / "audit.log", tmp_path / "data"
+    audit_log, data_dir, ops_port = tmp_path / "audit.log", tmp_path / "data", free_port()
     alerts = 12
     audit_log.write_text("".join(exec_event(i) + "\n" for i in range(alerts)))
     config = tmp_path / "ctrail.yaml"
@@ -78,10 +100,11 @@ notify:
     siem: {{type: webhook, url: {{env: E2E_HOOK_URL}}, signing_secret: {{env: E2E_HOOK_SECRET}}}}
   delivery: {{initial_backoff_secs: 0.2, max_backoff_secs: 1, breaker_reset_secs: 1,
              poll_interval_secs: 0.2}}
+ops: {{port: {ops_port}, token: {{env: E2E_OPS_TOKEN}}}}
 """)
     env = {**os.environ, "E2E_SLACK_URL": slack.base + SLACK_PATH, "E2E_PD_KEY": pd.routing_key,
            "E2E_HOOK_URL": f"{hook.base}/in?token={HOOK_TOKEN}",
-           "E2E_HOOK_SECRET": hook.secret.decode()}
+           "E2E_HOOK_SECRET": hook.secret.decode(), "E2E_OPS_TOKEN": "ops-token-1"}
     exe = Path(sys.executable).with_name("ctrail")
     command = [str(exe), "run", "--config", str(config), "--data-dir", str(data_dir)]
     logs = [tmp_path / "run-1.log", tmp_path / "run-2.log"]
@@ -90,6 +113,7 @@ notify:
             first = subprocess.Popen(command, cwd=REPO, env=env, stderr=log)
             wait_for(lambda: outbox_counts(data_dir).get("pending") == 3 * alerts)
             wait_for(lambda: all(r.refused for r in (slack, pd, hook)))
+            down_metrics = metrics(ops_port)
             first.kill()                                          # kill -9
             first.wait(timeout=30)
         assert outbox_counts(data_dir) == {"pending": 3 * alerts}
@@ -100,6 +124,7 @@ notify:
             second = subprocess.Popen(command, cwd=REPO, env=env, stderr=log)
             wait_for(lambda: outbox_counts(data_dir) == {"delivered": 3 * alerts})
             time.sleep(1.0)                                       # anything extra would show
+            up_metrics = metrics(ops_port)
             second.send_signal(signal.SIGTERM)
             assert second.wait(timeout=30) == 0
     finally:
@@ -107,6 +132,16 @@ notify:
             receiver.close()
     ids = hook.alert_ids()
     assert len(ids) == len(set(ids)) == alerts
+    # /metrics told the on-call what was going on: alerts raised, held back, then delivered.
+    assert sum(n for (name, labels), n in down_metrics.items()
+               if name == "ctrail_alerts_total" and 'rule="CT-K8S-004"' in labels) == alerts
+    for receiver in ("chat", "oncall", "siem"):
+        assert down_metrics["ctrail_notify_outbox_items",
+                            f'receiver="{receiver}",state="pending"'] == alerts
+        assert up_metrics["ctrail_notify_outbox_items",
+                          f'receiver="{receiver}",state="delivered"'] == alerts
+        assert up_metrics["ctrail_notify_circuit_open", f'receiver="{receiver}"'] == 0
+    assert up_metrics["ctrail_notify_sent_total", 'kind="alert",receiver="siem"'] == alerts
     assert slack.alerts_covered() == alerts
     assert pd.created == len(PODS)
     assert not (slack.problems or pd.problems or hook.problems)

@@ -9,7 +9,7 @@ import pytest
 
 from ctrail.errors import ConfigError
 from ctrail.runtime.ops import OpsConfig, OpsServer
-from ctrail.runtime.telemetry import Telemetry
+from ctrail.runtime.telemetry import Sample, Telemetry
 from ctrail.secrets import EnvRef
 
 
@@ -73,3 +73,21 @@ def test_without_a_token_it_refuses_to_start_unless_told() -> None:
         assert get(open_server, "/healthz", token=None)[0] == 200
     finally:
         open_server.close()
+
+
+def test_alert_counts_and_component_samples_are_served(served) -> None:  # type: ignore[no-untyped-def]
+    server, telemetry, _alive = served
+    telemetry.count_alerts([("CT-K8S-004", "high"), ("CT-K8S-004", "high"), ("x", "low")])
+    telemetry.add_source(lambda: [
+        Sample("notify_outbox_items", "gauge", "alerts in the outbox", 3,
+               {"receiver": 'chat "ops"\\', "state": "pending"}),
+        Sample("notify_outbox_items", "gauge", "alerts in the outbox", 5,
+               {"receiver": "pager", "state": "delivered"})])
+    status, text = get(server, "/metrics")
+    assert status == 200
+    assert 'ctrail_alerts_total{rule="CT-K8S-004",severity="high"} 2' in text
+    assert 'ctrail_alerts_total{rule="x",severity="low"} 1' in text
+    # One HELP and TYPE per metric name, and label values escaped as the format says.
+    assert text.count("# TYPE ctrail_notify_outbox_items gauge") == 1
+    assert 'ctrail_notify_outbox_items{receiver="chat \\"ops\\"\\\\",state="pending"} 3' in text
+    assert 'ctrail_notify_outbox_items{receiver="pager",state="delivered"} 5' in text
