@@ -53,7 +53,8 @@ class GraphEnricher:
     With a bus: the graph is rebuilt from `ctrail.entities` on construction, `begin_batch`
     takes in facts other enrich workers appended (and those the Kubernetes API watcher
     queued, when configured), `end_batch` appends what changed (and returns only when that is
-    durable, so a batch is committed only after its facts)."""
+    durable, so a batch is committed only after its facts). The stage also calls both when no
+    event waits, so such facts do not wait for the next event."""
 
     def __init__(self, config: EnrichConfig, bus: Bus | None = None,
                  clock: Callable[[], float] = time.time) -> None:

@@ -35,6 +35,7 @@ class Stage:
     handler: Handler
     close: Callable[[], None] = lambda: None
     metrics: Callable[[], Iterable[Sample]] | None = None    # its own figures, for /metrics
+    idle: Callable[[], None] | None = None      # called when no input waits (StageWorker)
 
 
 def enrich_stage(settings: Settings, bus: Bus) -> Stage:
@@ -51,7 +52,13 @@ def enrich_stage(settings: Settings, bus: Bus) -> Stage:
         result = isolate("enrich", items, handle)
         enricher.end_batch()          # facts durable before the runner commits the batch
         return result
-    return Stage(handle_batch, enricher.close)
+
+    def idle() -> None:
+        # Facts that arrive without events (the Kubernetes API watcher's, other workers')
+        # reach the graph and ctrail.entities now, not with the next event.
+        enricher.begin_batch()
+        enricher.end_batch()
+    return Stage(handle_batch, enricher.close, idle=idle)
 
 
 def detect_stage(settings: Settings, bus: Bus) -> Stage:
@@ -235,7 +242,8 @@ class Pipeline:
                         self.telemetry.add_source(stage.metrics)
                     self.workers.append(StageWorker(
                         spec.name, self.bus.consumer(spec.name, spec.consumes),
-                        self.bus.producer(), stage.handler, self.telemetry, batch))
+                        self.bus.producer(), stage.handler, self.telemetry, batch,
+                        stage.idle))
         except BaseException:
             self.close()
             raise

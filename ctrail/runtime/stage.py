@@ -67,18 +67,22 @@ def _reject_item(stage: str, item: Item, reason: Reason, detail: str) -> Rejecti
 
 class StageWorker:
     def __init__(self, name: str, consumer: Consumer, producer: Producer, handler: Handler,
-                 telemetry: Telemetry, batch_size: int = 1000) -> None:
+                 telemetry: Telemetry, batch_size: int = 1000,
+                 idle: Callable[[], None] | None = None) -> None:
         self.name = name
         self.consumer = consumer
         self.producer = producer
         self.handler = handler
         self.telemetry = telemetry
         self.batch_size = batch_size
+        self.idle = idle            # work of the stage's own, done when no input waits
 
     def run_once(self, timeout_secs: float = 1.0) -> int:
         """Process one batch; returns how many records it consumed (0 when idle)."""
         records = self.consumer.poll(self.batch_size, timeout_secs=timeout_secs)
         if not records:
+            if self.idle is not None:
+                self.idle()
             return 0
         items, undecodable = self._decode(records)
         result = self.handler(items)

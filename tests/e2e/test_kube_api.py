@@ -323,3 +323,27 @@ def test_without_a_kubeconfig_nothing_is_watched() -> None:
     assert enricher.watcher is None
     with pytest.raises(ValueError, match="unknown resources"):
         KubeApiConfig(in_cluster=True, resources=("pods", "secrets"))
+
+
+def test_facts_from_the_api_are_persisted_while_no_event_flows(api: KubeApi,
+                                                                tmp_path: Path) -> None:
+    """The enrich stage, idle (no event in ctrail.raw), still applies and persists what the API
+    told, so `ctrail timeline` (which reads ctrail.entities) knows the pod at once."""
+    from ctrail.runtime.pipeline import Pipeline
+    from ctrail.settings import Settings
+    from enrich.graph import EntityGraph
+    from enrich.persistence import rebuild
+
+    settings = Settings(data_dir=tmp_path / "data", enrich={"kubernetes_api": {
+        "kubeconfig": str(kubeconfig(tmp_path, api)), "watch_timeout_secs": 2}})
+    pipeline = Pipeline(settings, ["enrich"])
+    try:
+        (worker,) = pipeline.workers
+        def persisted() -> bool:
+            assert worker.run_once(timeout_secs=0) == 0           # idle: nothing consumed
+            graph = EntityGraph()
+            rebuild(graph, None, settings.data_dir / "bus")
+            return graph.container(CONTAINER[:12]) is not None
+        wait_until(persisted)
+    finally:
+        pipeline.close()
