@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Final, Sequence
 
 from ctrail.bus import Record
-from ctrail.durable import lock_directory, write_atomic
+from ctrail.durable import fsync_dir, lock_directory, write_atomic
 
 HEADER: Final = struct.Struct("<IIH")
 DEFAULT_SEGMENT_BYTES: Final = 256 * 1024 * 1024
@@ -32,14 +32,6 @@ READ_CHUNK_BYTES: Final = 4 * 1024 * 1024
 
 def _segment_name(base: int) -> str:
     return f"{base:020d}.log"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def scan_valid_end(data: bytes) -> int:
@@ -100,7 +92,7 @@ class LocalTopic:
         self._file.close()
         self.bases.append(self.durable_end)
         self._file = open(self.directory / _segment_name(self.durable_end), "ab")
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._delete_consumed_segments()
 
     def _delete_consumed_segments(self) -> None:

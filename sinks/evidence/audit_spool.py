@@ -26,6 +26,7 @@ from typing import IO, Final
 
 from ctrail.bus import DLQ, EVENTS, Producer
 from ctrail.bus.codec import decode, encode
+from ctrail.durable import fsync_dir
 from ctrail.errors import InvalidInput, Retryable
 from ctrail.runtime.deadletter import rejection
 
@@ -40,14 +41,28 @@ def append(data_dir: Path, line: bytes) -> Path:
     path = data_dir / SPOOL
     data_dir.mkdir(parents=True, exist_ok=True)
     while True:
-        with open(path, "ab") as out:
+        created = not path.exists()
+        with open(path, "a+b") as out:
             fcntl.flock(out, fcntl.LOCK_EX)
             if _is_at(out, path):
-                out.write(line + b"\n")       # one write: a crash can tear only this last line
+                # A writer killed mid-line left it without its newline: end that torn line
+                # first, or this record would be glued to it and dead-lettered with it.
+                torn = _ends_torn(out)
+                out.write((b"\n" if torn else b"") + line + b"\n")   # one write
                 out.flush()
                 os.fsync(out.fileno())
+                if created:
+                    fsync_dir(data_dir)    # the new file's name is durable too
                 return path
         # A pickup renamed the file we opened: append to the new spool instead.
+
+
+def _ends_torn(handle: IO[bytes]) -> bool:
+    size = os.fstat(handle.fileno()).st_size
+    if size == 0:
+        return False
+    handle.seek(size - 1)
+    return handle.read(1) != b"\n"
 
 
 def drain(data_dir: Path, producer: Producer) -> int:

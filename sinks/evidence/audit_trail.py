@@ -8,7 +8,8 @@ time range, counts, files) are in event.original as JSON: kept verbatim, but out
 free-text index, so searching for a word does not find the earlier searches for it.
 
 How a record reaches the bus:
-- Kafka: the command publishes it; when Kafka is unavailable it goes to the spool.
+- Kafka: the command publishes it, with whatever an earlier command had to spool in the same
+  data directory; when Kafka is unavailable it goes to the spool.
 - The local bus belongs to one process (`ctrail run` or `ctrail ingest`), so a command never
   opens it for a record: opening it would scan the events log and could make a `ctrail run`
   starting at that moment fail with "in use". The record goes to DATA_DIR/audit-spool.jsonl
@@ -72,15 +73,28 @@ def audit_event(action: str, details: dict[str, Any], user: str | None = None,
 
 def record(settings: Settings, action: str, details: dict[str, Any]) -> Event:
     """Publish one audit event, or spool it (see the module docstring); never fails the
-    command it records."""
+    command it records: a record that can be neither published nor spooled (no write access
+    to the data directory, a full disk) is logged whole, as the last place left for it."""
     event = audit_event(action, details)
-    if settings.bus.type == "local":
-        spool(settings, event)
-        return event
+    try:
+        if settings.bus.type == "local":
+            spool(settings, event)
+        else:
+            _publish(settings, event)
+    except OSError as exc:
+        log.error("The audit record could not be kept; here it is.",
+                  extra={"action": action, "error": str(exc), "record": encode(event).decode()})
+    return event
+
+
+def _publish(settings: Settings, event: Event) -> None:
+    """On Kafka: publish, together with what an earlier command had to spool (Kafka was down
+    then); spool again if Kafka is down now."""
     try:
         bus = settings.bus.build(settings.data_dir)
         try:
             producer = bus.producer()
+            audit_spool.drain(settings.data_dir, producer)
             producer.send(EVENTS, event.key, encode(event))
             producer.flush()
         finally:
@@ -88,8 +102,7 @@ def record(settings: Settings, action: str, details: dict[str, Any]) -> Event:
     except Retryable as exc:
         path = spool(settings, event)
         log.warning("The audit record went to the spool file.",
-                    extra={"action": action, "spool": str(path), "error": str(exc)})
-    return event
+                    extra={"action": event.event.action, "spool": str(path), "error": str(exc)})
 
 
 def period(time_from: datetime | None, time_to: datetime | None) -> dict[str, str | None]:

@@ -126,7 +126,7 @@ class NotifyService:
         for name, state in self.sender.receivers.items():
             out += [Sample("notify_sent_total", "counter", "requests a receiver accepted, by "
                            "kind (alert, digest, trigger, resolve)", count, {"receiver": name, "kind": kind})
-                    for kind, count in state.sent.items()]
+                    for kind, count in dict(state.sent).items()]   # a copy: the sender adds
             out.append(Sample("notify_circuit_open", "gauge", "1 while the receiver's circuit "
                               "breaker is open (deliveries paused)",
                               1.0 if state.breaker.state == "open" else 0.0, {"receiver": name}))

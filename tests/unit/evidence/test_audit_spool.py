@@ -1,16 +1,20 @@
 """The audit spool's handover: records appended while pickups run are each published, none lost
-to a rename between a writer's open and its write; a draining file a crash left goes first."""
+to a rename between a writer's open and its write; a draining file a crash left goes first; a
+torn line stays alone; a record that cannot be spooled is logged, never failing the command."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
+import pytest
+
 from ctrail.bus import DLQ, EVENTS
 from ctrail.bus.codec import decode, encode
 from ctrail.bus.local import LocalBus
+from ctrail.settings import Settings
 from sinks.evidence.audit_spool import DRAINING, SPOOL, append, drain
-from sinks.evidence.audit_trail import audit_event
+from sinks.evidence.audit_trail import audit_event, record
 
 WRITERS, EACH = 4, 150
 
@@ -70,3 +74,24 @@ def test_a_draining_file_left_by_a_crash_is_published_before_the_spool(tmp_path:
         assert drain(tmp_path, bus.producer()) == 0
     finally:
         bus.close()
+
+
+def test_a_line_torn_by_a_killed_writer_does_not_swallow_the_next_record(tmp_path: Path) -> None:
+    (tmp_path / SPOOL).write_bytes(b'{"@timestamp": "2026-11-25T10:00:00Z", "mess')   # no newline
+    record = encode(audit_event("search", {"query": "after the tear"}))
+    append(tmp_path, record)
+    bus = LocalBus(tmp_path / "bus")
+    try:
+        assert drain(tmp_path, bus.producer()) == 2
+        assert published(bus, EVENTS) == [record]                   # the record, whole
+        assert len(published(bus, DLQ)) == 1                        # the torn line, kept
+    finally:
+        bus.close()
+
+
+def test_a_record_that_cannot_be_kept_is_logged_and_the_command_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / SPOOL).mkdir(parents=True)          # e.g. no write access: the spool cannot open
+    event = record(Settings(data_dir=tmp_path), "search", {"query": "still answered"})
+    logged = [r for r in caplog.records if "could not be kept" in r.getMessage()]
+    assert logged and event.event.id in logged[0].__dict__["record"]
