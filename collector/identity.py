@@ -17,6 +17,8 @@ def rejection_id(stage: str, origin: str, raw: bytes, reason: str) -> str:
     return event_id(f"dlq\x00{stage}\x00{origin}\x00{reason}", raw)
 
 
-def replay_id(dead_letter_id: str, outcome: str, successor: str | None) -> str:
-    """One replay verdict on one dead letter is recorded once, however often it is replayed."""
-    return event_id(f"dlq-replay\x00{outcome}\x00{successor or ''}", dead_letter_id.encode())
+def replay_id(dead_letter_id: str, outcome: str, successor: str | None, run: str) -> str:
+    """One verdict of one replay run on one dead letter (a run repeated after a crash writes
+    it once; a later run writes its own, which is then the newest)."""
+    return event_id(f"dlq-replay\x00{outcome}\x00{successor or ''}\x00{run}",
+                    dead_letter_id.encode())

@@ -379,18 +379,20 @@ class Rejection(EcsModel):
 
 
 class DeadLetterReplay(EcsModel):
-    """`ctrail dlq replay`'s verdict on one dead letter that no longer stands: its record now
-    succeeds, or was rejected again for another reason (kept as the `successor` dead letter).
+    """`ctrail dlq replay`'s verdict on one dead letter: its record now succeeds, or was
+    rejected again for another reason (kept as the `successor` dead letter), or it stands again
+    (`reopened`: a later replay of another record was rejected as this one). The newest verdict
+    of a dead letter decides whether it still stands.
 
     Stored beside the dead letters rather than as a change to them: both stores are append-only
     (SQLite insert-once, Elasticsearch data streams take only `create`), and a dead letter is
     evidence of what happened at the time, which a later fix does not rewrite. `dlq list` and
     `dlq replay` leave out the dead letters that have one, unless asked for `--all`."""
 
-    id: str                                   # deterministic: hash(dead letter, outcome, successor)
+    id: str                                   # hash(dead letter, outcome, successor, replay run)
     timestamp: datetime = Field(alias="@timestamp")
     dead_letter_id: str
     stage: str                                # the stage that rejected it, and judged it again
-    outcome: Literal["succeeded", "rejected_again"]
+    outcome: Literal["succeeded", "rejected_again", "reopened"]
     successor: str | None = None              # rejected_again: the dead letter that replaces it
     reason: str | None = None                 # rejected_again: the successor's reason

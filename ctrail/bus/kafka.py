@@ -191,6 +191,13 @@ class KafkaBus:
             lag += max(0, ends[tp].offset - position)
         return lag
 
+    def group_members(self, group: str) -> int:
+        """How many consumers are members of a stage's group now (0: none, or no such group)."""
+        group_id = self.config.group_name(group)
+        with unavailable(self.config, f"describing group {group_id}"):
+            described = self.admin.describe_groups([group_id]).get(group_id) or {}
+        return len(described.get("members") or ())
+
     def close(self) -> None:
         with self._lock:
             clients, self._clients = self._clients, []

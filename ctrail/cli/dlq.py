@@ -77,6 +77,7 @@ def run_list(args: argparse.Namespace) -> int:
 def _with_verdict(doc: dict[str, Any], verdict: dict[str, Any] | None) -> dict[str, Any]:
     if verdict is None:
         return doc
-    summary = ("succeeded" if verdict["outcome"] == "succeeded"
+    outcome = verdict["outcome"]
+    summary = ("succeeded" if outcome == "succeeded" else "stands again" if outcome == "reopened"
                else f"rejected again ({verdict.get('reason')}): {verdict.get('successor')}")
     return {**doc, "replay": {**verdict, "summary": summary}}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 from datetime import datetime
 from typing import Any, Sequence
 
@@ -23,7 +24,7 @@ from ctrail.runtime.dlq_watch import DlqWatch
 from ctrail.runtime.pipeline import STAGE_NAMES, Pipeline
 from ctrail.runtime.replay import (Parsed, ParserFor, Rejected, Resubmit, Step, Unreplayable,
                                    Verdict, judge, original_bytes, publish, same_record, verdict)
-from ctrail.runtime.resolution import select, verdict_record, write_verdicts
+from ctrail.runtime.resolution import select, verdict_records, write_verdicts
 from ctrail.settings import Settings
 
 PLAN_COLUMNS = (("id", "id"), ("stage", "stage"), ("reason", "reason"), ("origin", "origin"),
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             return _print_plan(letters, steps, args.format)
         verdicts, behind = replay(settings, letters, steps, args.wait)
-        write_verdicts(store, [r for v in verdicts if (r := verdict_record(v)) is not None])
+        run = uuid.uuid4().hex
+        write_verdicts(store, [r for v in verdicts for r in verdict_records(v, run)])
     finally:
         store.close()
     counts = {outcome: sum(v.outcome == outcome for v in verdicts)

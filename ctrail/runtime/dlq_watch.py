@@ -6,9 +6,11 @@ the replayed items (and whatever else was rejected meanwhile, which the caller t
 Kafka Connect's and Vector's dead-letter reprocessing also read the topic with a consumer group.
 
 One group serves every replay of a deployment, so the topic's history is read once, not per
-replay. Run one replay at a time: a second member of the group would take part of the topic's
-partitions and the first would miss what lands there. On the local bus the group's offset,
-like every group's, holds back the deletion of the DLQ segments written since the last replay.
+replay. Replays therefore run one at a time: a second member of the group would take part of
+the topic's partitions and the first would miss what lands there. On Kafka a replay that finds
+the group with members refuses to start; on the local bus the data directory's lock already
+lets one process in. The group's offset, like every group's, holds back the deletion of the
+local log's DLQ segments written since the last replay.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Final, Sequence
 
 from ctrail.bus import DLQ, Bus, Record
 from ctrail.bus.codec import decode
-from ctrail.errors import InvalidInput, Unavailable
+from ctrail.bus.kafka import KafkaBus
+from ctrail.errors import InvalidInput, Unavailable, UsageError
 from ctrail.event import Rejection
 
 GROUP: Final = "dlq-replay"
@@ -27,6 +30,9 @@ GROUP: Final = "dlq-replay"
 class DlqWatch:
     def __init__(self, bus: Bus, timeout_secs: float) -> None:
         self.timeout_secs = timeout_secs
+        if isinstance(bus, KafkaBus) and bus.group_members(GROUP):
+            raise UsageError("another `ctrail dlq replay` is running (its consumer group "
+                             f"{bus.config.group_name(GROUP)} has members); wait for it to end")
         self.consumer = bus.consumer(GROUP, (DLQ,))
         try:
             self.read_to_end()

@@ -84,6 +84,12 @@ def judge(dead: Rejection, parser_for: ParserFor, max_record_bytes: int,
     """What replaying `dead` means; pure (a parse, or a decode), nothing is published."""
     raw = original_bytes(dead)
     if dead.stage == COLLECT:
+        if dead.reason == Reason.RECORD_TOO_LARGE:
+            # The reader kept only the first max_record_bytes of it: parsing that part could
+            # store a cut-down event as if it were the record.
+            return Unreplayable("only the start of this record was kept (it was larger than "
+                                "pipeline.max_record_bytes); ingest its file again with a "
+                                "higher limit")
         name = source or source_of_dataset(dead.dataset)
         if name is None:
             return Unreplayable(f"no parser makes dataset {dead.dataset!r}; name one with --source")

@@ -71,15 +71,18 @@ def test_replay_with_the_right_source_stores_the_records_and_keeps_the_bad_ones(
 
     everything = ctrail("dlq", "list", "--all", "--format", "json").json_lines()
     verdicts = sorted(d["replay"]["outcome"] for d in everything if "replay" in d)
-    assert verdicts == ["rejected_again", "succeeded", "succeeded", "succeeded"]
+    # The newest verdict of each: the bad JSON stands again, the bad time's first dead letter
+    # is replaced by its successor, which stands.
+    assert verdicts == ["rejected_again", "reopened", "reopened",
+                        "succeeded", "succeeded", "succeeded"]
     assert len(everything) == 6
 
 
 def test_replaying_again_stores_nothing_twice(ctrail, wrong_source: Path,  # type: ignore[no-untyped-def]
                                               tmp_data_dir: Path) -> None:
     assert ctrail("dlq", "replay", "--source", "falco").status == 0
-    before = {table: rows(tmp_data_dir, table)
-              for table in ("events", "dead_letters", "dead_letter_replays")}
+    before = {table: rows(tmp_data_dir, table) for table in ("events", "dead_letters")}
+    standing = ctrail("dlq", "list", "--format", "json").json_lines()
 
     again = ctrail("dlq", "replay", "--source", "falco")
     assert (again.status, again.out.strip()) == (0, "0 replayed, 2 still rejected")
@@ -87,6 +90,39 @@ def test_replaying_again_stores_nothing_twice(ctrail, wrong_source: Path,  # typ
     assert (everything.status, everything.out.strip()) == (0, "3 replayed, 3 still rejected")
 
     assert {table: rows(tmp_data_dir, table) for table in before} == before
+    assert ctrail("dlq", "list", "--format", "json").json_lines() == standing
+
+
+def test_a_record_replayed_back_to_an_earlier_rejection_stands_again(
+        ctrail, wrong_source: Path) -> None:  # type: ignore[no-untyped-def]
+    """A is replayed with another parser and rejected as B; B replayed with the first parser
+    is rejected as A again (same id): A must stand, not stay hidden by its old verdict."""
+    def standing() -> list[tuple[str, str]]:
+        return sorted((d["origin"], d["reason"])
+                      for d in ctrail("dlq", "list", "--format", "json").json_lines())
+    first = standing()
+    assert ctrail("dlq", "replay", "--source", "falco").status == 0
+    assert (f"{wrong_source}:5", "invalid_timestamp") in standing()
+    back = ctrail("dlq", "replay", "--source", "k8s-audit", "reason:invalid_timestamp")
+    assert (back.status, back.out.strip()) == (0, "0 replayed, 1 still rejected")
+    assert standing() == [row for row in first if row[0].endswith((":4", ":5"))]
+
+
+def test_a_record_cut_at_the_size_limit_is_not_replayed(ctrail, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                         tmp_data_dir: Path) -> None:
+    config = tmp_path / "small.yaml"
+    config.write_text("pipeline: {max_record_bytes: 300}\n")
+    big = tmp_path / "big.log"
+    big.write_bytes(AUDIT_LINE[:-1] + b',"annotations":{"note":"' + b"x" * 400 + b'"}}\n')
+    ingested = ctrail("ingest", "--source", "k8s-audit", str(big), "--config", str(config))
+    assert ingested.out.strip() == "0 accepted, 1 dead-lettered"
+
+    replayed = ctrail("dlq", "replay", "--config", str(config))
+    assert (replayed.status, replayed.out.strip()) == (1, "0 replayed, 0 still rejected, "
+                                                          "1 not replayed")
+    assert "only the start of this record was kept" in replayed.err
+    assert [d["reason"] for d in ctrail("dlq", "list", "--format", "json").json_lines()] == [
+        "record_too_large"]
 
 
 def test_each_replay_is_in_our_audit_trail(ctrail, wrong_source: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -63,3 +63,27 @@ def test_replay_on_kafka_stores_what_parses_now_and_keeps_what_the_store_refuses
     assert len(json_lines(cluster.ctrail("search", "event.dataset:falco.alerts",
                                          "--format", "json"))) == 3
     assert len(json_lines(cluster.ctrail("dlq", "list", "--all", "--format", "json"))) == 4
+
+
+def test_a_second_replay_while_one_runs_is_refused() -> None:
+    """Replays share one consumer group on ctrail.dlq: a second member would take partitions
+    from the first, which would then miss verdicts. So a second one does not start."""
+    import uuid
+
+    from ctrail.bus.kafka import KafkaBus
+    from ctrail.bus.kafka_config import KafkaBusConfig
+    from ctrail.errors import UsageError
+    from ctrail.runtime.dlq_watch import DlqWatch
+    from tests.services import kafka_bootstrap
+
+    config = KafkaBusConfig(bootstrap_servers=kafka_bootstrap(),
+                            namespace=f"t{uuid.uuid4().hex[:12]}.")
+    first_bus, second_bus = KafkaBus(config), KafkaBus(config)
+    try:
+        running = DlqWatch(first_bus, 60)
+        with pytest.raises(UsageError, match="another `ctrail dlq replay` is running"):
+            DlqWatch(second_bus, 60)
+        running.close()
+    finally:
+        first_bus.close()
+        second_bus.close()
