@@ -32,12 +32,12 @@ def fingerprint(paths: Sequence[Path], loaded_ids: Collection[str]) -> dict[str,
     """Rule id -> digest, for the rules in `loaded_ids` (the first document with an id wins,
     as in loading) and every filter under `paths`."""
     digests: dict[str, str] = {}
-    for document in _documents(paths):
+    for document, context in _documents(paths):
         rule_id = _rule_id(document)
         if rule_id is None or rule_id in digests:
             continue
         if rule_id in loaded_ids or "filter" in document:
-            digests[rule_id] = _digest(document)
+            digests[rule_id] = _digest({"rule": document, **context})
     return digests
 
 
@@ -53,13 +53,27 @@ def _rule_id(document: dict[str, Any]) -> str | None:
         return str(document["id"])
 
 
-def _documents(paths: Sequence[Path]) -> Iterator[dict[str, Any]]:
+def _documents(paths: Sequence[Path]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each rule document, with what Sigma's collection actions merge into it: the file's
+    `action: global` document (until `action: reset`), and for `action: repeat` the document
+    it repeats. A change there changes the rules, so it is part of their digests."""
     for path in rule_files(paths):
         try:
             documents = list(yaml.load_all(path.read_text(encoding="utf-8"), SigmaYAMLLoader))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue                    # the loader reported it; none of its rules loaded
-        yield from (doc for doc in documents if isinstance(doc, dict))
+        shared: dict[str, Any] | None = None
+        previous: dict[str, Any] | None = None
+        for doc in (d for d in documents if isinstance(d, dict)):
+            action = doc.get("action")
+            if action == "global":
+                shared = doc
+                continue
+            if action == "reset":
+                shared = None
+                continue
+            yield doc, {"global": shared, "repeats": previous if action == "repeat" else None}
+            previous = doc
 
 
 def _digest(document: dict[str, Any]) -> str:

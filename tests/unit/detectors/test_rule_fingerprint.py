@@ -74,3 +74,33 @@ def test_only_a_change_of_what_a_rule_says_is_a_modification(tmp_path: Path) -> 
         == (("5e7a6c1b-9d2f-4a3b-8c4d-0e1f2a3b4c5d",), (), ("LOCAL-001",))
     rule.unlink()
     assert changes(before, fingerprint_of(tmp_path)).removed == ("LOCAL-001",)
+
+
+COLLECTION = """action: global
+title: Workload Changes
+logsource: {product: kubernetes, service: audit}
+detection:
+    shared: {verb: VERB}
+    condition: shared and selection
+level: medium
+---
+id: 0b7e1c55-0000-4000-8000-000000000011
+name: LOCAL-DEPLOYMENTS
+detection:
+    selection: {objectRef.resource: deployments}
+---
+id: 0b7e1c55-0000-4000-8000-000000000012
+name: LOCAL-DAEMONSETS
+detection:
+    selection: {objectRef.resource: daemonsets}
+"""
+
+
+def test_a_change_to_a_collections_global_document_changes_the_rules_it_merges_into(
+        tmp_path: Path) -> None:
+    (tmp_path / "collection.yml").write_text(COLLECTION.replace("VERB", "create"))
+    before = fingerprint_of(tmp_path)
+    assert set(before) == {"LOCAL-DEPLOYMENTS", "LOCAL-DAEMONSETS"}
+    (tmp_path / "collection.yml").write_text(COLLECTION.replace("VERB", "delete"))
+    assert changes(before, fingerprint_of(tmp_path)).modified == ("LOCAL-DAEMONSETS",
+                                                                  "LOCAL-DEPLOYMENTS")
