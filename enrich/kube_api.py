@@ -109,6 +109,9 @@ class KubeWatcher:
         self.stopping = threading.Event()
         self.listed = {resource: threading.Event() for resource in config.resources}
         self._responses: dict[str, Any] = {}
+        # (namespace, name) of the objects each resource has now, as far as we know: a LIST
+        # again (after a 410, or a restart of the watch) tells what was deleted meanwhile.
+        self._known: dict[str, set[tuple[str, str]]] = {r: set() for r in config.resources}
         self._threads = [threading.Thread(target=self._follow, args=(resource,),
                                           name=f"kube-watch-{resource}", daemon=True)
                          for resource in config.resources]
@@ -151,8 +154,10 @@ class KubeWatcher:
                 pause = min(pause * 2, MAX_BACKOFF_SECS)
 
     def _list(self, resource: str) -> str:
-        """All objects, page by page; returns the list's resourceVersion."""
-        token, count = None, 0
+        """All objects, page by page; returns the list's resourceVersion. Objects known
+        before and missing from the list were deleted while no watch ran: they are gone, as
+        client-go's reflector replaces its store."""
+        token, listed = None, set()
         while True:
             query = [("limit", PAGE)] + ([("continue", token)] if token else [])
             response = self._get(resource, query, read_timeout=60)
@@ -162,13 +167,18 @@ class KubeWatcher:
                 response.release_conn()
             items = page.get("items") or []
             self._emit(resource, "ADDED", items)
-            count += len(items)
+            listed.update(filter(None, map(_name_of, items)))
             metadata = page.get("metadata") or {}
             token = metadata.get("continue")
             if not token:
-                log.info("Listed from the Kubernetes API.",
-                         extra={"resource": resource, "objects": count})
-                return str(metadata.get("resourceVersion") or "")
+                break
+        deleted = self._known[resource] - listed
+        self._emit(resource, "DELETED", [{"metadata": {"namespace": namespace, "name": name}}
+                                         for namespace, name in sorted(deleted)])
+        self._known[resource] = listed
+        log.info("Listed from the Kubernetes API.", extra={
+            "resource": resource, "objects": len(listed), "deleted_meanwhile": len(deleted)})
+        return str(metadata.get("resourceVersion") or "")
 
     def _watch(self, resource: str, version: str) -> str:
         """Changes from `version` until the server ends the request; the last version seen."""
@@ -188,6 +198,10 @@ class KubeWatcher:
                 version = (obj.get("metadata") or {}).get("resourceVersion") or version
                 if kind in ("ADDED", "MODIFIED", "DELETED"):
                     self._emit(resource, kind, [obj])
+                    name = _name_of(obj)
+                    if name is not None:
+                        (self._known[resource].discard if kind == "DELETED"
+                         else self._known[resource].add)(name)
         finally:
             self._responses.pop(resource, None)
             response.release_conn()
@@ -213,6 +227,12 @@ class KubeWatcher:
         facts = [fact for obj in objects for fact in from_api_object(resource, change, obj, seen)]
         if facts:
             self.sink(facts)
+
+
+def _name_of(obj: dict[str, Any]) -> tuple[str, str] | None:
+    meta = obj.get("metadata") or {}
+    namespace, name = meta.get("namespace"), meta.get("name")
+    return (namespace, name) if namespace and name else None
 
 
 def _lines(response: Any) -> Iterator[bytes]:

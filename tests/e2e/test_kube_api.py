@@ -284,22 +284,26 @@ def test_watched_changes_reach_the_graph_and_a_deleted_pod_is_gone(api: KubeApi,
         enricher.close()
 
 
-def test_a_watch_too_old_for_the_server_lists_again(api: KubeApi, tmp_path: Path) -> None:
+def test_a_watch_too_old_for_the_server_lists_again_and_learns_the_deletions(api: KubeApi, tmp_path: Path) -> None:
     enricher = enricher_for(kubeconfig(tmp_path, api))
     pods = api.resources["pods"]
     late_container = "0c0c0c0c0c0c" + "42" * 26
     try:
         assert enricher.watcher is not None and enricher.watcher.listed["pods"].wait(20)
         lists_before = sum("watch" not in r and "/pods?" in r for r in api.requests)
-        # The server forgets its history (etcd compaction) and the pod changes meanwhile:
-        # only a new LIST can tell.
+        # The server forgets its history (etcd compaction) while a pod starts and another is
+        # deleted: only a new LIST can tell, the deletion by what it no longer holds.
         with pods.changed:
             pods.objects["late"] = pod("late", pods.version + 1, late_container)
+            del pods.objects["worker-1"]
             pods.version += 1
             pods.oldest_kept = pods.version + 1
         wait_until(lambda: sum("watch" not in r and "/pods?" in r
                                for r in api.requests) > lists_before)
         wait_until(lambda: (resolved(enricher, late_container).kubernetes or None) is not None)
+        wait_until(lambda: (enricher.begin_batch() or enricher.graph.pod(
+            "shop", "worker-1").gone) is not None)  # type: ignore[union-attr]
+        assert enricher.graph.pod("shop", "worker-2").gone is None  # type: ignore[union-attr]
     finally:
         enricher.close()
 
