@@ -44,7 +44,7 @@ class HarborParser:
     dataset: ClassVar[str] = DATASET
 
     def parse(self, record: RawRecord) -> list[Event]:
-        text = decode_text(record.data)
+        decode_text(record.data)        # refuses bytes that are not UTF-8, saying where
         payload = load_object(record.data, "Harbor payload")
         kind = optional_str(payload, "type")
         if kind is None:
