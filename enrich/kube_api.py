@@ -28,6 +28,7 @@ from typing import Any, Callable, Final, Iterator
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
+from ctrail.errors import ConfigError
 from enrich.graph import Fact
 from enrich.learn import from_api_object
 
@@ -83,14 +84,21 @@ def api_client(config: KubeApiConfig) -> Any:
     try:
         from kubernetes import client, config as kube_config
     except ImportError:
-        raise RuntimeError("enrich.kubernetes_api needs the kubernetes package: "
-                           "pip install 'containertrail[kubernetes]'") from None
+        raise ConfigError("enrich.kubernetes_api needs the kubernetes package: "
+                          "pip install 'containertrail[kubernetes]'") from None
     configuration = client.Configuration()
-    if config.in_cluster:
-        kube_config.load_incluster_config(client_configuration=configuration)
-    else:
-        kube_config.load_kube_config(config_file=str(config.kubeconfig), context=config.context,
-                                     client_configuration=configuration)
+    try:
+        if config.in_cluster:
+            kube_config.load_incluster_config(client_configuration=configuration)
+        else:
+            kube_config.load_kube_config(config_file=str(config.kubeconfig),
+                                         context=config.context,
+                                         client_configuration=configuration)
+    except (kube_config.ConfigException, OSError) as exc:
+        where = "in-cluster credentials" if config.in_cluster else str(config.kubeconfig)
+        raise ConfigError(f"enrich.kubernetes_api: cannot use {where}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                          ) from None
     return client.ApiClient(configuration)
 
 

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlparse
 import orjson
 import pytest
 
+from ctrail.errors import ConfigError
 from ctrail.event import Event
 from enrich import EnrichConfig, GraphEnricher
 from enrich.kube_api import KubeApiConfig
@@ -322,11 +323,15 @@ def test_a_refused_token_is_retried_and_never_logged(api: KubeApi, tmp_path: Pat
     assert "wrong-token-also-secret" not in logged and TOKEN not in logged
 
 
-def test_without_a_kubeconfig_nothing_is_watched() -> None:
+def test_without_a_kubeconfig_nothing_is_watched_and_a_bad_one_is_a_config_error(
+        tmp_path: Path) -> None:
     enricher = EnrichConfig().build()
     assert enricher.watcher is None
     with pytest.raises(ValueError, match="unknown resources"):
         KubeApiConfig(in_cluster=True, resources=("pods", "secrets"))
+    missing = tmp_path / "no-such-kubeconfig"
+    with pytest.raises(ConfigError, match=f"cannot use {missing}: Invalid kube-config file"):
+        enricher_for(missing)
 
 
 def test_facts_from_the_api_are_persisted_while_no_event_flows(api: KubeApi,
