@@ -55,14 +55,7 @@ def lucene_dsl(query: str, time_from: datetime | None = None,
     query, within [time_from, time_to). Lenient: a value that cannot be of its field's type
     (`responseStatus.code:ALLOW` on a long) matches nothing instead of failing the search."""
     string = {"query_string": {"query": query, "lenient": True, "allow_leading_wildcard": True}}
-    if time_from is None and time_to is None:
-        return string
-    bounds: dict[str, Any] = {"format": DATE_FORMAT}
-    if time_from is not None:
-        bounds["gte"] = _instant(time_from)
-    if time_to is not None:
-        bounds["lt"] = _instant(time_to)
-    return {"bool": {"filter": [string, {"range": {q.TIMESTAMP: bounds}}]}}
+    return within(string, time_from, time_to)
 
 
 def fields_of(node: q.Query) -> set[str]:
@@ -89,7 +82,12 @@ def _value_fields(node: q.Query) -> Iterator[str]:
 def to_dsl(node: q.Query, types: FieldTypes, time_from: datetime | None = None,
            time_to: datetime | None = None) -> dict[str, Any]:
     """The query for `node`, within [time_from, time_to)."""
-    query = Translator(types).dsl(node)
+    return within(Translator(types).dsl(node), time_from, time_to)
+
+
+def within(query: dict[str, Any], time_from: datetime | None,
+           time_to: datetime | None) -> dict[str, Any]:
+    """`query` restricted to @timestamp in [time_from, time_to) (either end may be open)."""
     if time_from is None and time_to is None:
         return query
     bounds: dict[str, Any] = {"format": DATE_FORMAT}

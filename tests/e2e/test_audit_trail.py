@@ -7,7 +7,6 @@ a Fluentd output receives them like any event."""
 from __future__ import annotations
 
 import getpass
-import os
 import shutil
 import signal
 import subprocess
@@ -26,9 +25,7 @@ from ctrail.settings import Settings
 from detectors import PACKAGED_RULES
 from sinks.evidence.audit_spool import DRAINING, SPOOL
 from sinks.evidence.audit_trail import audit_event
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_run import free_port, wait_for  # noqa: E402
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXE = Path(sys.executable).with_name("ctrail")

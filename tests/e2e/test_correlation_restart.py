@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXE = Path(sys.executable).with_name("ctrail")
@@ -29,14 +30,6 @@ def forbidden(n: int, start: datetime) -> str:
                            "code": 403},
         "requestReceivedTimestamp": when, "stageTimestamp": when}).decode() + "\n"
 
-
-def wait_for(check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def checkpointed(data_dir: Path) -> int:

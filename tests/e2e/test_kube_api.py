@@ -23,6 +23,7 @@ from ctrail.errors import ConfigError
 from ctrail.event import Event
 from enrich import EnrichConfig, GraphEnricher
 from enrich.kube_api import KubeApiConfig
+from tests.waiting import wait_for
 
 TOKEN = "kube-token-never-logged-7f3a"
 CONTAINER = "3f2a9c1e7b4d" + "5e" * 26
@@ -228,12 +229,6 @@ def falco_alert(container_id: str) -> Event:
         "container": {"id": container_id}})
 
 
-def wait_until(check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
 
 def resolved(enricher: GraphEnricher, container_id: str) -> Event:
     enricher.begin_batch()
@@ -273,13 +268,13 @@ def test_watched_changes_reach_the_graph_and_a_deleted_pod_is_gone(api: KubeApi,
         assert enricher.watcher is not None and enricher.watcher.listed["pods"].wait(20)
         pods.change("ADDED", pod("api-7d4b9c8f6-k3k3k", 0))            # scheduled, pending
         pods.change("MODIFIED", pod("api-7d4b9c8f6-k3k3k", 0, new_container, node="node-9"))
-        wait_until(lambda: (resolved(enricher, new_container).kubernetes or
+        wait_for(lambda: (resolved(enricher, new_container).kubernetes or
                             None) is not None)
         event = resolved(enricher, new_container)
         assert event.kubernetes is not None and event.kubernetes.node is not None
         assert event.kubernetes.node.name == "node-9"
         pods.change("DELETED", pod("api-7d4b9c8f6-k3k3k", 0, new_container, node="node-9"))
-        wait_until(lambda: (enricher.begin_batch() or enricher.graph.pod(
+        wait_for(lambda: (enricher.begin_batch() or enricher.graph.pod(
             "shop", "api-7d4b9c8f6-k3k3k").gone) is not None)  # type: ignore[union-attr]
     finally:
         enricher.close()
@@ -299,10 +294,10 @@ def test_a_watch_too_old_for_the_server_lists_again_and_learns_the_deletions(api
             del pods.objects["worker-1"]
             pods.version += 1
             pods.oldest_kept = pods.version + 1
-        wait_until(lambda: sum("watch" not in r and "/pods?" in r
+        wait_for(lambda: sum("watch" not in r and "/pods?" in r
                                for r in api.requests) > lists_before)
-        wait_until(lambda: (resolved(enricher, late_container).kubernetes or None) is not None)
-        wait_until(lambda: (enricher.begin_batch() or enricher.graph.pod(
+        wait_for(lambda: (resolved(enricher, late_container).kubernetes or None) is not None)
+        wait_for(lambda: (enricher.begin_batch() or enricher.graph.pod(
             "shop", "worker-1").gone) is not None)  # type: ignore[union-attr]
         assert enricher.graph.pod("shop", "worker-2").gone is None  # type: ignore[union-attr]
     finally:
@@ -314,7 +309,7 @@ def test_a_refused_token_is_retried_and_never_logged(api: KubeApi, tmp_path: Pat
     caplog.set_level(logging.DEBUG)
     enricher = enricher_for(kubeconfig(tmp_path, api, token="wrong-token-also-secret"))
     try:
-        wait_until(lambda: sum("/api/v1/pods" in r for r in api.requests) >= 2)
+        wait_for(lambda: sum("/api/v1/pods" in r for r in api.requests) >= 2)
         assert enricher.watcher is not None and not enricher.watcher.listed["pods"].is_set()
         assert any("Kubernetes API request failed" in r.getMessage() for r in caplog.records)
     finally:
@@ -353,6 +348,6 @@ def test_facts_from_the_api_are_persisted_while_no_event_flows(api: KubeApi,
             graph = EntityGraph()
             rebuild(graph, None, settings.data_dir / "bus")
             return graph.container(CONTAINER[:12]) is not None
-        wait_until(persisted)
+        wait_for(persisted)
     finally:
         pipeline.close()

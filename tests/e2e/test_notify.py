@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import orjson
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "unit" / "sinks"))
@@ -42,14 +43,6 @@ def exec_event(i: int) -> str:
         "requestReceivedTimestamp": f"2026-05-01T10:00:{i:02d}.000000Z",
         "stageTimestamp": f"2026-05-01T10:00:{i:02d}.100000Z"}).decode()
 
-
-def wait_for(check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def metrics(port: int) -> dict[tuple[str, str], float]:

@@ -9,8 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EVENT = ('{{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"{id}","verb":"get",'
@@ -23,14 +23,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
-
-def wait_for(check, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def search_count(exe: Path, data_dir: Path, query: str) -> int:

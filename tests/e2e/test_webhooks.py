@@ -10,12 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import orjson
 import pytest
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXE = Path(sys.executable).with_name("ctrail")
@@ -29,14 +29,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
-
-def wait_for(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def ctrail(*args: str) -> list[dict]:  # type: ignore[type-arg]

@@ -21,6 +21,7 @@ from collector.parsers.k8s_audit import DATASET_K8S_AUDIT
 from ctrail.errors import Unavailable
 from sinks.evidence.audit_trail import DATASET as AUDIT_DATASET
 from ctrail.settings import load_settings
+from tests.waiting import wait_for
 from tests.services import elasticsearch_url, kafka_bootstrap
 
 pytestmark = pytest.mark.integration
@@ -106,13 +107,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     yield running
     running.stop()
 
-
-def wait_for(check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.5)
 
 
 def json_lines(done: subprocess.CompletedProcess[str]) -> list[dict]:  # type: ignore[type-arg]

@@ -10,7 +10,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.integration.test_distributed import Cluster, json_lines, wait_for
+from tests.integration.test_distributed import Cluster, json_lines
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,7 @@ from ctrail.bus import ALL_TOPICS, ENTITIES, EVENTS, RAW, Record
 from ctrail.bus.kafka import KafkaBus, KafkaBusConsumer
 from ctrail.bus.kafka_config import KafkaBusConfig
 from ctrail.errors import Unavailable
+from tests.waiting import wait_for
 from tests.services import kafka_bootstrap
 
 WAIT_SECS = 20.0
@@ -92,12 +93,6 @@ class Member:
     def taken(self) -> set[tuple[str, int]]:
         return set(self.consumer.assigned())
 
-
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_SECS
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.fixture
