@@ -1,8 +1,10 @@
 """The search tree (ctrail.query) as an SQL condition over one kind's table.
 
-Field values live in the JSON document: `json_extract` reads a scalar, `json_each` walks a list,
-so `tags:x` matches a list holding x as Elasticsearch does. The hot fields of schema.sql are
-written exactly as their expression indexes, so SQLite uses the index; free text goes to FTS5.
+The hot fields (HOT) are columns of their kind's table, with an index each. Other field values
+live in the JSON document: `json_each` walks a value or a list, so `tags:x` matches a list
+holding x as Elasticsearch does. `event.original` is a column of its own, and
+`kubernetes.audit.*` paths go into the audit record, which the row keeps apart from `doc`
+(schema.sql). Free text goes to FTS5.
 """
 
 from __future__ import annotations
@@ -15,12 +17,29 @@ from typing import Any, Final
 from ctrail import query as q
 from ctrail.errors import QueryError
 
-# Fields our model keeps as one scalar, with an expression index in schema.sql.
-INDEXED: Final = frozenset({
-    "event.action", "user.name", "kubernetes.namespace", "source.ip", "container.id",
-    "kubernetes.pod.name", "orchestrator.resource.type", "rule.id", "reason",
-    "dead_letter_id",
-})
+# Fields our model keeps as one scalar, per kind: the ECS field and its column (schema.sql).
+HOT: Final[dict[str, dict[str, str]]] = {
+    "events": {
+        "event.action": "action", "user.name": "user_name", "kubernetes.namespace": "namespace",
+        "source.ip": "source_ip", "container.id": "container_id",
+        "kubernetes.pod.name": "pod_name", "orchestrator.resource.type": "resource_type",
+        "event.dataset": "dataset", "event.outcome": "outcome",
+    },
+    "alerts": {
+        "rule.id": "rule_id", "alert.severity": "severity", "user.name": "user_name",
+        "kubernetes.namespace": "namespace", "container.id": "container_id",
+        "kubernetes.pod.name": "pod_name",
+    },
+    "dead_letters": {"reason": "reason", "stage": "stage"},
+    "dead_letter_replays": {"dead_letter_id": "dead_letter_id"},
+}
+# event.original, where the row keeps it (an alert may refer to its event's).
+ORIGINAL: Final = {
+    "events": "events.original",
+    "alerts": "coalesce(alerts.original, (SELECT e.original FROM events e "
+              "WHERE e.id = alerts.original_of))",
+}
+AUDIT: Final = "kubernetes.audit"
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -30,6 +49,7 @@ class Condition:
     def __init__(self, table: str) -> None:
         self.table = table
         self.params: list[Any] = []
+        self._hot = HOT.get(table, {})
 
     def sql(self, node: q.Query) -> str:
         match node:
@@ -53,27 +73,50 @@ class Condition:
             case q.Exists(field):
                 if field == q.TIMESTAMP:
                     return "1"
+                column = self._column(field)
+                if column is not None:
+                    return f"({column} IS NOT NULL)"
                 # JSON null and an empty list count as missing, as in Elasticsearch.
-                path = _literal(json_path(field))
-                return (f"(json_type(doc, {path}) NOT IN ('null', 'array') "
-                        f"OR json_array_length(doc, {path}) > 0)")
+                source, path = self._json(field)
+                return (f"(json_type({source}, {path}) NOT IN ('null', 'array') "
+                        f"OR json_array_length({source}, {path}) > 0)")
             case q.Range():
                 return self._range(node)
-            case q.Text(text, prefix):
-                match = '"' + text.replace('"', '""') + '"' + ("*" if prefix else "")
-                return (f"seq IN (SELECT rowid FROM {self.table}_text "
-                        f"WHERE {self.table}_text MATCH {self._param(match)})")
+            case q.Text():
+                # `+seq`: not a rowid lookup per match (then a sort of them all) but a probe
+                # of the matches' list, so `ORDER BY ts DESC LIMIT n` walks the ts index and
+                # stops at the n-th newest match; a hot column's index still leads if given.
+                return (f"+seq IN (SELECT rowid FROM {self.table}_text "
+                        f"WHERE {self.table}_text MATCH {self._param(fts_match(node))})")
         raise QueryError(f"unsupported query element: {node}")
 
     def _values(self, field: str, test: str) -> str:
         """`test` (over `{v}`) holds for the field's value or any element of its list."""
         if field == q.TIMESTAMP:
             raise QueryError("@timestamp takes a time or a range, e.g. @timestamp:>=now-1h")
-        path = _literal(json_path(field))
-        if field in INDEXED:                  # a scalar: the indexed expression, verbatim
-            return test.format(v=f"json_extract(doc, {path})")
-        return (f"EXISTS (SELECT 1 FROM json_each(doc, {path}) "
+        column = self._column(field)
+        if column is not None:                # a scalar column
+            return test.format(v=column)
+        source, path = self._json(field)
+        return (f"EXISTS (SELECT 1 FROM json_each({source}, {path}) "
                 f"WHERE type != 'object' AND {test.format(v='value')})")
+
+    def _column(self, field: str) -> str | None:
+        """The column (or expression) that holds a scalar field of this kind, if any."""
+        if field in self._hot:
+            return self._hot[field]
+        if field == "event.original":
+            return ORIGINAL.get(self.table)
+        return None
+
+    def _json(self, field: str) -> tuple[str, str]:
+        """The JSON text that holds a field, and the field's path in it (an SQL literal)."""
+        if self.table in ORIGINAL and (field == AUDIT or field.startswith(AUDIT + ".")):
+            rest = field[len(AUDIT) + 1:]
+            # '' in `audit`: the audit record is the raw record parsed (schema.sql).
+            source = f"(CASE WHEN audit = '' THEN {ORIGINAL[self.table]} ELSE audit END)"
+            return source, _literal(json_path(rest) if rest else "$")
+        return "doc", _literal(json_path(field))
 
     def _range(self, node: q.Range) -> str:
         if node.field == q.TIMESTAMP:
@@ -99,6 +142,11 @@ class Condition:
     def _param(self, value: Any) -> str:
         self.params.append(value)
         return "?"
+
+
+def fts_match(node: q.Text) -> str:
+    """A word, phrase or prefix as an FTS5 query string."""
+    return '"' + node.text.replace('"', '""') + '"' + ("*" if node.prefix else "")
 
 
 def json_path(field: str) -> str:
