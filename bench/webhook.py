@@ -296,8 +296,9 @@ def run_bench(args: argparse.Namespace, tmp: Path) -> None:
                                    cwd=REPO, stdout=subprocess.PIPE, stderr=err)
         gen_deadline = time.monotonic() + args.secs + SEND_GRACE_SECS + 180
         chunks: list[bytes] = []
-        reader = threading.Thread(target=lambda: chunks.append(gen.stdout.read()),  # type: ignore[union-attr]
-                                  daemon=True)
+        stdout = gen.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: chunks.append(stdout.read()), daemon=True)
         reader.start()
         next_count = 0.0
         while gen.poll() is None and time.monotonic() < gen_deadline:
