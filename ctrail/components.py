@@ -42,8 +42,8 @@ class Source(Protocol):
 class Parser(Protocol):
     dataset: ClassVar[str]
 
-    def parse(self, record: RawRecord) -> list[Event]:
-        """Normalise one raw record to zero or more Events. Pure. Raises InvalidInput."""
+    def parse(self, record: RawRecord) -> list[Event | Rejection]:
+        """Events, and a Rejection per bad part. Pure. Raises InvalidInput if the record is bad."""
 
 
 class Enricher(Protocol):

@@ -22,9 +22,11 @@ from collector.redact import TAG as REDACTED, Redactor
 from ctrail.components import RawRecord
 from ctrail.ecs import DATASET_K8S_AUDIT
 from ctrail.errors import InvalidInput, Reason
-from ctrail.event import Event
+from ctrail.event import Event, Rejection
+from ctrail.runtime.deadletter import rejection
 
 AUDIT_KINDS: Final = frozenset({"Event", "EventList"})
+COLLECT_STAGE: Final = "collect"       # the stage of item dead letters (ctrail.runtime.collect)
 TIMESTAMP_FIELDS: Final = ("requestReceivedTimestamp", "stageTimestamp", "timestamp")
 OBJECT_FIELDS: Final = ("user", "objectRef", "responseStatus", "annotations", "impersonatedUser")
 def unwrap_envelope(doc: dict[str, Any]) -> dict[str, Any]:
@@ -88,7 +90,11 @@ class K8sAuditParser:
         # Without the pipeline's key a per-process one: a clear secret is never kept either way.
         self.redactor = redactor or Redactor.ephemeral()
 
-    def parse(self, record: RawRecord) -> list[Event]:
+    def parse(self, record: RawRecord) -> list[Event | Rejection]:
+        """One Event per audit Event. An EventList gives an Event per good item and a dead
+        letter per bad one (that item alone: its own bytes, origin `<origin> items[i]`), so one
+        bad item does not take its batch of up to 400 to the DLQ. Raises InvalidInput when the
+        record as a whole is bad (not JSON, not an audit Event, items not an array)."""
         text = decode_text(record.data)
         doc = load_object(record.data, "audit record")   # bounded nesting: it must fit the bus
         if doc.get("kind") == "EventList":
@@ -96,21 +102,45 @@ class K8sAuditParser:
         return [to_event(unwrap_envelope(doc), text, record.data, record.received,
                          self.redactor)]
 
-    def _parse_list(self, doc: dict[str, Any], text: str, record: RawRecord) -> list[Event]:
+    def _parse_list(self, doc: dict[str, Any], text: str,
+                    record: RawRecord) -> list[Event | Rejection]:
         items = doc.get("items")
         if not isinstance(items, list):
             raise InvalidInput(Reason.SCHEMA_MISMATCH, "EventList without an items array")
         spans = member_spans(text, "items") or []
         if len(spans) != len(items):
             raise InvalidInput(Reason.SCHEMA_MISMATCH, "EventList items could not be delimited")
-        events = []
-        for item, (start, end) in zip(items, spans):
-            original = text[start:end]
-            if not isinstance(item, dict):
-                raise InvalidInput(Reason.SCHEMA_MISMATCH, "an EventList item is not an object")
-            events.append(to_event(item, original, original.encode(), record.received,
-                                   self.redactor))
-        return events
+        out: list[Event | Rejection] = []
+        for i, (item, (start, end)) in enumerate(zip(items, spans)):
+            original = text[start:end]              # the item's own bytes: its id and evidence
+            try:
+                if not isinstance(item, dict):
+                    raise InvalidInput(Reason.SCHEMA_MISMATCH, "the item is not an object")
+                out.append(to_event(with_list_type(item, doc), original, original.encode(),
+                                    record.received, self.redactor))
+            except InvalidInput as exc:
+                out.append(rejection(stage=COLLECT_STAGE, reason=exc.reason, detail=exc.detail,
+                                     origin=f"{record.origin} items[{i}]", raw=original.encode(),
+                                     dataset=DATASET_K8S_AUDIT))
+        return out
+
+
+def with_list_type(item: dict[str, Any], event_list: dict[str, Any]) -> dict[str, Any]:
+    """The item with the `kind` ("Event") and `apiVersion` it inherits from its EventList.
+
+    kube-apiserver's webhook backend leaves each item's TypeMeta empty: only the list names its
+    kind and version. The parsed dict (kubernetes.audit) gets them back, so an Event has the same
+    `kubernetes.audit.kind`/`apiVersion` (as Elastic's integration indexes them) whether it came
+    from the log file or the webhook, and rules and searches on them see both alike; the item's
+    bytes stay untouched in `event.original`, and its id still hashes them. An item that names a
+    kind of its own keeps it (check_shape refuses any but Event)."""
+    inherited: dict[str, Any] = {}
+    if item.get("kind") is None:
+        inherited["kind"] = "Event"
+    if item.get("apiVersion") is None and isinstance(event_list.get("apiVersion"), str):
+        inherited["apiVersion"] = event_list["apiVersion"]
+    # kind and apiVersion first, as in a logged Event; an explicit null is replaced too.
+    return {**inherited, **item, **inherited} if inherited else item
 
 
 def to_event(audit: dict[str, Any], original: str, raw: bytes, received: datetime,
