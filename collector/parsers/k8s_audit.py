@@ -68,7 +68,14 @@ def from_gke(doc: dict[str, Any]) -> dict[str, Any]:
         object_ref["subresource"] = rest[1]
     metadata = payload.get("requestMetadata") or {}
     status = payload.get("status") or {}
+    # The bodies, as an Event at Request/RequestResponse level carries them: detection rules
+    # read them, and the redactor hashes the secrets in them (event.original is then the
+    # redacted Event, not the entry).
+    bodies = {field: payload[key] for key, field in (("request", "requestObject"),
+                                                     ("response", "responseObject"))
+              if payload.get(key) is not None}
     return {
+        **bodies,
         "kind": "Event", "apiVersion": "audit.k8s.io/v1", "stage": "ResponseComplete",
         "verb": method.rsplit(".", 1)[-1],
         "user": {"username": (payload.get("authenticationInfo") or {}).get("principalEmail")},
