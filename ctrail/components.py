@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, Sequence
 
+from ctrail.errors import InvalidInput
 from ctrail.event import Alert, Event, Rejection
 
 
@@ -20,6 +21,8 @@ class RawRecord:
     origin: str                  # "path:line", or "endpoint request-id"
     received: datetime
     truncated: bool = False      # longer than the reader's cap: `data` holds only its start
+    # Already found malformed by its source (a bad forward frame): dead-lettered at intake.
+    rejected: InvalidInput | None = None
 
 
 class EndOfInput(Exception):

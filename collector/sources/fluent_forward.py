@@ -33,9 +33,8 @@ from collector import PARSERS
 from collector.sources import forward_protocol as fp
 from collector.sources.forward_connection import Connection
 from collector.sources.forward_records import entry_record
-from ctrail.components import Parser, RawRecord
+from ctrail.components import RawRecord
 from ctrail.errors import ConfigError, InvalidInput, Reason
-from ctrail.event import Event
 from ctrail.secrets import SecretRef, resolve_secret
 
 log = logging.getLogger(__name__)
@@ -114,25 +113,8 @@ class _Batch:
     """One carrier message's records: done once every one is committed."""
 
     records: list[RawRecord]
-    rejection: InvalidInput | None = None      # a malformed frame: its one record is dead
     remaining: int = 0
     done: threading.Event = field(default_factory=threading.Event)
-
-
-class ForwardParser:
-    """The configured parser, except for records this source already found malformed: those
-    raise their InvalidInput, so they reach the DLQ by the same path as parse failures."""
-
-    def __init__(self, source: "ForwardSource", parser: Parser) -> None:
-        self.source = source
-        self.parser = parser
-        self.dataset = parser.dataset
-
-    def parse(self, record: RawRecord) -> list[Event]:
-        entry = self.source.in_flight.get(id(record))
-        if entry is not None and entry.rejection is not None:
-            raise entry.rejection
-        return self.parser.parse(record)
 
 
 class ForwardSource:
@@ -158,10 +140,6 @@ class ForwardSource:
     @property
     def port(self) -> int:
         return int(self._listener.getsockname()[1])
-
-    def wrap_parser(self, parser: Parser) -> Parser:
-        """Called by the pipeline with the configured parser (see ForwardParser)."""
-        return ForwardParser(self, parser)
 
     def read(self, max_records: int) -> list[RawRecord]:
         # Records handed out before and never committed belong to a failed collect: their
@@ -196,10 +174,9 @@ class ForwardSource:
             for sock in self._connections:
                 _shutdown(sock)
 
-    def submit(self, records: list[RawRecord], rejection: InvalidInput | None = None
-               ) -> _Batch | None:
+    def submit(self, records: list[RawRecord]) -> _Batch | None:
         """Queue one message's records; None when the intake stayed full (the client retries)."""
-        batch = _Batch(records, rejection, len(records))
+        batch = _Batch(records, len(records))
         if not records:
             batch.done.set()
             return batch
@@ -222,8 +199,9 @@ class ForwardSource:
         origin = f"fluent_forward {self.name} {peer} tag={tag or '-'}"
         log.warning("Dead-lettered a forward frame; closing the connection.",
                     extra={"source": self.name, "peer": peer, "tag": tag, "reason": reason.value})
-        self.submit([RawRecord(raw, origin, datetime.now(timezone.utc))],
-                    InvalidInput(reason, detail))
+        # Marked as judged: intake dead-letters it as the parse step would have.
+        self.submit([RawRecord(raw, origin, datetime.now(timezone.utc),
+                               rejected=InvalidInput(reason, detail))])
 
     def _serve(self) -> None:
         while not self._closing.is_set():

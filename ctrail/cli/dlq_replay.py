@@ -44,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
         docs, _ = select(store, args.query, time_from, time_to, args.limit, args.all)
         letters = [Rejection.model_validate(doc) for doc in docs]
         parser_for = _parsers(settings, args.dry_run)
-        steps = [judge(dead, parser_for, settings.pipeline.max_record_bytes, args.source)
-                 for dead in letters]
+        steps = [judge(dead, parser_for, args.source) for dead in letters]
         if args.dry_run:
             return _print_plan(letters, steps, args.format)
         verdicts, behind = replay(settings, letters, steps, args.wait)
@@ -130,8 +129,8 @@ def _print_plan(letters: Sequence[Rejection], steps: Sequence[Step], output_form
 
 def _planned(step: Step) -> dict[str, Any]:
     match step:
-        case Parsed(events):
-            return {"action": "parse", "expected": f"replayed ({len(events)} events)"}
+        case Parsed(_, events):
+            return {"action": "parse", "expected": f"replayed ({events} events)"}
         case Rejected(again):
             return {"action": "parse" if again.stage == "collect" else "decode",
                     "expected": f"still rejected: {again.reason}", "reason": again.reason,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import uuid
+from typing import Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
@@ -12,9 +14,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from collector import PARSERS, build_parser
 from collector.sources.files import FileSource, check_inputs
 from ctrail.cli.common import add_common, settings_of
-from ctrail.components import EndOfInput
+from ctrail.components import EndOfInput, Parser, RawRecord
 from ctrail.errors import Unavailable
-from ctrail.runtime.collect import Collector
+from ctrail.event import Rejection
+from ctrail.runtime.collect import STAGE as PARSE_STEP, Collector, parse_record
 from ctrail.runtime.pipeline import STAGE_NAMES, Pipeline
 from sinks.evidence.audit_spool import drain as drain_spool
 
@@ -48,19 +51,54 @@ def run(args: argparse.Namespace) -> int:
             source = FileSource(args.files, settings.pipeline.max_record_bytes,
                                 on_progress=lambda n: progress.advance(task, n),
                                 reassemble=args.source == "container-log")
-            parser = build_parser(args.source, settings.data_dir, settings.redaction)
-            collector = pipeline.collector("ingest", source, parser)
+            if not embedded:
+                # The workers parse what this command publishes; it parses too, only to say
+                # what they will make of it (they report to no one).
+                source = _Counting(source, build_parser(args.source, settings.data_dir,
+                                                        settings.redaction))
+            # A name of this run's own: the chain also processes what an earlier, killed run
+            # left on the bus, and counts that under the earlier run's name.
+            name = f"ingest-{uuid.uuid4().hex[:12]}"
+            collector = pipeline.collector(name, source, args.source)
             _collect_all(collector, pipeline)
         behind = {} if embedded else pipeline.wait_processed(args.wait)
+        if embedded:
+            counts = pipeline.telemetry.snapshot().get(f"{PARSE_STEP}.{name}", {})
+            accepted, dead = counts.get("sent", 0), counts.get("dead_lettered", 0)
+        else:
+            accepted, dead = source.accepted, source.dead_lettered
     finally:
         pipeline.close()
-    counts = collector.counts
-    print(f"{counts.accepted} accepted, {counts.dead_lettered} dead-lettered")
+    print(f"{accepted} accepted, {dead} dead-lettered")
     if any(behind.values()):
         lags = ", ".join(f"{stage} {lag}" for stage, lag in behind.items() if lag)
         raise Unavailable(f"published, but the workers did not catch up within {args.wait:.0f} s "
                           f"(still to process: {lags}); are `ctrail worker` processes running?")
     return 0
+
+
+class _Counting:
+    """A source that also parses what it reads, to count events and dead letters."""
+
+    def __init__(self, source: FileSource, parser: Parser) -> None:
+        self.source, self.parser = source, parser
+        self.accepted = self.dead_lettered = 0
+
+    def read(self, max_records: int) -> list[RawRecord]:
+        records = self.source.read(max_records)
+        for record in records:
+            outcome = parse_record(self.parser, record)
+            items = [outcome] if isinstance(outcome, Rejection) else outcome
+            dead = sum(isinstance(item, Rejection) for item in items)
+            self.dead_lettered += dead
+            self.accepted += len(items) - dead
+        return records
+
+    def commit(self, records: Sequence[RawRecord]) -> None:
+        self.source.commit(records)
+
+    def close(self) -> None:
+        self.source.close()
 
 
 def _collect_all(collector: Collector, pipeline: Pipeline) -> None:

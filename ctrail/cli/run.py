@@ -9,7 +9,6 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Sequence
 
-from collector import build_parser
 from ctrail.cli.common import add_common, settings_of
 from ctrail.runtime.collect import Collector
 from ctrail.runtime.health import Heartbeat, all_alive
@@ -47,8 +46,7 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
     try:
         for name, config in (settings.sources.items() if with_sources else ()):
             source = config.build(name, settings.data_dir, settings.pipeline.max_record_bytes)
-            parser = build_parser(config.parser_name, settings.data_dir, settings.redaction)
-            collectors.append(pipeline.collector(name, source, parser))
+            collectors.append(pipeline.collector(name, source, config.parser_name))
         pipeline.start()
         # `ctrail run` publishes the audit records other commands spooled (sinks.evidence.
         # audit_spool); a `ctrail worker` does not, so workers sharing a host never race for it.

@@ -2,7 +2,8 @@
 
 Run N workers of a stage to share its load: they join the stage's consumer group and Kafka
 splits the topic's partitions between them. `collect` runs the configured sources (webhooks,
-tailers) and publishes to ctrail.raw.
+tailers) and appends what they read to ctrail.raw; `process` parses, enriches, detects and
+stores it (ctrail.runtime.chain).
 """
 
 from __future__ import annotations
@@ -12,20 +13,25 @@ import argparse
 from ctrail.cli.common import add_common, settings_of
 from ctrail.cli.run import serve
 from ctrail.errors import UsageError
-from ctrail.runtime.pipeline import STAGE_NAMES
+from ctrail.runtime.pipeline import FUSED_INTO_PROCESS, STAGE_NAMES
 
 COLLECT = "collect"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("worker", help="run one stage as a worker (distributed mode)")
-    parser.add_argument("stage", choices=(COLLECT, *STAGE_NAMES), metavar="STAGE",
+    parser.add_argument("stage", metavar="STAGE",
                         help=f"one of: {', '.join((COLLECT, *STAGE_NAMES))}")
     add_common(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stage in FUSED_INTO_PROCESS:
+        raise UsageError(f"the {args.stage} stage is now part of `process` (parse, enrich, "
+                         "detect and store in one chain): run `ctrail worker process`")
+    if args.stage not in (COLLECT, *STAGE_NAMES):
+        raise UsageError(f"no stage {args.stage!r}; one of: {', '.join((COLLECT, *STAGE_NAMES))}")
     settings = settings_of(args)
     if args.stage == COLLECT:
         if not settings.sources:

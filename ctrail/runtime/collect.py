@@ -1,39 +1,39 @@
-"""The collect step: raw records from a source, parsed, onto the raw topic (or the DLQ).
+"""Intake: raw records from a source onto ctrail.raw, as they are, then the source's ack.
 
-A source's records are committed (a file checkpoint saved, a webhook client answered) only
-after every event and dead letter they produced is durable on the bus.
+Intake does nothing per event: parsing, enrichment, detection and storage run in the
+processing chain (ctrail.runtime.chain), in its own thread or process, so a burst is absorbed
+by the raw log instead of by the sender. A source's records are committed (a file checkpoint
+saved, a webhook client answered) only after they are durable on the bus.
+
+Only what can never be parsed is judged here: a record the reader had to cut at
+max_record_bytes, or one its source already found malformed (a bad forward frame). Those go
+to the DLQ directly, under the parse step's name, as parse failures always have.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from ctrail.bus import DLQ, RAW, Producer
-from ctrail.bus.codec import encode
+from ctrail.bus.codec import RawEntry, encode
 from ctrail.components import Parser, RawRecord, Source
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event, Rejection
 from ctrail.runtime.deadletter import rejection
 from ctrail.runtime.telemetry import Telemetry
 
-STAGE = "collect"
+STAGE = "collect"           # the parse step's name in dead letters and in `dlq replay`
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class CollectCounts:
-    accepted: int = 0          # events published
-    dead_lettered: int = 0     # records dead-lettered
-
-
-def parse_record(parser: Parser, record: RawRecord, max_bytes: int) -> list[Event] | Rejection:
-    """Events from one record, or the dead letter that keeps it."""
+def parse_record(parser: Parser, record: RawRecord) -> list[Event | Rejection] | Rejection:
+    """Events (and dead letters of bad parts) from one record, or the dead letter that keeps
+    the whole record."""
+    judged = judged_at_intake(record, parser.dataset)
+    if judged is not None:
+        return judged
     try:
-        if record.truncated or len(record.data) > max_bytes:
-            raise InvalidInput(Reason.RECORD_TOO_LARGE,
-                               f"record exceeds max_record_bytes ({max_bytes})")
-        return parser.parse(record)
+        return list(parser.parse(record))
     except InvalidInput as exc:
         return rejection(stage=STAGE, reason=exc.reason, detail=exc.detail,
                          origin=record.origin, raw=record.data, dataset=parser.dataset)
@@ -44,35 +44,47 @@ def parse_record(parser: Parser, record: RawRecord, max_bytes: int) -> list[Even
                          raw=record.data, dataset=parser.dataset)
 
 
+def judged_at_intake(record: RawRecord, dataset: str) -> Rejection | None:
+    """The dead letter of a record that can never parse (cut, or judged by its source)."""
+    if record.rejected is None and not record.truncated:
+        return None
+    reason, detail = ((record.rejected.reason, record.rejected.detail) if record.rejected
+                      else (Reason.RECORD_TOO_LARGE,
+                            f"record exceeds max_record_bytes ({len(record.data)})"))
+    return rejection(stage=STAGE, reason=reason, detail=detail, origin=record.origin,
+                     raw=record.data, dataset=dataset)
+
+
 class Collector:
-    def __init__(self, name: str, source: Source, parser: Parser, producer: Producer,
-                 telemetry: Telemetry, max_record_bytes: int, batch_records: int) -> None:
+    """One source's intake: read a batch, append it to ctrail.raw, flush, commit the source.
+
+    `format` names the parser the chain will use (a `--source` name); `dataset` is that
+    parser's, for the dead letters of records judged here."""
+
+    def __init__(self, name: str, source: Source, format: str, dataset: str,
+                 producer: Producer, telemetry: Telemetry, batch_records: int) -> None:
         self.name = name
         self.source = source
-        self.parser = parser
+        self.format = format
+        self.dataset = dataset
         self.producer = producer
         self.telemetry = telemetry
-        self.max_record_bytes = max_record_bytes
         self.batch_records = batch_records
-        self.counts = CollectCounts()
 
     def run_once(self) -> int:
-        """Collect one batch; returns the records read. Raises EndOfInput at the end."""
+        """Take in one batch; returns the records read. Raises EndOfInput at the end."""
         records = self.source.read(self.batch_records)
-        accepted = dead = 0
+        dead = 0
         for record in records:
-            outcome = parse_record(self.parser, record, self.max_record_bytes)
-            if isinstance(outcome, Rejection):
-                self.producer.send(DLQ, key=outcome.key, value=encode(outcome))
+            judged = judged_at_intake(record, self.dataset)
+            if judged is not None:
+                self.producer.send(DLQ, key=judged.key, value=encode(judged))
                 dead += 1
                 continue
-            for event in outcome:
-                self.producer.send(RAW, key=event.key, value=encode(event))
-            accepted += len(outcome)
+            entry = RawEntry(self.format, self.name, record.origin, record.received, record.data)
+            self.producer.send(RAW, key=entry.key, value=entry.encode())
         self.producer.flush()
         self.source.commit(records)
-        self.counts.accepted += accepted
-        self.counts.dead_lettered += dead
-        self.telemetry.record(f"{STAGE}.{self.name}", received=len(records), sent=accepted,
+        self.telemetry.record(f"{STAGE}.{self.name}", received=len(records),
                               dead_lettered=dead)
         return len(records)

@@ -10,20 +10,23 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Callable, Final, Iterable, Sequence
 
+from collector import PARSERS
 from ctrail.bus import ALERTS, CORRELATE, DLQ, EVENTS, RAW, Bus
-from ctrail.bus.codec import Item
-from ctrail.components import Parser, Source
+from ctrail.bus.codec import Item, RawEntry
+from ctrail.components import Source, Store
 from ctrail.errors import Retryable
-from ctrail.event import Alert, Event
+from ctrail.event import Alert, Rejection
+from ctrail.runtime.chain import Chain
 from ctrail.runtime.collect import Collector
 from ctrail.runtime.rule_audit import record_rule_changes
 from ctrail.runtime.stage import Handler, Output, StageResult, StageWorker, isolate
 from ctrail.runtime.telemetry import Sample, Telemetry
 from ctrail.settings import Settings
-from detectors.window_state import Checkpoint, CorrelationEngine, StageState, Stateful
+from detectors.sigma_detector import SigmaDetector
+from detectors.stage_windows import StageWindows
+from detectors.window_state import CorrelationEngine
 
 log = logging.getLogger(__name__)
 
@@ -38,114 +41,68 @@ class Stage:
     idle: Callable[[], None] | None = None      # called when no input waits (StageWorker)
 
 
-def enrich_stage(settings: Settings, bus: Bus) -> Stage:
+def process_stage(ctx: "BuildContext") -> Stage:
+    """The fused chain (ctrail.runtime.chain): ctrail.raw parsed, enriched, detected, stored.
+    A change of the rule set since the last start is first recorded in our audit trail."""
+    settings = ctx.settings
     # The bus carries the entity graph's facts (ctrail.entities): rebuilt from it here.
-    enricher = settings.enrich.build(bus)
-
-    def handle(item: Item) -> list[Output]:
-        assert isinstance(item, Event)
-        event = enricher.enrich(item)
-        return [Output(EVENTS, event.key, event)]
-
-    def handle_batch(items: Sequence[Item]) -> StageResult:
-        enricher.begin_batch()
-        result = isolate("enrich", items, handle)
-        enricher.end_batch()          # facts durable before the runner commits the batch
-        return result
+    enricher = settings.enrich.build(ctx.bus)
+    try:
+        detector = ctx.detector()
+        record_rule_changes(settings, detector, ctx.bus)
+        chain = Chain(settings, enricher, detector, ctx.store(), ctx.telemetry)
+    except BaseException:
+        enricher.close()
+        raise
 
     def idle() -> None:
         # Facts that arrive without events (the Kubernetes API watcher's, other workers')
         # reach the graph and ctrail.entities now, not with the next event.
         enricher.begin_batch()
         enricher.end_batch()
-    return Stage(handle_batch, enricher.close, idle=idle)
+
+    def close() -> None:
+        chain.close()
+        enricher.close()
+    return Stage(chain, close, idle=idle)
 
 
-def detect_stage(settings: Settings, bus: Bus) -> Stage:
-    """Single-event alerts (suppressed by key) to ctrail.alerts; correlation candidates to
-    ctrail.correlate, keyed by correlation group, for the correlate stage's windows. A change
-    of the rule set since the last start is first recorded in our audit trail."""
-    detector = settings.detection.build()
-    record_rule_changes(settings, detector, bus)
-    window = StageWindows(settings, "detect", None)
-
-    def handle(item: Item) -> list[Output]:
-        assert isinstance(item, Event)
-        alerts, candidates = detector.detect(item)
-        return ([Output(ALERTS, alert.key, alert) for alert in window.admit(alerts)]
-                + [Output(CORRELATE, candidate.key, candidate) for candidate in candidates])
-
-    def handle_batch(items: Sequence[Item]) -> StageResult:
-        return window.finish(isolate("detect", items, handle), detector.advance)
-    return Stage(handle_batch, window.close)
-
-
-def correlate_stage(settings: Settings) -> Stage:
+def correlate_stage(ctx: "BuildContext") -> Stage:
     """Correlation windows over the candidates of ctrail.correlate (each group's candidates
     reach one worker: the topic is keyed by group), checkpointed in the data dir."""
-    correlations = settings.detection.build().correlations.rules
-    engine = CorrelationEngine(correlations, settings.detection.late_events_secs)
-    window = StageWindows(settings, "correlate", engine)
+    settings = ctx.settings
+    engine = CorrelationEngine(ctx.detector().correlations.rules,
+                               settings.detection.late_events_secs)
+    windows = StageWindows(settings.detection.suppression, settings.data_dir, "correlate",
+                           engine)
 
-    def handle(item: Item) -> list[Output]:
+    def observe(item: Item) -> list[Alert]:
         assert isinstance(item, Alert)
-        return [Output(ALERTS, alert.key, alert) for alert in window.admit(engine.observe(item))]
+        return windows.admit(engine.observe(item))
 
-    def handle_batch(items: Sequence[Item]) -> StageResult:
-        return window.finish(isolate("correlate", items, handle), engine.advance)
-    return Stage(handle_batch, window.close)
-
-
-class StageWindows:
-    """A detection stage's state: its correlation windows (if any) and suppression, restored
-    from data_dir/detection/<stage>.json and checkpointed there before the runner commits."""
-
-    def __init__(self, settings: Settings, stage: str, engine: CorrelationEngine | None) -> None:
-        config = settings.detection.suppression
-        self.suppressor = config.build() if config is not None else None
-        parts: dict[str, Stateful] = {"suppression": self.suppressor} if self.suppressor else {}
-        if engine is not None:
-            parts["windows"] = engine
-        checkpoint = Checkpoint(settings.data_dir / "detection" / f"{stage}.json")
-        self.state = StageState(checkpoint, parts) if parts else None
-
-    def admit(self, alerts: list[Alert]) -> list[Alert]:
-        if self.suppressor is None:
-            return alerts
-        return [passed for alert in alerts for passed in self.suppressor.admit(alert)]
-
-    def finish(self, result: StageResult, advance: Callable[[datetime], list[Alert]]
-               ) -> StageResult:
-        now = datetime.now(timezone.utc)
-        due = self.admit(advance(now)) + (self.suppressor.advance(now) if self.suppressor else [])
-        if self.state is None:
-            result.outputs.extend(Output(ALERTS, alert.key, alert) for alert in due)
-            return result
-        alerts = [out.item for out in result.outputs if out.topic == ALERTS]
-        others = [out for out in result.outputs if out.topic != ALERTS]
-        emitted = self.state.finish([*alerts, *due])     # type: ignore[list-item]
-        result.outputs = [*(Output(ALERTS, a.key, a) for a in emitted), *others]
-        return result
-
-    def close(self) -> None:
-        if self.state is not None:
-            self.state.save()
+    def handle(items: Sequence[Item | RawEntry]) -> StageResult:
+        rejected: list[Rejection] = []
+        found = isolate("correlate", items, observe, rejected)  # type: ignore[arg-type]
+        alerts = windows.finish([a for alerts in found for a in alerts], engine.advance)
+        return StageResult([Output(ALERTS, alert.key, alert) for alert in alerts], rejected)
+    return Stage(handle, windows.close)
 
 
-def store_stage(settings: Settings) -> Stage:
-    store = settings.store.build(settings.data_dir)
-    store.check()
+def store_stage(ctx: "BuildContext") -> Stage:
+    """Alerts and dead letters into the store (the chain stores its events itself)."""
+    store = ctx.store()
 
     def handle(items: Sequence[Item]) -> StageResult:
         written = store.write(items)
         if written.retry:
             raise Retryable(f"the store asked to retry {len(written.retry)} items")
         return StageResult(rejected=list(written.rejected))
-    return Stage(handle, store.close)
+    return Stage(handle)
 
 
-def forward_stage(settings: Settings) -> Stage:
+def forward_stage(ctx: "BuildContext") -> Stage:
     """Events and alerts to the configured `outputs` (Fluentd), each at least once."""
+    settings = ctx.settings
     sinks = [config.build() for config in settings.outputs.values()]
     for name, sink in zip(settings.outputs, sinks):
         try:
@@ -169,9 +126,10 @@ def forward_stage(settings: Settings) -> Stage:
     return Stage(handle, close)
 
 
-def notify_stage(settings: Settings) -> Stage:
+def notify_stage(ctx: "BuildContext") -> Stage:
     """Alerts into the notify outbox (durable before the runner commits them); the sender
     loop that delivers the outbox runs in this process, in a thread of its own."""
+    settings = ctx.settings
     assert settings.notify is not None
     service = settings.notify.build(settings.data_dir)
     service.start()
@@ -182,11 +140,12 @@ def notify_stage(settings: Settings) -> Stage:
     return Stage(handle, service.close, service.samples)
 
 
-def evidence_stage(settings: Settings) -> Stage:
+def evidence_stage(ctx: "BuildContext") -> Stage:
     """Events and alerts into the append-only evidence archive (sinks/evidence), durable and
     deduplicated by event id before the runner commits them."""
     from sinks.evidence.archive import EvidenceArchive
 
+    settings = ctx.settings
     assert settings.evidence is not None
     archive = EvidenceArchive.open_shared(settings.evidence, settings.data_dir)
 
@@ -196,20 +155,46 @@ def evidence_stage(settings: Settings) -> Stage:
     return Stage(handle, archive.close)
 
 
+@dataclass
+class BuildContext:
+    """What the stages of one process share: one detector (the rule files are read and
+    compiled once per start, whichever stages need them) and one store connection."""
+
+    settings: Settings
+    bus: Bus
+    telemetry: Telemetry
+    _detector: SigmaDetector | None = None
+    _store: Store | None = None
+
+    def detector(self) -> SigmaDetector:
+        if self._detector is None:
+            self._detector = self.settings.detection.build()
+        return self._detector
+
+    def store(self) -> Store:
+        if self._store is None:
+            store = self.settings.store.build(self.settings.data_dir)
+            store.check()
+            self._store = store
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
 @dataclass(frozen=True, slots=True)
 class StageSpec:
     name: str
     consumes: tuple[str, ...]
-    build: Callable[..., Stage]       # (settings), or (settings, bus) when uses_bus
-    uses_bus: bool = False
+    build: Callable[[BuildContext], Stage]
     enabled: Callable[[Settings], bool] = lambda _settings: True   # built only when it is
 
 
 STAGES: Final = (
-    StageSpec("enrich", consumes=(RAW,), build=enrich_stage, uses_bus=True),
-    StageSpec("detect", consumes=(EVENTS,), build=detect_stage, uses_bus=True),
+    StageSpec("process", consumes=(RAW,), build=process_stage),
     StageSpec("correlate", consumes=(CORRELATE,), build=correlate_stage),
-    StageSpec("store", consumes=(EVENTS, ALERTS, DLQ), build=store_stage),
+    StageSpec("store", consumes=(ALERTS, DLQ), build=store_stage),
     StageSpec("forward", consumes=(EVENTS, ALERTS), build=forward_stage,
               enabled=lambda settings: bool(settings.outputs)),
     StageSpec("evidence", consumes=(EVENTS, ALERTS), build=evidence_stage,
@@ -219,6 +204,8 @@ STAGES: Final = (
               and bool(settings.notify.receivers)),
 )
 STAGE_NAMES: Final = tuple(spec.name for spec in STAGES)
+# Stages of earlier releases that the chain now runs, for a clear word to their users.
+FUSED_INTO_PROCESS: Final = ("enrich", "detect")
 
 
 class Pipeline:
@@ -226,17 +213,20 @@ class Pipeline:
     mode runs them all; a distributed worker runs one."""
 
     def __init__(self, settings: Settings, stages: Sequence[str] = STAGE_NAMES) -> None:
+        unknown = set(stages) - set(STAGE_NAMES)
+        if unknown:
+            raise ValueError(f"no stage {', '.join(sorted(unknown))}; stages: {STAGE_NAMES}")
         self.settings = settings
         self.telemetry = Telemetry()
         self.bus = settings.bus.build(settings.data_dir)
         self.stages: list[Stage] = []
         self.workers: list[StageWorker] = []
         batch = settings.pipeline.batch_events
+        self.context = BuildContext(settings, self.bus, self.telemetry)
         try:
             for spec in STAGES:
                 if spec.name in stages and spec.enabled(settings):
-                    stage = (spec.build(settings, self.bus) if spec.uses_bus
-                             else spec.build(settings))
+                    stage = spec.build(self.context)
                     self.stages.append(stage)
                     if stage.metrics is not None:
                         self.telemetry.add_source(stage.metrics)
@@ -250,16 +240,10 @@ class Pipeline:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def collector(self, name: str, source: Source, parser: Parser) -> Collector:
-        # A source that already judged some records (a forward listener's malformed frames)
-        # wraps the parser, so its dead letters take the parse-failure path to the DLQ.
-        wrap = getattr(source, "wrap_parser", None)
-        parser = wrap(parser) if wrap is not None else parser
-        # A listener bounds its records itself (413 above its max_body_bytes): an audit batch
-        # it accepted must not then be dead-lettered whole for exceeding the line limit.
-        cap = getattr(source, "max_record_bytes", self.settings.pipeline.max_record_bytes)
-        return Collector(name, source, parser, self.bus.producer(), self.telemetry, cap,
-                         self.settings.pipeline.batch_events)
+    def collector(self, name: str, source: Source, format: str) -> Collector:
+        """Intake for `source`, whose records the chain parses as `format` (a --source name)."""
+        return Collector(name, source, format, PARSERS[format].dataset, self.bus.producer(),
+                         self.telemetry, self.settings.pipeline.batch_events)
 
     def step(self) -> int:
         """One batch through each stage, in this thread; returns the records processed."""
@@ -313,4 +297,6 @@ class Pipeline:
             worker.consumer.close()
         for stage in self.stages:
             stage.close()
+        if hasattr(self, "context"):
+            self.context.close()
         self.bus.close()

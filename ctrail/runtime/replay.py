@@ -1,11 +1,14 @@
 """Judging dead letters again: each one's original bytes back to the stage that rejected it.
 
-- `collect`: parsed again here, by the parser of the dead letter's dataset (or of the source the
-  user names, for records ingested with the wrong `--source`). The verdict is known at once:
-  events for ctrail.raw, or a dead letter for ctrail.dlq.
-- a later stage: the item, byte for byte, back onto that stage's input topic, where the stage
-  judges it again (in this process in embedded mode, in the workers on Kafka). What it rejects
-  is read back from ctrail.dlq (ctrail.runtime.dlq_watch) and matched here by `same_record`.
+- `collect` (the parse step): parsed again here, by the parser of the dead letter's dataset (or
+  of the source the user names, for records ingested with the wrong `--source`). The verdict is
+  known at once: the record goes to ctrail.raw for the chain (which parses it alike), or a dead
+  letter to ctrail.dlq.
+- a later step or stage: the item, byte for byte, back onto that stage's input topic (an event
+  rejected by a step of the chain goes back to ctrail.raw, as one of our own events), where it
+  is judged again (in this process in embedded mode, in the workers on Kafka). What is
+  rejected is read back from ctrail.dlq (ctrail.runtime.dlq_watch) and matched here by
+  `same_record`.
 
 A record that fails again is dead-lettered again with its new reason. A dead letter's id hashes
 its stage, origin, bytes and reason, so failing again for the same reason stores nothing new.
@@ -20,25 +23,31 @@ from typing import Callable, Final, Literal, Mapping, Sequence
 from pydantic import ValidationError
 
 from collector import source_of_dataset
-from ctrail.bus import DLQ, RAW, Producer
-from ctrail.bus.codec import MODEL_OF_TOPIC, decode, encode
+from ctrail.bus import DLQ, EVENTS, RAW, Producer
+from ctrail.bus.codec import MODEL_OF_TOPIC, RawEntry, decode, encode, event_entry
 from ctrail.components import Parser, RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event, Rejection
+from ctrail.runtime.chain import DETECT, ENRICH, STORE
 from ctrail.runtime.collect import STAGE as COLLECT, parse_record
 from ctrail.runtime.deadletter import rejection
 from ctrail.runtime.pipeline import STAGES
 
-# Where a later stage reads its input: a replayed item goes back there.
-INPUT_TOPICS: Final = {spec.name: spec.consumes for spec in STAGES}
+SOURCE: Final = "replay"                     # what the chain counts replayed records under
+# Where a later step or stage reads its input: a replayed item goes back there. The chain's
+# steps read ctrail.raw; the store stage also stores alerts and dead letters.
+_CONSUMES: Final = {spec.name: spec.consumes for spec in STAGES}
+INPUT_TOPICS: Final = {**_CONSUMES, ENRICH: (RAW,), DETECT: (RAW,),
+                       STORE: (RAW, *_CONSUMES[STORE])}
 ParserFor = Callable[[str], Parser]          # a `--source` name -> its parser
 
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """collect: the record parses now."""
+    """collect: the record parses now; `entry` takes it to the chain, which parses it alike."""
 
-    events: list[Event]
+    entry: RawEntry
+    events: int                              # how many events it makes
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +88,7 @@ def original_bytes(dead: Rejection) -> bytes:
     return dead.original.encode()
 
 
-def judge(dead: Rejection, parser_for: ParserFor, max_record_bytes: int,
-          source: str | None = None) -> Step:
+def judge(dead: Rejection, parser_for: ParserFor, source: str | None = None) -> Step:
     """What replaying `dead` means; pure (a parse, or a decode), nothing is published."""
     raw = original_bytes(dead)
     if dead.stage == COLLECT:
@@ -95,8 +103,11 @@ def judge(dead: Rejection, parser_for: ParserFor, max_record_bytes: int,
             return Unreplayable(f"no parser makes dataset {dead.dataset!r}; name one with --source")
         # Received when it was first dead-lettered: events without a time of their own keep it.
         record = RawRecord(raw, dead.origin, dead.timestamp)
-        outcome = parse_record(parser_for(name), record, max_record_bytes)
-        return Rejected(outcome) if isinstance(outcome, Rejection) else Parsed(outcome)
+        outcome = parse_record(parser_for(name), record)
+        if isinstance(outcome, Rejection):
+            return Rejected(outcome)
+        entry = RawEntry(name, SOURCE, dead.origin, dead.timestamp, raw)
+        return Parsed(entry, sum(isinstance(item, Event) for item in outcome))
     topics = INPUT_TOPICS.get(dead.stage)
     if topics is None:
         return Unreplayable(f"no stage {dead.stage!r} to give it back to")
@@ -107,10 +118,15 @@ def _resubmission(dead: Rejection, raw: bytes, topics: Sequence[str]) -> Step:
     problems = []
     for topic in topics:
         try:
-            item = decode(topic, raw)
+            # ctrail.raw takes an event as one of our own (the chain decodes it as it is).
+            item = decode(EVENTS if topic == RAW else topic, raw)
         except InvalidInput as exc:
             problems.append(exc.detail)
             continue
+        if topic == RAW:
+            assert isinstance(item, Event)
+            entry = event_entry(item, SOURCE)
+            return Resubmit(RAW, entry.key, entry.encode())
         return Resubmit(topic, item.key, raw)
     # Not an item of any of the stage's inputs: the stage could only refuse it again, as
     # undecodable; it is refused here, under the origin it had.
@@ -122,9 +138,8 @@ def _resubmission(dead: Rejection, raw: bytes, topics: Sequence[str]) -> Step:
 def publish(step: Step, producer: Producer) -> None:
     """Send what `step` produced; durable once the producer is flushed."""
     match step:
-        case Parsed(events):
-            for event in events:
-                producer.send(RAW, key=event.key, value=encode(event))
+        case Parsed(entry):
+            producer.send(RAW, key=entry.key, value=entry.encode())
         case Rejected(again):
             producer.send(DLQ, key=again.key, value=encode(again))
         case Resubmit(topic, key, value):

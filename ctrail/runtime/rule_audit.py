@@ -1,14 +1,14 @@
 """The detection stage's `rules-change` audit record.
 
-When the detect stage starts, the rules it loaded are compared with the fingerprint remembered
+When the process stage (the chain) starts, the rules it loaded are compared with the fingerprint remembered
 in DATA_DIR/detection/rules.json (detectors.rule_fingerprint). If rules were added, removed or
 modified, one audit event names them; the very first start names the whole set as added.
 
 Why through the pipeline's own bus: the stage is built inside a Pipeline that already holds it
 (the local bus is locked by this very process; Kafka is connected), so
 sinks.evidence.audit_trail.record, which spools or opens the bus anew, would only take a detour.
-Published here, the record lands on ctrail.events, where this pipeline's store stage (or the
-store workers) keep it like any event.
+Published here, the record lands on ctrail.raw, where this pipeline's chain (or the process
+workers) stores it like any event.
 
 Order: publish and flush, then remember. A crash in between records the change again at the
 next start, with the same event id (from the generation and the new set's digest), so the
@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from ctrail.bus import EVENTS, Bus
-from ctrail.bus.codec import encode
+from ctrail.bus import Bus
+from ctrail.bus.codec import publish_event
 from ctrail.settings import Settings
 from detectors.rule_fingerprint import (Remembered, RuleChanges, changes, fingerprint, load,
                                         save, set_digest)
@@ -50,7 +50,7 @@ def record_rule_changes(settings: Settings, detector: SigmaDetector, bus: Bus) -
         "rule_paths": [str(p) for p in settings.detection.rule_paths]},
         identity=f"{ACTION}\x00{generation}\x00{set_digest(current)}")
     producer = bus.producer()           # only now: on Kafka each producer is a connection
-    producer.send(EVENTS, event.key, encode(event))
+    publish_event(producer, event, ACTION)
     producer.flush()
     save(path, Remembered(generation, current))
     log.info("The rule set changed since the last start.", extra={

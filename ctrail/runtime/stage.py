@@ -12,10 +12,10 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 from ctrail.bus import ALERTS, DLQ, Consumer, Producer, Record
-from ctrail.bus.codec import Item, decode, encode
+from ctrail.bus.codec import Item, RawEntry, decode, encode
 from ctrail.errors import InvalidInput, Reason, Retryable
 from ctrail.event import Alert, Rejection
 from ctrail.runtime.deadletter import rejection
@@ -39,29 +39,32 @@ class StageResult:
     rejected: list[Rejection] = field(default_factory=list)
 
 
-Handler = Callable[[Sequence[Item]], StageResult]
+Handler = Callable[[Sequence[Item | RawEntry]], StageResult]
+I = TypeVar("I", bound=Item)
+T = TypeVar("T")
 
 
-def isolate(stage: str, items: Sequence[Item], handle_one: Callable[[Item], list[Output]]
-            ) -> StageResult:
-    """Apply handle_one to each item; an item that fails is dead-lettered, not the batch."""
-    result = StageResult()
+def isolate(step: str, items: Sequence[I], apply: Callable[[I], T],
+            rejected: list[Rejection]) -> list[T]:
+    """apply() to each item; an item it fails on is dead-lettered alone (into `rejected`), not
+    its batch. Retryable is raised: the whole batch is tried again."""
+    results: list[T] = []
     for item in items:
         try:
-            result.outputs.extend(handle_one(item))
+            results.append(apply(item))
         except Retryable:
             raise
         except InvalidInput as exc:
-            result.rejected.append(_reject_item(stage, item, exc.reason, exc.detail))
+            rejected.append(_reject_item(step, item, exc.reason, exc.detail))
         except Exception as exc:  # a bug must not stall the pipeline: keep the item, say why
-            log.exception("Stage failed on an item.", extra={"stage": stage})
-            result.rejected.append(_reject_item(stage, item, Reason.STAGE_ERROR,
-                                                f"{type(exc).__name__}: {exc}"))
-    return result
+            log.exception("A step failed on an item.", extra={"step": step})
+            rejected.append(_reject_item(step, item, Reason.STAGE_ERROR,
+                                         f"{type(exc).__name__}: {exc}"))
+    return results
 
 
-def _reject_item(stage: str, item: Item, reason: Reason, detail: str) -> Rejection:
-    return rejection(stage=stage, reason=reason, detail=detail, origin=f"{stage} {item.key}",
+def _reject_item(step: str, item: Item, reason: Reason, detail: str) -> Rejection:
+    return rejection(stage=step, reason=reason, detail=detail, origin=f"{step} {item.key}",
                      raw=encode(item), dataset=getattr(getattr(item, "event", None), "dataset", None))
 
 
@@ -100,8 +103,8 @@ class StageWorker:
                                     if out.topic == ALERTS and isinstance(out.item, Alert))
         return len(records)
 
-    def _decode(self, records: Sequence[Record]) -> tuple[list[Item], list[Rejection]]:
-        items: list[Item] = []
+    def _decode(self, records: Sequence[Record]) -> tuple[list[Item | RawEntry], list[Rejection]]:
+        items: list[Item | RawEntry] = []
         undecodable: list[Rejection] = []
         for record in records:
             try:

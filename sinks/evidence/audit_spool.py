@@ -3,7 +3,7 @@
 Any ctrail command may append an audit record (one encoded Event a line) to
 DATA_DIR/audit-spool.jsonl; `ctrail run` picks the spool up at start and every few seconds,
 `ctrail ingest` at start. A pickup takes the whole spool at once by renaming it to
-audit-spool.draining.jsonl, publishes every line to ctrail.events, flushes, and only then
+audit-spool.draining.jsonl, publishes every line to ctrail.raw, flushes, and only then
 deletes the draining file. A crash before the delete leaves the draining file, which the next
 pickup publishes again before anything else. Publishing twice stores nothing twice: the lines
 are the encoded events with their ids, and both stores keep one document per event id
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Final
 
 from ctrail.bus import DLQ, EVENTS, Producer
-from ctrail.bus.codec import decode, encode
+from ctrail.bus.codec import decode, encode, publish_event
 from ctrail.durable import fsync_dir
 from ctrail.errors import InvalidInput, Retryable
 from ctrail.runtime.deadletter import rejection
@@ -102,7 +102,7 @@ def _publish_and_delete(path: Path, producer: Producer) -> int:
                              dataset="containertrail.audit")
             producer.send(DLQ, dead.key, encode(dead))
         else:
-            producer.send(EVENTS, event.key, line)
+            publish_event(producer, event, "audit-spool")
     producer.flush()                    # durable on the bus before the file goes
     path.unlink()
     if lines:
@@ -120,7 +120,7 @@ def _is_at(handle: IO[bytes], path: Path) -> bool:
 
 
 class SpoolPickup:
-    """Drains the spool into ctrail.events at start, every `every_secs`, and once more at stop,
+    """Drains the spool into ctrail.raw at start, every `every_secs`, and once more at stop,
     from a thread of its own (`ctrail run`)."""
 
     def __init__(self, data_dir: Path, producer: Producer,

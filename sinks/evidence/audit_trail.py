@@ -1,8 +1,8 @@
 """Our own audit trail: who searched, hunted, exported or verified evidence, ran a report,
 expired records, replayed dead letters, and how the rule set changed.
 
-Each action becomes an Event of dataset `containertrail.audit` on ctrail.events, so it is
-stored, forwarded to the configured outputs, archived as evidence and searchable like any
+Each action becomes an Event of dataset `containertrail.audit` on ctrail.raw, so the chain
+stores it and it is forwarded to the configured outputs, archived as evidence and searchable like any
 event (`ctrail search 'event.dataset:containertrail.audit'`). The details of an action (query,
 time range, counts, files) are in event.original as JSON: kept verbatim, but out of the
 free-text index, so searching for a word does not find the earlier searches for it.
@@ -32,8 +32,7 @@ from typing import Any, Final
 import orjson
 
 from collector.identity import event_id
-from ctrail.bus import EVENTS
-from ctrail.bus.codec import encode
+from ctrail.bus.codec import encode, publish_event
 from ctrail.errors import Retryable
 from ctrail.event import Event, EventInfo, Host, User
 from ctrail.settings import Settings
@@ -95,7 +94,7 @@ def _publish(settings: Settings, event: Event) -> None:
         try:
             producer = bus.producer()
             audit_spool.drain(settings.data_dir, producer)
-            producer.send(EVENTS, event.key, encode(event))
+            publish_event(producer, event, "audit-trail")
             producer.flush()
         finally:
             bus.close()

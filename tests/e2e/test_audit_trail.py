@@ -170,8 +170,8 @@ def test_a_rule_change_is_recorded_once_at_the_next_start(ctrail, rules_dir: Pat
 def test_a_detect_stage_of_its_own_records_the_rule_set(ctrail, tmp_data_dir: Path) -> None:  # type: ignore[no-untyped-def]
     from ctrail.runtime.pipeline import Pipeline
 
-    # What `ctrail worker detect` builds: only the detect stage, on the configured bus.
-    Pipeline(Settings(data_dir=tmp_data_dir), ("detect",)).close()
+    # What `ctrail worker process` builds: only the chain, on the configured bus.
+    Pipeline(Settings(data_dir=tmp_data_dir), ("process",)).close()
     assert ctrail("ingest", "--source", "k8s-audit", SAMPLES[0]).status == 0
     (recorded,) = trail(ctrail)
     assert details(recorded)["added"] == rule_ids(PACKAGED_RULES)

@@ -70,7 +70,7 @@ ops: {{port: {ops_port}, token: {{env: TEST_OPS_TOKEN}}}}
         assert (health.returncode, health.stdout.strip()) == (0, "healthy: run")
         assert ops_get(ops_port, "/readyz") == (200, "ready\n")
         status, metrics = ops_get(ops_port, "/metrics")
-        stored = re.search(r'ctrail_stage_received_total\{stage="store"\} (\d+)', metrics)
+        stored = re.search(r'ctrail_stage_received_total\{stage="process"\} (\d+)', metrics)
         assert status == 200 and stored and int(stored.group(1)) >= 3
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -22,7 +22,7 @@ class BrokenParser:
 def test_a_parser_bug_dead_letters_the_record_with_its_reason(
         caplog: pytest.LogCaptureFixture) -> None:
     record = RawRecord(b'{"a": 1}', "audit.log:7", datetime.now(timezone.utc))
-    dead = parse_record(BrokenParser(), record, 1024)
+    dead = parse_record(BrokenParser(), record)
     assert not isinstance(dead, list)
     assert (dead.reason, dead.origin, dead.original) == ("stage_error", "audit.log:7", '{"a": 1}')
     assert "KeyError" in dead.detail

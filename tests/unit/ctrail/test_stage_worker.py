@@ -9,15 +9,16 @@ from typing import Iterator, Sequence
 import pytest
 
 from collector.parsers.k8s_audit import K8sAuditParser
-from ctrail.bus import DLQ, EVENTS, RAW
+from ctrail.bus import DLQ, EVENTS
 from ctrail.bus.codec import Item, decode, encode
 from ctrail.bus.local import LocalBus
 from ctrail.components import RawRecord
 from ctrail.errors import Retryable
-from ctrail.event import Event
+from ctrail.event import Event, Rejection
 from ctrail.runtime.stage import Output, StageResult, StageWorker, isolate
 from ctrail.runtime.telemetry import Telemetry
 
+OUT = "test.out"
 LINE = (b'{"kind":"Event","auditID":"a","verb":"get","stage":"ResponseComplete",'
         b'"requestReceivedTimestamp":"2026-01-01T00:00:00Z"}')
 
@@ -29,22 +30,22 @@ def bus(tmp_path: Path) -> Iterator[LocalBus]:
     for i in range(3):
         event = K8sAuditParser().parse(RawRecord(LINE.replace(b'"a"', f'"{i}"'.encode()), "t",
                                                  datetime.now(timezone.utc)))[0]
-        producer.send(RAW, key=event.key, value=encode(event))
+        producer.send(EVENTS, key=event.key, value=encode(event))
     producer.flush()
     yield bus
     bus.close()
 
 
 def passthrough(items: Sequence[Item]) -> StageResult:
-    return StageResult(outputs=[Output(EVENTS, item.key, item) for item in items])
+    return StageResult(outputs=[Output(OUT, item.key, item) for item in items])
 
 
 def test_a_batch_is_published_then_committed(bus: LocalBus) -> None:
-    worker = StageWorker("enrich", bus.consumer("enrich", [RAW]), bus.producer(), passthrough,
+    worker = StageWorker("enrich", bus.consumer("enrich", [EVENTS]), bus.producer(), passthrough,
                          Telemetry())
     assert worker.run_once(timeout_secs=0) == 3
     assert worker.consumer.lag() == 0
-    assert len(bus.consumer("check", [EVENTS]).poll(10, timeout_secs=0)) == 3
+    assert len(bus.consumer("check", [OUT]).poll(10, timeout_secs=0)) == 3
     assert worker.telemetry.stages["enrich"].sent == 3
 
 
@@ -57,7 +58,7 @@ def test_a_retryable_failure_commits_nothing_and_the_batch_comes_back(bus: Local
             raise Retryable("store is down")
         return passthrough(items)
 
-    worker = StageWorker("store", bus.consumer("store", [RAW]), bus.producer(), flaky, Telemetry())
+    worker = StageWorker("store", bus.consumer("store", [EVENTS]), bus.producer(), flaky, Telemetry())
     with pytest.raises(Retryable):
         worker.run_once(timeout_secs=0)
     assert worker.consumer.lag() > 0
@@ -71,12 +72,17 @@ def test_an_item_that_breaks_the_handler_is_dead_lettered_and_the_rest_go_on(bus
         assert isinstance(item, Event)
         if item.kubernetes and item.kubernetes.audit and item.kubernetes.audit["auditID"] == "1":
             raise KeyError("surprise")
-        return [Output(EVENTS, item.key, item)]
+        return [Output(OUT, item.key, item)]
 
-    worker = StageWorker("enrich", bus.consumer("enrich", [RAW]), bus.producer(),
-                         lambda items: isolate("enrich", items, buggy), Telemetry())
+    def handler(items: Sequence[Item]) -> StageResult:
+        rejected: list[Rejection] = []
+        outputs = isolate("enrich", items, buggy, rejected)
+        return StageResult([out for outs in outputs for out in outs], rejected)
+
+    worker = StageWorker("enrich", bus.consumer("enrich", [EVENTS]), bus.producer(), handler,
+                         Telemetry())
     assert worker.run_once(timeout_secs=0) == 3
-    assert len(bus.consumer("check", [EVENTS]).poll(10, timeout_secs=0)) == 2
+    assert len(bus.consumer("check", [OUT]).poll(10, timeout_secs=0)) == 2
     (dead,) = bus.consumer("check", [DLQ]).poll(10, timeout_secs=0)
     rejection = decode(DLQ, dead.value)
     assert rejection.reason == "stage_error" and "KeyError" in rejection.detail
@@ -85,9 +91,9 @@ def test_an_item_that_breaks_the_handler_is_dead_lettered_and_the_rest_go_on(bus
 
 def test_a_record_that_does_not_decode_is_dead_lettered(bus: LocalBus) -> None:
     producer = bus.producer()
-    producer.send(RAW, key="x", value=b'{"not": "an event"}')
+    producer.send(EVENTS, key="x", value=b'{"not": "an event"}')
     producer.flush()
-    worker = StageWorker("enrich", bus.consumer("enrich", [RAW]), bus.producer(), passthrough,
+    worker = StageWorker("enrich", bus.consumer("enrich", [EVENTS]), bus.producer(), passthrough,
                          Telemetry())
     assert worker.run_once(timeout_secs=0) == 4
     (dead,) = bus.consumer("check", [DLQ]).poll(10, timeout_secs=0)

@@ -1,0 +1,138 @@
+"""The processing chain: parse → enrich → detect → store over one batch of ctrail.raw.
+
+Fused, as Flink chains operators in one task: each event is decoded once (by its parser, at the
+edge) and handed from step to step as the same object, with no encode, log append or fsync
+between steps. The chain writes its events to the store itself; the StageWorker commits the
+batch's raw position only after that write and the chain's outputs are durable, so a kill -9
+anywhere redelivers the batch, and the store (idempotent by event id) keeps each event once.
+
+Topics remain only where the key changes or another process needs the items:
+- ctrail.correlate: correlation candidates, keyed by group (the correlate stage's windows);
+- ctrail.alerts: alerts, for the store, notify, evidence and forward stages;
+- ctrail.dlq: what a step rejected (stored by the store stage; `dlq replay` reads verdicts);
+- ctrail.events: the stored events, only when the evidence archive or an output needs them.
+
+Order inside a batch: events are stored before detection runs, so a store that asks to retry
+leaves the detector's state (suppression, tag history) untouched by the retried batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from collector import build_parser
+from ctrail.bus import ALERTS, CORRELATE, EVENTS
+from ctrail.bus.codec import EVENT_FORMAT, RawEntry, decode
+from ctrail.components import Parser, RawRecord, Store
+from ctrail.errors import InvalidInput, Reason, Retryable
+from ctrail.event import Alert, Event, Rejection
+from ctrail.runtime.collect import STAGE as PARSE_STEP, parse_record
+from ctrail.runtime.deadletter import rejection
+from ctrail.runtime.stage import Output, StageResult, isolate
+from ctrail.runtime.telemetry import Telemetry
+from ctrail.settings import Settings
+from detectors.sigma_detector import SigmaDetector
+from detectors.stage_windows import StageWindows
+from enrich import GraphEnricher
+
+log = logging.getLogger(__name__)
+# The chain's steps, as dead letters name them (and `dlq replay` gives their items back).
+ENRICH, DETECT, STORE = "enrich", "detect", "store"
+CHAIN_STEPS = (PARSE_STEP, ENRICH, DETECT, STORE)
+
+
+class Parsers:
+    """Each `--source` format's parser, built on first use (one per process)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._built: dict[str, Parser] = {}
+
+    def __call__(self, name: str) -> Parser:
+        parser = self._built.get(name)
+        if parser is None:
+            parser = build_parser(name, self.settings.data_dir, self.settings.redaction)
+            self._built[name] = parser
+        return parser
+
+
+class Chain:
+    """The handler of the `process` stage (see the module docstring)."""
+
+    def __init__(self, settings: Settings, enricher: GraphEnricher, detector: SigmaDetector,
+                 store: Store, telemetry: Telemetry) -> None:
+        self.parsers = Parsers(settings)
+        self.enricher = enricher
+        self.detector = detector
+        self.windows = StageWindows(settings.detection.suppression, settings.data_dir,
+                                    DETECT, None)
+        self.store = store
+        self.telemetry = telemetry
+        # Stored events travel on only where a consumer of ctrail.events is configured.
+        self.publish_events = settings.evidence is not None or bool(settings.outputs)
+
+    def __call__(self, entries: Sequence[object]) -> StageResult:
+        rejected: list[Rejection] = []
+        events = self._parse(entries, rejected)
+        self.enricher.begin_batch()
+        events = isolate(ENRICH, events, self.enricher.enrich, rejected)
+        self.enricher.end_batch()          # facts durable before the runner commits
+        written = self.store.write(events)
+        if written.retry:
+            raise Retryable(f"the store asked to retry {len(written.retry)} items")
+        rejected.extend(written.rejected)
+        outputs = [Output(EVENTS, event.key, event) for event in events] \
+            if self.publish_events else []
+        alerts: list[Alert] = []
+        for found, candidates in isolate(DETECT, events, self.detector.detect, rejected):
+            alerts.extend(self.windows.admit(found))
+            outputs.extend(Output(CORRELATE, c.key, c) for c in candidates)
+        alerts = self.windows.finish(alerts, self.detector.advance)
+        outputs.extend(Output(ALERTS, alert.key, alert) for alert in alerts)
+        return StageResult(outputs, rejected)
+
+    def _parse(self, entries: Sequence[object], rejected: list[Rejection]) -> list[Event]:
+        """Each entry decoded once; dead letters for what does not parse. Counted per source
+        (what `ctrail ingest` reports, and /metrics' collect.<source>)."""
+        events: list[Event] = []
+        counts: dict[str, list[int]] = {}
+        for entry in entries:
+            assert isinstance(entry, RawEntry)
+            outcome = self._parse_one(entry)
+            tally = counts.setdefault(entry.source, [0, 0])
+            if isinstance(outcome, Rejection):
+                rejected.append(outcome)
+                tally[1] += 1
+                continue
+            for item in outcome:
+                if isinstance(item, Rejection):
+                    rejected.append(item)
+                    tally[1] += 1
+                else:
+                    events.append(item)
+                    tally[0] += 1
+        for source, (parsed, dead) in counts.items():
+            self.telemetry.record(f"{PARSE_STEP}.{source}", sent=parsed, dead_lettered=dead)
+            if dead:
+                log.warning("Records of a batch were dead-lettered.",
+                            extra={"source": source, "dead_lettered": dead, "parsed": parsed})
+        return events
+
+    def _parse_one(self, entry: RawEntry) -> list[Event | Rejection] | Rejection:
+        if entry.format == EVENT_FORMAT:
+            try:
+                return [decode(EVENTS, entry.data)]  # type: ignore[list-item]
+            except InvalidInput as exc:
+                return rejection(stage=PARSE_STEP, reason=exc.reason, detail=exc.detail,
+                                 origin=entry.origin, raw=entry.data, dataset=None)
+        try:
+            parser = self.parsers(entry.format)
+        except KeyError:
+            return rejection(stage=PARSE_STEP, reason=Reason.UNDECODABLE,
+                             detail=f"no parser for the format {entry.format!r}",
+                             origin=entry.origin, raw=entry.data, dataset=None)
+        return parse_record(parser, RawRecord(entry.data, entry.origin, entry.received))
+
+    def close(self) -> None:
+        self.windows.close()
