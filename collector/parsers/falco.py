@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Final
 
+import orjson
+
 from collector.identity import event_id
 from collector.parsers.common import (decode_text, from_epoch, load_object, optional_obj,
                                       optional_str, parse_time)
+from collector.redact import TAG as REDACTED, Redactor
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event, Severity
@@ -56,16 +59,25 @@ class FalcoParser:
 
     dataset: ClassVar[str] = DATASET
 
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        # Command lines and env dumps carry passwords and tokens (collector.redact's policy);
+        # without the pipeline's key a per-process one: a clear secret is never kept either way.
+        self.redactor = redactor or Redactor.ephemeral()
+
     def parse(self, record: RawRecord) -> list[Event]:
         text = decode_text(record.data)
         alert = load_object(record.data, "Falco alert")
         rule = optional_str(alert, "rule")
         if rule is None or not isinstance(alert.get("output"), str):
             raise InvalidInput(Reason.SCHEMA_MISMATCH, "a Falco alert has a rule and an output")
-        return [to_event(alert, rule, text, record)]
+        redacted = self.redactor.falco(alert)
+        if redacted is not None:        # event.original re-serialised, as for audit events
+            alert, text = redacted, orjson.dumps(redacted).decode()
+        return [to_event(alert, rule, text, record, redacted is not None)]
 
 
-def to_event(alert: dict[str, Any], rule: str, text: str, record: RawRecord) -> Event:
+def to_event(alert: dict[str, Any], rule: str, text: str, record: RawRecord,
+             redacted: bool = False) -> Event:
     fields = optional_obj(alert, "output_fields")
     priority = optional_str(alert, "priority")
     severity = SEVERITY.get((priority or "").lower())
@@ -101,6 +113,7 @@ def to_event(alert: dict[str, Any], rule: str, text: str, record: RawRecord) -> 
         "process": process(ecs),
         "related": {"user": (ecs["user"]["name"],)} if ecs.get("user", {}).get("name") else None,
         "falco": alert,
+        "tags": (REDACTED,) if redacted else (),
     }
     return Event.model_validate(doc)
 
