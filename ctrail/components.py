@@ -45,6 +45,11 @@ class Source(Protocol):
 class Parser(Protocol):
     dataset: ClassVar[str]
 
+    def scrub(self, data: bytes) -> bytes:
+        """The raw record with every secret of it hashed (collector.redact), or `data` itself
+        when it holds none. Intake calls it before it appends anything: no secret is written,
+        not even to the raw log. Cheap on what cannot hold a secret; never raises."""
+
     def parse(self, record: RawRecord) -> list[Event | Rejection]:
         """Events, and a Rejection per bad part. Pure. Raises InvalidInput if the record is bad."""
 

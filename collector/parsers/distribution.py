@@ -31,6 +31,10 @@ class DistributionParser:
 
     dataset: ClassVar[str] = DATASET
 
+    def scrub(self, data: bytes) -> bytes:
+        """Nothing to redact: registry notifications carry no credentials (collector.redact's policy)."""
+        return data
+
     def parse(self, record: RawRecord) -> list[Event]:
         text = decode_text(record.data)
         envelope = load_object(record.data, "notification envelope")

@@ -18,7 +18,7 @@ import orjson
 from collector.identity import event_id
 from collector.parsers.common import (decode_text, from_epoch, load_object, optional_obj,
                                       optional_str, parse_time)
-from collector.redact import TAG as REDACTED, Redactor
+from collector.redact import PREFIX, TAG as REDACTED, Redactor
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event, Severity
@@ -64,6 +64,16 @@ class FalcoParser:
         # without the pipeline's key a per-process one: a clear secret is never kept either way.
         self.redactor = redactor or Redactor.ephemeral()
 
+    def scrub(self, data: bytes) -> bytes:
+        """The alert with every secret hashed, for intake to append (Falco alerts are few: each
+        is looked at); the alert itself when it holds none or is not JSON."""
+        try:
+            alert = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return data
+        redacted = self.redactor.falco(alert) if isinstance(alert, dict) else None
+        return data if redacted is None else orjson.dumps(redacted)
+
     def parse(self, record: RawRecord) -> list[Event]:
         text = decode_text(record.data)
         alert = load_object(record.data, "Falco alert")
@@ -73,7 +83,7 @@ class FalcoParser:
         redacted = self.redactor.falco(alert)
         if redacted is not None:        # event.original re-serialised, as for audit events
             alert, text = redacted, orjson.dumps(redacted).decode()
-        return [to_event(alert, rule, text, record, redacted is not None)]
+        return [to_event(alert, rule, text, record, redacted is not None or PREFIX in text)]
 
 
 def to_event(alert: dict[str, Any], rule: str, text: str, record: RawRecord,

@@ -43,6 +43,10 @@ class HarborParser:
 
     dataset: ClassVar[str] = DATASET
 
+    def scrub(self, data: bytes) -> bytes:
+        """Nothing to redact: Harbor webhooks carry no credentials (collector.redact's policy)."""
+        return data
+
     def parse(self, record: RawRecord) -> list[Event]:
         decode_text(record.data)        # refuses bytes that are not UTF-8, saying where
         payload = load_object(record.data, "Harbor payload")

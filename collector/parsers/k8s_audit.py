@@ -13,19 +13,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar, Final
 
+import re
+
 import orjson
 from pydantic import ValidationError
 
 from collector.identity import event_id
 from collector.parsers.common import decode_text, load_object, member_spans, parse_time
-from collector.redact import TAG as REDACTED, Redactor
+from collector.redact import HINT, PREFIX, SELF_EVIDENT, TAG as REDACTED, Redactor
 from ctrail.components import RawRecord
 from ctrail.ecs import DATASET_K8S_AUDIT
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event, Rejection
 from ctrail.runtime.deadletter import rejection
 
-AUDIT_KINDS: Final = frozenset({"Event", "EventList"})
+# What a record holds when the redactor may change it (collector.redact's policy): bodies (also
+# in AKS's string-encoded `properties.log` and GKE's protoPayload), self-evident credentials in
+# a user agent or annotation, or a credential-like query parameter in a request URI.
+BODY_HINTS: Final = (b"requestObject", b"responseObject", b"protoPayload", b'"properties"')
+SELF_EVIDENT_BYTES: Final = re.compile(SELF_EVIDENT.pattern.encode())
+URI_QUERY: Final = re.compile(rb'"requestURI"\s*:\s*"[^"?]*\?([^"]*)"')
+HINT_BYTES: Final = re.compile(HINT.pattern.encode())
 COLLECT_STAGE: Final = "collect"       # the stage of item dead letters (ctrail.runtime.collect)
 TIMESTAMP_FIELDS: Final = ("requestReceivedTimestamp", "stageTimestamp", "timestamp")
 OBJECT_FIELDS: Final = ("user", "objectRef", "responseStatus", "annotations", "impersonatedUser")
@@ -97,6 +105,72 @@ class K8sAuditParser:
         # Without the pipeline's key a per-process one: a clear secret is never kept either way.
         self.redactor = redactor or Redactor.ephemeral()
 
+    def scrub(self, data: bytes) -> bytes:
+        """The record with every secret hashed, for intake to append (nothing unredacted is
+        ever written); the record itself, untouched and unparsed, when it cannot hold one (a
+        Metadata-level event: most of a real cluster's log). A record that is not JSON is left
+        to the parse step, which dead-letters it."""
+        if not may_hold_secret(data):
+            return data
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return data
+        if not isinstance(doc, dict) or not self._redact_document(doc):
+            return data
+        return orjson.dumps(doc)
+
+    def _redact_document(self, doc: dict[str, Any]) -> bool:
+        """Redact `doc` in place, wherever it keeps audit Events; True when anything changed."""
+        if doc.get("kind") == "EventList" and isinstance(doc.get("items"), list):
+            changed = False
+            for i, item in enumerate(doc["items"]):
+                if isinstance(item, dict):
+                    redacted = self.redactor.audit(item)
+                    if redacted is not None:
+                        doc["items"][i], changed = redacted, True
+            return changed
+        if isinstance(doc.get("protoPayload"), dict):
+            return self._redact_gke(doc)
+        properties = doc.get("properties")
+        if isinstance(properties, dict) and "log" in properties:
+            inner = properties["log"]
+            as_text = isinstance(inner, str)
+            try:
+                inner = orjson.loads(inner) if as_text else inner
+            except orjson.JSONDecodeError:
+                return False
+            redacted = self.redactor.audit(inner) if isinstance(inner, dict) else None
+            if redacted is None:
+                return False
+            properties["log"] = orjson.dumps(redacted).decode() if as_text else redacted
+            return True
+        redacted = self.redactor.audit(doc)
+        if redacted is None:
+            return False
+        doc.clear()
+        doc.update(redacted)
+        return True
+
+    def _redact_gke(self, doc: dict[str, Any]) -> bool:
+        """GKE: the entry's fields redacted as the audit Event from_gke makes of them."""
+        try:
+            audit = from_gke(doc)
+        except InvalidInput:
+            return False
+        redacted = self.redactor.audit(audit)
+        if redacted is None:
+            return False
+        payload, metadata = doc["protoPayload"], doc["protoPayload"].get("requestMetadata")
+        for key, field in (("request", "requestObject"), ("response", "responseObject")):
+            if field in redacted:
+                payload[key] = redacted[field]
+        if isinstance(metadata, dict) and redacted.get("userAgent") is not None:
+            metadata["callerSuppliedUserAgent"] = redacted["userAgent"]
+        if doc.get("labels"):
+            doc["labels"] = redacted.get("annotations")
+        return True
+
     def parse(self, record: RawRecord) -> list[Event | Rejection]:
         """One Event per audit Event. An EventList gives an Event per good item and a dead
         letter per bad one (that item alone: its own bytes, origin `<origin> items[i]`), so one
@@ -132,6 +206,13 @@ class K8sAuditParser:
         return out
 
 
+def may_hold_secret(data: bytes) -> bool:
+    """A cheap superset test on the raw bytes: False means the redactor would change nothing."""
+    if any(hint in data for hint in BODY_HINTS) or SELF_EVIDENT_BYTES.search(data):
+        return True
+    return any(HINT_BYTES.search(query) for query in URI_QUERY.findall(data))
+
+
 def with_list_type(item: dict[str, Any], event_list: dict[str, Any]) -> dict[str, Any]:
     """The item with the `kind` ("Event") and `apiVersion` it inherits from its EventList.
 
@@ -156,7 +237,8 @@ def to_event(audit: dict[str, Any], original: str, raw: bytes, received: datetim
 
     When the redactor replaced a secret, `event.original` is the redacted Event re-serialised,
     tagged `redacted`: evidence "byte for byte" cannot hold a secret the store must never hold.
-    `event.id` still hashes the raw bytes, so a replay keeps its id."""
+    `event.id` hashes `raw`, the bytes as intake appended them (already scrubbed of secrets
+    there, so they are the same at every replay)."""
     check_shape(audit)
     redacted = redactor.audit(audit, original) if redactor is not None else None
     if redacted is not None:
@@ -190,7 +272,8 @@ def to_event(audit: dict[str, Any], original: str, raw: bytes, received: datetim
         "kubernetes": {"namespace": object_ref.get("namespace"), "audit": audit},
         "related": {"user": tuple(names), "ip": tuple(source_ips)},
         "tags": (() if timestamp else ("timestamp_from_ingest",))
-        + ((REDACTED,) if redacted is not None else ()),
+        # Redacted here, or already at intake (Parser.scrub): the hashes are in the original.
+        + ((REDACTED,) if redacted is not None or PREFIX in original else ()),
     }
     try:
         return Event.model_validate(doc)

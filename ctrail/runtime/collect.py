@@ -2,7 +2,9 @@
 
 Intake does nothing per event: parsing, enrichment, detection and storage run in the
 processing chain (ctrail.runtime.chain), in its own thread or process, so a burst is absorbed
-by the raw log instead of by the sender. A source's records are committed (a file checkpoint
+by the raw log instead of by the sender. The one exception is secrets: a record that may hold
+one (a byte test, false for Metadata-level audit events) is redacted before it is appended,
+so the raw log, like every other file, never holds a clear secret. A source's records are committed (a file checkpoint
 saved, a webhook client answered) only after they are durable on the bus.
 
 Only what can never be parsed is judged here: a record the reader had to cut at
@@ -56,17 +58,19 @@ def judged_at_intake(record: RawRecord, dataset: str) -> Rejection | None:
 
 
 class Collector:
-    """One source's intake: read a batch, append it to ctrail.raw, flush, commit the source.
+    """One source's intake: read a batch, scrub it, append it to ctrail.raw, flush, commit the
+    source.
 
-    `format` names the parser the chain will use (a `--source` name); `dataset` is that
-    parser's, for the dead letters of records judged here."""
+    `format` names the parser the chain will use (a `--source` name); that parser scrubs
+    secrets before anything is written (Parser.scrub) and names the dataset of the dead letters
+    of records judged here."""
 
-    def __init__(self, name: str, source: Source, format: str, dataset: str,
+    def __init__(self, name: str, source: Source, format: str, parser: Parser,
                  producer: Producer, telemetry: Telemetry, batch_records: int) -> None:
         self.name = name
         self.source = source
         self.format = format
-        self.dataset = dataset
+        self.parser = parser
         self.producer = producer
         self.telemetry = telemetry
         self.batch_records = batch_records
@@ -76,12 +80,13 @@ class Collector:
         records = self.source.read(self.batch_records)
         dead = 0
         for record in records:
-            judged = judged_at_intake(record, self.dataset)
+            judged = judged_at_intake(record, self.parser.dataset)
             if judged is not None:
                 self.producer.send(DLQ, key=judged.key, value=encode(judged))
                 dead += 1
                 continue
-            entry = RawEntry(self.format, self.name, record.origin, record.received, record.data)
+            entry = RawEntry(self.format, self.name, record.origin, record.received,
+                             self.parser.scrub(record.data))
             self.producer.send(RAW, key=entry.key, value=entry.encode())
         self.producer.flush()
         self.source.commit(records)

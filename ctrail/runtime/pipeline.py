@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Final, Iterable, Sequence
 
-from collector import PARSERS
+from collector import build_parser
 from ctrail.bus import ALERTS, CORRELATE, DLQ, EVENTS, RAW, Bus
 from ctrail.bus.codec import Item, RawEntry
 from ctrail.components import Source, Store
@@ -242,8 +242,9 @@ class Pipeline:
 
     def collector(self, name: str, source: Source, format: str) -> Collector:
         """Intake for `source`, whose records the chain parses as `format` (a --source name)."""
-        return Collector(name, source, format, PARSERS[format].dataset, self.bus.producer(),
-                         self.telemetry, self.settings.pipeline.batch_events)
+        parser = build_parser(format, self.settings.data_dir, self.settings.redaction)
+        return Collector(name, source, format, parser, self.bus.producer(), self.telemetry,
+                         self.settings.pipeline.batch_events)
 
     def step(self) -> int:
         """One batch through each stage, in this thread; returns the records processed."""

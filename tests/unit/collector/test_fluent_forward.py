@@ -23,10 +23,12 @@ from collector import PARSERS
 from collector.sources.fluent_forward import FluentForwardConfig, ForwardSource
 from collector.sources.forward_records import container_line, entry_record, tag_path
 from ctrail.bus import DLQ, RAW
-from ctrail.bus.codec import decode
+from ctrail.bus.codec import RawEntry, decode
 from ctrail.bus.local import LocalBus
+from ctrail.components import RawRecord
 from ctrail.errors import ConfigError
 from ctrail.event import Event, Rejection
+from ctrail.runtime.collect import parse_record
 from ctrail.runtime.pipeline import Pipeline
 from ctrail.settings import Settings
 
@@ -50,7 +52,7 @@ class Harness:
         self.pipeline = Pipeline(Settings(data_dir=tmp_path), stages=())
         self.config = FluentForwardConfig(port=0, **config)
         self.source = self.config.build("fwd", tmp_path, 1024 * 1024)
-        self.collector = self.pipeline.collector("fwd", self.source, PARSERS[self.config.parser]())
+        self.collector = self.pipeline.collector("fwd", self.source, self.config.parser)
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -69,12 +71,24 @@ class Harness:
         self.pipeline.close()
 
     def items(self, topic: str, want: int, timeout: float = 10.0) -> list[Any]:
-        consumer = self.pipeline.bus.consumer(f"test-{topic}", (topic,))
+        """RAW: the events the chain makes of what intake appended; DLQ: the dead letters,
+        intake's own and the parse step's."""
+        parser = PARSERS[self.config.parser]()
+        consumers = {name: self.pipeline.bus.consumer(f"test-{topic}-{name}", (name,))
+                     for name in (RAW, DLQ)}
         got: list[Any] = []
         deadline = time.monotonic() + timeout
         while len(got) < want and time.monotonic() < deadline:
-            got += [decode(topic, r.value) for r in consumer.poll(1000, timeout_secs=0.2)]
-        consumer.close()
+            for record in consumers[RAW].poll(1000, timeout_secs=0.1):
+                entry = RawEntry.decode(record.value)
+                parsed = parse_record(parser, RawRecord(entry.data, entry.origin, entry.received))
+                for item in [parsed] if isinstance(parsed, Rejection) else parsed:
+                    if isinstance(item, Rejection) == (topic == DLQ):
+                        got.append(item)
+            if topic == DLQ:
+                got += [decode(DLQ, r.value) for r in consumers[DLQ].poll(1000, timeout_secs=0.1)]
+        for consumer in consumers.values():
+            consumer.close()
         return got
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ctrail.bus import DLQ, EVENTS
-from ctrail.bus.codec import decode, encode
+from ctrail.bus import DLQ, RAW
+from ctrail.bus.codec import RawEntry, decode, encode
 from ctrail.bus.local import LocalBus
 from ctrail.settings import Settings
 from sinks.evidence.audit_spool import DRAINING, SPOOL, append, drain
@@ -20,10 +20,12 @@ WRITERS, EACH = 4, 150
 
 
 def published(bus: LocalBus, topic: str) -> list[bytes]:
+    """The values on `topic`; on ctrail.raw, the encoded events the entries carry."""
     consumer = bus.consumer("test", (topic,))
     values = []
     while records := consumer.poll(10_000, timeout_secs=0):
-        values.extend(record.value for record in records)
+        values.extend(RawEntry.decode(record.value).data if topic == RAW else record.value
+                      for record in records)
     consumer.close()
     return values
 
@@ -54,7 +56,7 @@ def test_records_appended_during_pickups_are_each_published(tmp_path: Path) -> N
     picker.join()
     drain(tmp_path, producer)
     try:
-        assert sorted(published(bus, EVENTS)) == sorted(sent)
+        assert sorted(published(bus, RAW)) == sorted(sent)
         assert not (tmp_path / SPOOL).exists() and not (tmp_path / DRAINING).exists()
     finally:
         bus.close()
@@ -67,7 +69,7 @@ def test_a_draining_file_left_by_a_crash_is_published_before_the_spool(tmp_path:
     bus = LocalBus(tmp_path / "bus")
     try:
         assert drain(tmp_path, bus.producer()) == 3
-        assert published(bus, EVENTS) == [left, newer]
+        assert published(bus, RAW) == [left, newer]
         (dead,) = [decode(DLQ, value) for value in published(bus, DLQ)]
         assert (dead.stage, dead.reason, dead.origin) == ("audit-spool", "undecodable",
                                                           f"{DRAINING} line 2")
@@ -83,7 +85,7 @@ def test_a_line_torn_by_a_killed_writer_does_not_swallow_the_next_record(tmp_pat
     bus = LocalBus(tmp_path / "bus")
     try:
         assert drain(tmp_path, bus.producer()) == 2
-        assert published(bus, EVENTS) == [record]                   # the record, whole
+        assert published(bus, RAW) == [record]                   # the record, whole
         assert len(published(bus, DLQ)) == 1                        # the torn line, kept
     finally:
         bus.close()
