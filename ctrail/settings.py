@@ -8,7 +8,7 @@ e.g. `CTRAIL_ENRICH__CLUSTER_NAME=prod-eu`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from collector.redact import RedactionConfig
 from collector.sources import SourceConfig
 from ctrail.bus.kafka_config import KafkaBusConfig
-from ctrail.bus.local import LocalBus
+from ctrail.bus.local_config import LocalBusConfig
 from ctrail.errors import ConfigError
 from ctrail.runtime.ops import OpsConfig
 from detectors import SigmaDetectorConfig
@@ -32,17 +32,6 @@ from sinks.sqlite import SqliteConfig
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LocalBusConfig(Section):
-    """The durable local log in the data directory (embedded mode)."""
-
-    type: Literal["local"] = "local"
-    segment_bytes: PositiveInt = Field(256 * 1024 * 1024,
-                                       description="Roll a topic's segment file at this size.")
-
-    def build(self, data_dir: Path) -> LocalBus:
-        return LocalBus(data_dir / "bus", self.segment_bytes)
 
 
 class PipelineConfig(Section):

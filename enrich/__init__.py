@@ -12,7 +12,7 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
-from ctrail.bus import Bus
+from ctrail.bus import ENTITIES, Bus
 from ctrail.event import Event
 from enrich.attach import attach, resolve
 from enrich.audit_context import attach_audit_context
@@ -65,8 +65,8 @@ class GraphEnricher:
         self.log = FactLog(bus.producer()) if bus is not None else None
         # Kafka compacts ctrail.entities itself; the local log is compacted by its one writer.
         self.compaction = (LocalCompaction(self.reader, self.log)
-                           if self.reader is not None and self.log is not None
-                           and self.reader.local else None)
+                           if bus is not None and self.reader is not None
+                           and self.log is not None and not bus.compacts(ENTITIES) else None)
         if self.reader is not None:
             self.reader.catch_up(self.graph, config.rebuild_timeout_secs)
         self.graph.expire()

@@ -6,8 +6,9 @@ order-independently (enrich.graph), so duplicates and any replay order are harml
 
 Readers never commit: every process (an enrich worker, `ctrail timeline`) reads the topic from
 its start. On Kafka each reader is a consumer group of its own (a shared group would split the
-partitions between readers); on the local log one fixed group name, as one process owns it, and
-its "start" is the latest snapshot (LocalCompaction, which commits that position).
+partitions between readers); on the local log (a single-process bus) one fixed group name, as
+one process owns it, and its "start" is the latest snapshot (LocalCompaction, which commits that
+position).
 An enrich worker keeps reading after the rebuild, so facts learned by other enrich workers (a
 push, a workload change, keyed elsewhere) reach its graph too.
 """
@@ -18,13 +19,11 @@ import logging
 import os
 import time
 import uuid
-from pathlib import Path
 from typing import Final, Iterable
 
 import orjson
 
 from ctrail.bus import ENTITIES, Bus, Consumer, Producer, Record
-from ctrail.bus.local import HEADER, LocalBus, scan_valid_end
 from enrich.graph import EntityGraph
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,8 @@ class LocalCompaction:
     their group's committed position, and the local log deletes the segments every group has
     committed past (at its next segment roll): the disk holds the live graph and what changed
     since, not every fact ever learned. `ctrail timeline`, which reads the segment files
-    without the bus, reads older segments too while they last: harmless, states merge."""
+    without the bus (BusConfig.read_topic), reads older segments too while they last:
+    harmless, states merge."""
 
     MIN_RECORDS: Final = 10_000
 
@@ -105,10 +105,10 @@ class EntityReader:
     """Reads `ctrail.entities` into a graph from offset 0 (on Kafka in a group of its own)."""
 
     def __init__(self, bus: Bus) -> None:
-        group = LOCAL_GROUP if isinstance(bus, LocalBus) else \
-            f"entity-graph.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        group = LOCAL_GROUP if bus.single_process else \
+            f"{LOCAL_GROUP}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.consumer: Consumer = bus.consumer(group, [ENTITIES])
-        self.local = isinstance(bus, LocalBus)
+        self.local = bus.single_process
         self.last_read: Record | None = None      # the latest record applied
 
     def catch_up(self, graph: EntityGraph, timeout_secs: float = 60.0) -> int:
@@ -149,32 +149,7 @@ class EntityReader:
         self.consumer.close()
 
 
-def read_local_topic(directory: Path) -> Iterable[bytes]:
-    """Values of a local-log topic read straight from its segment files, without the data
-    directory's lock: `ctrail timeline` beside a running `ctrail run`. Segments are only
-    appended to, and a torn tail is cut by the same CRC check the bus uses."""
-    for path in sorted(directory.glob("*.log")):
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:           # deleted after a compaction: the snapshot has it
-            continue
-        end, pos = scan_valid_end(data), 0
-        while pos < end:
-            value_len, _crc, key_len = HEADER.unpack_from(data, pos)
-            start = pos + HEADER.size + key_len
-            yield data[start:start + value_len]
-            pos = start + value_len
-
-
-def rebuild(graph: EntityGraph, bus: Bus | None, local_root: Path | None = None,
-            timeout_secs: float = 60.0) -> int:
-    """The graph from the topic, read-only: through the bus, or the local files when another
-    process holds the bus."""
-    if bus is not None:
-        reader = EntityReader(bus)
-        try:
-            return reader.catch_up(graph, timeout_secs)
-        finally:
-            reader.close()
-    assert local_root is not None
-    return sum(apply_record(graph, value) for value in read_local_topic(local_root / ENTITIES))
+def rebuild(graph: EntityGraph, values: Iterable[bytes]) -> int:
+    """The graph from the topic's values, read-only (BusConfig.read_topic); returns the
+    records applied."""
+    return sum(apply_record(graph, value) for value in values)

@@ -14,28 +14,22 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from ctrail.bus import ENTITIES
 from ctrail.bus.codec import encode
 from ctrail.event import Event
 from ctrail.settings import Settings
 from enrich.attach import attach, resolve, uninferred
 from enrich.graph import EntityGraph
-from enrich.persistence import EntityReader, rebuild
+from enrich.persistence import LOCAL_GROUP, rebuild
 
 
 def load_graph(settings: Settings) -> EntityGraph:
     """The graph as the enricher has it, from the entities topic (read-only)."""
     graph = EntityGraph(settings.enrich.retention_days)
-    if settings.bus.type == "local":
-        # Read the segment files directly: no lock, so this works beside `ctrail run`.
-        rebuild(graph, None, settings.data_dir / "bus")
-    else:
-        bus = settings.bus.build(settings.data_dir)
-        try:
-            reader = EntityReader(bus)
-            reader.catch_up(graph, settings.enrich.rebuild_timeout_secs)
-            reader.close()
-        finally:
-            bus.close()
+    # Read-only: on the local log its segment files, without its lock, so this works beside
+    # `ctrail run`; on Kafka in a group of this read's own.
+    rebuild(graph, settings.bus.read_topic(settings.data_dir, ENTITIES, LOCAL_GROUP,
+                                           settings.enrich.rebuild_timeout_secs))
     graph.expire()
     graph.dirty.clear()
     return graph

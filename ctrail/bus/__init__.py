@@ -1,6 +1,9 @@
 """The bus: the one seam between stages and the transport (a durable local log, or Kafka).
 
-Stage code sees only these protocols. Delivery is at least once: a consumer's records are
+Stage code sees only these protocols; nothing outside this package imports an implementation
+(ctrail.bus.local, ctrail.bus.kafka) or asks which one it has: what differs between them that a
+caller must know is asked here (`single_process`, `compacts`, `group_members`, and a bus
+section's `read_topic`). Delivery is at least once: a consumer's records are
 delivered again after a restart unless `commit` was called for them, so every handler must
 tolerate duplicates (our writes are idempotent by event id).
 """
@@ -8,7 +11,8 @@ tolerate duplicates (our writes are idempotent by event id).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Protocol, Sequence
+from pathlib import Path
+from typing import Final, Iterator, Protocol, Sequence
 
 RAW: Final = "ctrail.raw"
 EVENTS: Final = "ctrail.events"
@@ -58,8 +62,41 @@ class Consumer(Protocol):
 
 
 class Bus(Protocol):
+    # True when one process owns the bus (the local log, locked by its data directory): that
+    # process runs every stage, and no other process can join its groups. False on Kafka.
+    single_process: bool
+
     def producer(self) -> Producer: ...
 
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer: ...
 
+    def compacts(self, topic: str) -> bool:
+        """True when the transport itself keeps only the latest record per key of `topic`
+        (Kafka's compacted ctrail.entities); False when its one writer must compact it (the
+        local log: enrich.persistence.LocalCompaction appends a snapshot, then commits past
+        what it replaces, and segments every group has passed are deleted)."""
+
+    def group_members(self, group: str) -> int:
+        """How many consumers, in any process, are members of `group` now; always 0 on a
+        single-process bus, whose groups no other process can join."""
+
+    def group_name(self, group: str) -> str:
+        """`group` as the transport names it (on Kafka, with the namespace), for messages."""
+
     def close(self) -> None: ...
+
+
+class BusConfig(Protocol):
+    """The `bus:` section of the settings (`type: local` or `type: kafka`): what a command may
+    ask before, or instead of, opening the bus."""
+
+    single_process: bool              # as the bus it builds
+
+    def build(self, data_dir: Path) -> Bus: ...
+
+    def read_topic(self, data_dir: Path, topic: str, reader: str,
+                   timeout_secs: float) -> Iterator[bytes]:
+        """The values of `topic` from its start to its current end, read-only: nothing is
+        committed that a stage reads by. The local log is read from its segment files without
+        its lock (so this works beside the process that owns it); on Kafka in a consumer group
+        of this read's own, named after `reader`, until the group's lag is 0 or the timeout."""

@@ -16,11 +16,14 @@ bootstrap servers and what failed; a broker refusing a topic's settings is a Con
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
+import time
+import uuid
 import warnings
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, Final, Iterator, Sequence, TypeVar
 
 # kafka-python 3 reads its protocol schemas with importlib.resources.read_text (and open_text)
 # at import time, deprecated on Python 3.11-3.12 and un-deprecated in 3.13: ignore exactly those
@@ -149,6 +152,8 @@ class KafkaBus:
     Connects and creates missing topics on construction (Unavailable when no broker answers).
     `close` closes every producer and consumer it made."""
 
+    single_process: Final = False       # workers on any number of hosts share each group
+
     def __init__(self, config: KafkaBusConfig) -> None:
         self.config = config
         self.options = client_options(config)
@@ -168,6 +173,12 @@ class KafkaBus:
 
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaBusConsumer:
         return self._track(KafkaBusConsumer(self, group, topics))
+
+    def compacts(self, topic: str) -> bool:
+        return topic == ENTITIES             # created with cleanup.policy=compact
+
+    def group_name(self, group: str) -> str:
+        return self.config.group_name(group)
 
     def _track(self, client: _Client) -> _Client:
         with self._lock:
@@ -355,3 +366,30 @@ class KafkaBusConsumer:
         # No autocommit: only `commit` decides what is done; leaving the group lets the
         # others take our partitions at once instead of after session_timeout_secs.
         self._consumer.close(autocommit=False)
+
+
+def read_to_end(config: KafkaBusConfig, topic: str, reader: str,
+                timeout_secs: float) -> Iterator[bytes]:
+    """KafkaBusConfig.read_topic: `topic` from its start in a group of this read's own (a
+    shared group would split the partitions between readers). A poll may be empty while the
+    group is joining or a fetch is slow, so the group commits what was read, and the end is
+    reached when its lag is 0: the end offsets, not a guess from empty polls."""
+    bus = KafkaBus(config)
+    try:
+        consumer = bus.consumer(f"{reader}.{os.getpid()}.{uuid.uuid4().hex[:8]}", [topic])
+        deadline = time.monotonic() + timeout_secs
+        read = 0
+        while time.monotonic() < deadline:
+            records = consumer.poll(5000, timeout_secs=1.0)
+            if records:
+                for record in records:
+                    yield record.value
+                read += len(records)
+                consumer.commit(records)
+                continue
+            if consumer.lag() == 0:
+                return
+        log.warning("Stopped reading a topic at the timeout.",
+                    extra={"topic": topic, "read": read, "timeout_secs": timeout_secs})
+    finally:
+        bus.close()

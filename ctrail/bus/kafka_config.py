@@ -7,7 +7,7 @@ only needed once a Kafka bus is actually built (`build`, which imports ctrail.bu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Iterator, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt,
                       field_validator, model_validator)
@@ -78,6 +78,7 @@ class KafkaBusConfig(_Section):
     on any number of hosts share each stage's load."""
 
     type: Literal["kafka"] = "kafka"
+    single_process: ClassVar[bool] = False      # as KafkaBus
     bootstrap_servers: str = Field(
         description="Brokers to bootstrap from, comma separated: `kafka-1:9092,kafka-2:9092`.")
     client_id: str = Field("ctrail", min_length=1,
@@ -134,3 +135,10 @@ class KafkaBusConfig(_Section):
         from ctrail.bus.kafka import KafkaBus  # kafka-python only when a Kafka bus is used
 
         return KafkaBus(self)
+
+    def read_topic(self, data_dir: Path | None, topic: str, reader: str,
+                   timeout_secs: float) -> Iterator[bytes]:
+        """See ctrail.bus.BusConfig.read_topic (connects for the read, closes after it)."""
+        from ctrail.bus.kafka import read_to_end  # kafka-python only when a Kafka bus is used
+
+        return read_to_end(self, topic, reader, timeout_secs)

@@ -20,7 +20,7 @@ import struct
 import threading
 import zlib
 from pathlib import Path
-from typing import Final, Sequence
+from typing import Final, Iterator, Sequence
 
 from ctrail.bus import Record
 from ctrail.durable import fsync_dir, lock_directory, write_atomic
@@ -44,6 +44,23 @@ def scan_valid_end(data: bytes) -> int:
             break
         pos = end
     return pos
+
+
+def read_topic_files(directory: Path) -> Iterator[bytes]:
+    """Values of a topic read straight from its segment files, without the data directory's
+    lock: a reader beside the process that owns the log (`ctrail timeline` beside `ctrail run`).
+    Segments are only appended to, and a torn tail is cut by the same CRC check as on open."""
+    for path in sorted(directory.glob("*.log")):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:           # deleted after a compaction: the snapshot has it
+            continue
+        end, pos = scan_valid_end(data), 0
+        while pos < end:
+            value_len, _crc, key_len = HEADER.unpack_from(data, pos)
+            start = pos + HEADER.size + key_len
+            yield data[start:start + value_len]
+            pos = start + value_len
 
 
 class LocalTopic:
@@ -232,6 +249,8 @@ class LocalConsumer:
 class LocalBus:
     """The bus of embedded mode; see the module docstring for the guarantees."""
 
+    single_process: Final = True        # the data directory's lock lets one process in
+
     def __init__(self, root: Path, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
         self.root = root
         self.segment_bytes = segment_bytes
@@ -256,6 +275,15 @@ class LocalBus:
 
     def consumer(self, group: str, topics: Sequence[str]) -> LocalConsumer:
         return LocalConsumer(self, group, topics)
+
+    def compacts(self, topic: str) -> bool:
+        return False                    # segments are deleted whole, never compacted
+
+    def group_members(self, group: str) -> int:
+        return 0                        # no other process can hold this log
+
+    def group_name(self, group: str) -> str:
+        return group
 
     def close(self) -> None:
         for topic in self._topics.values():

@@ -74,7 +74,7 @@ def replay(settings: Settings, letters: Sequence[Rejection], steps: Sequence[Ste
     verdicts; also each stage's remaining lag (all 0 unless the workers fell behind)."""
     if not steps:
         return [], {}
-    embedded = settings.bus.type == "local"
+    embedded = settings.bus.single_process
     # Embedded: this process runs every stage, as `ctrail ingest` does. On Kafka the workers do.
     pipeline = Pipeline(settings, STAGE_NAMES if embedded else ())
     try:

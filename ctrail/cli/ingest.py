@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     # Embedded: this process runs every stage. On Kafka the `ctrail worker` processes do, and
     # joining their groups from here would only make them rebalance: publish, then wait.
-    embedded = settings.bus.type == "local"
+    embedded = settings.bus.single_process
     pipeline = Pipeline(settings, STAGE_NAMES if embedded else ())
     try:
         if embedded:

@@ -76,7 +76,7 @@ def record(settings: Settings, action: str, details: dict[str, Any]) -> Event:
     to the data directory, a full disk) is logged whole, as the last place left for it."""
     event = audit_event(action, details)
     try:
-        if settings.bus.type == "local":
+        if settings.bus.single_process:
             spool(settings, event)
         else:
             _publish(settings, event)

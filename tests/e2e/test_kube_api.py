@@ -336,6 +336,7 @@ def test_facts_from_the_api_are_persisted_while_no_event_flows(api: KubeApi,
     from ctrail.runtime.pipeline import Pipeline
     from ctrail.settings import Settings
     from enrich.graph import EntityGraph
+    from ctrail.bus import ENTITIES
     from enrich.persistence import rebuild
 
     settings = Settings(data_dir=tmp_path / "data", enrich={"kubernetes_api": {
@@ -349,7 +350,7 @@ def test_facts_from_the_api_are_persisted_while_no_event_flows(api: KubeApi,
         def persisted() -> bool:
             assert worker.run_once(timeout_secs=0) == 0           # idle: nothing consumed
             graph = EntityGraph()
-            rebuild(graph, None, settings.data_dir / "bus")
+            rebuild(graph, settings.bus.read_topic(settings.data_dir, ENTITIES, "test", 1.0))
             return graph.container(CONTAINER[:12]) is not None
         wait_for(persisted)
     finally:

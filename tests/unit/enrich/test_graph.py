@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ctrail.bus import ENTITIES
-from ctrail.bus.local import LocalBus
+from ctrail.bus.local import LocalBus, read_topic_files
 from enrich import EnrichConfig
 from enrich.attach import resolve
 from enrich.graph import DAY_SECS, EntityGraph, Fact
@@ -130,7 +130,7 @@ def test_the_graph_survives_a_restart_through_the_entities_topic(tmp_path: Path)
     week_later.close()
     restarted_bus.close()
     read_only = EntityGraph()                   # what `ctrail timeline` does beside `ctrail run`
-    assert rebuild(read_only, None, tmp_path / "bus") == 6      # one state per entity
+    assert rebuild(read_only, read_topic_files(tmp_path / "bus" / ENTITIES)) == 6      # one state per entity
     check_resolves(read_only)
     assert (tmp_path / "bus" / ENTITIES).is_dir()
 

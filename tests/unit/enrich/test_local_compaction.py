@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ctrail.bus import ENTITIES
-from ctrail.bus.local import LocalBus
+from ctrail.bus.local import LocalBus, read_topic_files
 from enrich import EnrichConfig
 from enrich.graph import DAY_SECS, EntityGraph, Fact
 from enrich.persistence import LocalCompaction, rebuild
@@ -70,6 +70,6 @@ def test_the_local_entity_log_is_compacted_to_the_live_graph(tmp_path: Path) -> 
     restarted.close()
     restarted_bus.close()
     read_only = EntityGraph(30, clock)
-    rebuild(read_only, None, tmp_path / "bus")
+    rebuild(read_only, read_topic_files(tmp_path / "bus" / ENTITIES))
     read_only.expire()
     assert set(read_only.tables["container"]) == live
