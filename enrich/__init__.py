@@ -1,7 +1,7 @@
 """Enrichers: attach what is known about an event's subject before it is stored and matched.
 
-One enricher: the entity graph (enrich.graph), which also attaches what an audit event says
-about its own object (enrich.audit_context).
+One enricher: the entity graph (enrich.graph), and the configured cluster name. What an audit
+event says about its own object the parser already set (collector.parsers.audit_subject).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from ctrail.bus import ENTITIES, Bus
-from ctrail.event import Event
+from ctrail.event import Event, OrchestratorCluster
 from enrich.attach import attach, resolve
-from enrich.audit_context import attach_audit_context
 from enrich.graph import EntityGraph, Fact
 from enrich.kube_api import KubeApiConfig, KubeWatcher
 from enrich.learn import learn
@@ -45,6 +44,18 @@ class EnrichConfig(BaseModel):
               ) -> "GraphEnricher":
         """Without a bus (tests, one-off use) the graph lives in memory only."""
         return GraphEnricher(self, bus, clock)
+
+
+def with_cluster(event: Event, cluster_name: str | None) -> Event:
+    """An audit event with orchestrator.cluster.name, when configured and its source did not
+    say it."""
+    orchestrator = event.orchestrator
+    if cluster_name is None or orchestrator is None or orchestrator.cluster is not None \
+            or event.kubernetes is None or event.kubernetes.audit is None:
+        return event
+    cluster = OrchestratorCluster(name=cluster_name)
+    return event.model_copy(update={"orchestrator": orchestrator.model_copy(
+        update={"cluster": cluster})})
 
 
 class GraphEnricher:
@@ -77,7 +88,7 @@ class GraphEnricher:
                         if config.kubernetes_api.enabled else None)
 
     def enrich(self, event: Event) -> Event:
-        event = attach_audit_context(event, self.cluster_name)
+        event = with_cluster(event, self.cluster_name)
         for fact in learn(event):
             self.graph.apply(fact)
         container, k8s = event.container, event.kubernetes

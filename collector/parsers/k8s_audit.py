@@ -18,7 +18,8 @@ import re
 import orjson
 from pydantic import ValidationError
 
-from collector.identity import event_id
+from ctrail.identity import event_id
+from collector.parsers.audit_subject import orchestrator_fields, pod_fields
 from collector.parsers.common import decode_text, load_object, member_spans, parse_time
 from collector.redact import HINT, PREFIX, SELF_EVIDENT, TAG as REDACTED, Redactor
 from ctrail.components import RawRecord
@@ -269,7 +270,9 @@ def to_event(audit: dict[str, Any], original: str, raw: bytes, received: datetim
         "user": {"name": user.get("username"), "id": user.get("uid")} if user else None,
         "source": {"ip": source_ips[0]} if source_ips else None,
         "user_agent": {"original": audit["userAgent"]} if audit.get("userAgent") else None,
-        "kubernetes": {"namespace": object_ref.get("namespace"), "audit": audit},
+        "orchestrator": orchestrator_fields(audit),
+        "kubernetes": {"namespace": object_ref.get("namespace"), "audit": audit,
+                       **(pod_fields(audit) or {})},
         "related": {"user": tuple(names), "ip": tuple(source_ips)},
         "tags": (() if timestamp else ("timestamp_from_ingest",))
         # Redacted here, or already at intake (Parser.scrub): the hashes are in the original.

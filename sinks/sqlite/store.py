@@ -171,9 +171,11 @@ class SqliteStore:
             self._refer_to_events(rows.values())
         (before,) = self._db.execute(f"SELECT coalesce(max(seq), 0) FROM {kind}").fetchone()
         self._db.executemany(INSERT[kind], rows.values())
-        self._db.executemany(
-            f"INSERT INTO {kind}_text (rowid, body) SELECT seq, ? FROM {kind} "
-            f"WHERE id = ? AND seq > ?", ((text, id_, before) for id_, text in texts.items()))
+        # The new rows are those past `before`: one range read of the primary key, not a
+        # look-up by id per row.
+        added = self._db.execute(f"SELECT seq, id FROM {kind} WHERE seq > ?", (before,))
+        self._db.executemany(f"INSERT INTO {kind}_text (rowid, body) VALUES (?, ?)",
+                             ((seq, texts[id_]) for seq, id_ in added.fetchall()))
 
     def _refer_to_events(self, rows: Iterable[Row]) -> None:
         """An alert whose raw record is its (stored) event's keeps only that event's id."""

@@ -103,7 +103,11 @@ def test_the_alert_is_ecs_shaped_and_names_rule_threat_and_entities(
                                "default/nginx-deployment-7998647bdf-phvq7"},
         "user": {"name": "minikube-user"},
         "source": {"ip": "192.168.99.1"},
-        "kubernetes": {"namespace": "default"},
+        "orchestrator": {"type": "kubernetes", "api_version": "v1", "namespace": "default",
+                         "resource": {"type": "pods/exec",
+                                      "name": "nginx-deployment-7998647bdf-phvq7"}},
+        "kubernetes": {"namespace": "default",
+                       "pod": {"name": "nginx-deployment-7998647bdf-phvq7"}},
         "tags": [],
     }
     assert alert.rule.description is not None and "kubectl exec" in alert.rule.description

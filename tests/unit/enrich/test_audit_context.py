@@ -1,4 +1,5 @@
-"""The first enricher: what an audit event says about its own subject, as ECS fields."""
+"""What an audit event says about its own subject, as ECS fields (set by the parser), and the
+cluster name the enricher adds."""
 
 from __future__ import annotations
 

@@ -1,16 +1,16 @@
-"""What a Kubernetes audit event tells about its own subject, attached as ECS fields.
+"""What a Kubernetes audit event tells about its own subject, as ECS fields.
 
 The object reference becomes `orchestrator.*`; a pod's name, uid and labels (from the request or
 response object of a pod create, update or delete) become `kubernetes.pod.*` and
-`kubernetes.labels`. Pure: the facts come from the event alone. The entity graph (learned across
-events) builds on top of this.
+`kubernetes.labels`. Pure: the facts come from the event alone, so the parser sets them (one
+validation of the whole event); the entity graph (learned across events) builds on top of this,
+and the enricher adds the configured cluster name.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ctrail.event import Event, KubernetesPod, Orchestrator
 
 
 def _metadata(audit: dict[str, Any], key: str) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def pod_fields(audit: dict[str, Any]) -> dict[str, Any] | None:
     return fields
 
 
-def orchestrator_fields(audit: dict[str, Any], cluster_name: str | None) -> dict[str, Any]:
+def orchestrator_fields(audit: dict[str, Any]) -> dict[str, Any]:
     ref = audit.get("objectRef") or {}
     resource = ref.get("resource")
     if resource and ref.get("subresource"):
@@ -46,21 +46,4 @@ def orchestrator_fields(audit: dict[str, Any], cluster_name: str | None) -> dict
                               "namespace": ref.get("namespace")}
     if resource:
         fields["resource"] = {"type": resource, "name": name}
-    if cluster_name:
-        fields["cluster"] = {"name": cluster_name}
     return fields
-
-
-def attach_audit_context(event: Event, cluster_name: str | None) -> Event:
-    k8s = event.kubernetes
-    if k8s is None or k8s.audit is None:
-        return event
-    # model_copy does not re-validate: only the small new sub-models are validated, never the
-    # (large) raw audit dict again.
-    update: dict[str, Any] = {
-        "orchestrator": Orchestrator.model_validate(orchestrator_fields(k8s.audit, cluster_name))}
-    pod = pod_fields(k8s.audit)
-    if pod is not None:
-        update["kubernetes"] = k8s.model_copy(update={
-            "pod": KubernetesPod.model_validate(pod["pod"]), "labels": pod.get("labels")})
-    return event.model_copy(update=update)
