@@ -20,7 +20,8 @@ from pydantic import ValidationError
 
 from ctrail.identity import event_id
 from collector.parsers.audit_subject import orchestrator_fields, pod_fields
-from collector.parsers.common import decode_text, load_object, member_spans, parse_time
+from collector.parsers.common import (MAX_DEPTH, check_depth, decode_text, load_object,
+                                      member_spans, parse_time)
 from collector.redact import HINT, PREFIX, SELF_EVIDENT, TAG as REDACTED, Redactor
 from ctrail.components import RawRecord
 from ctrail.ecs import DATASET_K8S_AUDIT
@@ -46,10 +47,12 @@ def unwrap_envelope(doc: dict[str, Any]) -> dict[str, Any]:
     if isinstance(properties, dict) and "log" in properties:
         inner = properties["log"]
         if isinstance(inner, str):
+            text = inner
             try:
-                inner = orjson.loads(inner)
+                inner = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
                 raise InvalidInput(Reason.INVALID_JSON, f"properties.log: {exc}") from None
+            check_depth(inner, text, MAX_DEPTH - 2)        # below the record and `properties`
         if not isinstance(inner, dict):
             raise InvalidInput(Reason.SCHEMA_MISMATCH, "properties.log is not an object")
         return inner
@@ -178,9 +181,12 @@ class K8sAuditParser:
         bad item does not take its batch of up to 400 to the DLQ. Raises InvalidInput when the
         record as a whole is bad (not JSON, not an audit Event, items not an array)."""
         text = decode_text(record.data)
-        doc = load_object(record.data, "audit record")   # bounded nesting: it must fit the bus
+        # Bounded nesting (it must fit the bus and the store): an EventList's items are checked
+        # one by one, each on its own bytes.
+        doc = load_object(record.data, "audit record", depth_checked=False)
         if doc.get("kind") == "EventList":
             return self._parse_list(doc, text, record)
+        check_depth(doc, record.data)
         return [to_event(unwrap_envelope(doc), text, record.data, record.received,
                          self.redactor)]
 
@@ -198,6 +204,7 @@ class K8sAuditParser:
             try:
                 if not isinstance(item, dict):
                     raise InvalidInput(Reason.SCHEMA_MISMATCH, "the item is not an object")
+                check_depth(item, original, MAX_DEPTH - 2)    # below the list and its items
                 out.append(to_event(with_list_type(item, doc), original, original.encode(),
                                     record.received, self.redactor))
             except InvalidInput as exc:

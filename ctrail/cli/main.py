@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Everything ctrail writes (store, logs, dead letters, evidence, reports, keys) holds audit
+    # data: readable by its owner only (directories 0700, files 0600).
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     quiet = logging.INFO if args.command == "run" else logging.WARNING
     logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,

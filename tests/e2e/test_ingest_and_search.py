@@ -145,3 +145,18 @@ def test_ingesting_the_same_files_again_stores_nothing_twice(ctrail, ingested, r
     assert [d["event"]["action"] for d in found
             if d["event"]["dataset"] == "containertrail.audit"] == ["rules-change"]
     assert len(ctrail("dlq", "list", "--format", "json").json_lines()) == 1
+
+
+def test_what_ingest_writes_is_readable_by_its_owner_only(ctrail_subprocess, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                         real_data: Path) -> None:
+    """The data directory holds audit data and the redaction key: 0700 directories, 0600 files,
+    whatever the user's umask."""
+    data_dir = tmp_path / "data"
+    trace = real_data / "falco-k8saudit-traces/trace_files/create_secret.json"
+    result = ctrail_subprocess("ingest", "--source", "k8s-audit", "--data-dir", str(data_dir),
+                               str(trace))
+    assert result.status == 0, result.err
+    modes = {path: path.stat().st_mode & 0o777 for path in [data_dir, *data_dir.rglob("*")]}
+    assert len(modes) > 5
+    assert {path: mode for path, mode in modes.items()
+            if mode != (0o700 if path.is_dir() else 0o600)} == {}
