@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Final
 
-from collector.identity import event_id
+from ctrail.identity import event_id
 from collector.parsers.common import decode_text, load_object, optional_str, parse_time
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
-from collector.identity import event_id
+from ctrail.identity import event_id
 from collector.parsers.common import (decode_text, from_epoch, load_object, optional_obj,
                                       optional_str, parse_time)
 from collector.redact import PREFIX, TAG as REDACTED, Redactor

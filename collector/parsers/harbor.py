@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Final
 
-from collector.identity import event_id
+from ctrail.identity import event_id
 from collector.parsers.common import (decode_text, from_epoch, load_object, optional_int,
                                       optional_obj, optional_str, parse_time)
 from ctrail.components import RawRecord

@@ -8,7 +8,7 @@ from typing import Final
 
 from ctrail.cli.common import add_common, print_docs, settings_of
 from ctrail.query import parse_duration
-from sinks.evidence.audit_trail import period, record
+from ctrail.audit.trail import period, record
 
 COLUMNS: Final = (
     ("@timestamp", "@timestamp"), ("rule", "rule.id"), ("severity", "alert.severity"),

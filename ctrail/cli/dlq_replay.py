@@ -144,7 +144,7 @@ def _planned(step: Step) -> dict[str, Any]:
 
 def _audit(settings: Settings, args: argparse.Namespace, time_from: datetime | None,
            time_to: datetime | None, verdicts: Sequence[Verdict], counts: dict[str, int]) -> None:
-    from sinks.evidence.audit_trail import record
+    from ctrail.audit.trail import record
 
     record(settings, "dlq-replay", {
         "query": args.query, "from": time_from.isoformat() if time_from else None,

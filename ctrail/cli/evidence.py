@@ -43,7 +43,7 @@ def _config(settings: Settings) -> EvidenceConfig:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from sinks.evidence.audit_trail import record
+    from ctrail.audit.trail import record
     from sinks.evidence.export import export
 
     settings = settings_of(args)
@@ -76,7 +76,7 @@ def _seal_due(settings: Settings) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from sinks.evidence.audit_trail import record
+    from ctrail.audit.trail import record
     from sinks.evidence.export import unpack
     from sinks.evidence.verify import Result, load_public_key, verify
 
@@ -108,7 +108,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_expire(args: argparse.Namespace) -> int:
-    from sinks.evidence.audit_trail import record
+    from ctrail.audit.trail import record
     from sinks.evidence.retention import expire
 
     settings = settings_of(args)

@@ -12,7 +12,7 @@ from ctrail.errors import UsageError
 from ctrail.query import parse_time
 from detectors.derived import DerivedContext
 from detectors.hunt import hunt, load_hunt_rule
-from sinks.evidence.audit_trail import period, record
+from ctrail.audit.trail import period, record
 
 
 def register(commands: argparse._SubParsersAction) -> None:

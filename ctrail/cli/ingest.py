@@ -19,7 +19,7 @@ from ctrail.errors import Unavailable
 from ctrail.event import Rejection
 from ctrail.runtime.collect import STAGE as PARSE_STEP, Collector, parse_record
 from ctrail.runtime.pipeline import STAGE_NAMES, Pipeline
-from sinks.evidence.audit_spool import drain as drain_spool
+from ctrail.audit.spool import drain as drain_spool
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if embedded:
             # This process holds the local bus now: the audit records other commands spooled
-            # (sinks.evidence.audit_spool) go through this pipeline and are stored with the rest.
+            # (ctrail.audit.spool) go through this pipeline and are stored with the rest.
             drain_spool(settings.data_dir, pipeline.bus.producer())
         with _progress(args.files) as progress:
             task = progress.add_task("ingesting", total=_total_bytes(args.files))

@@ -26,7 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sinks.evidence.audit_trail import record
+    from ctrail.audit.trail import record
     from sinks.reports.run import run_report
 
     settings = settings_of(args)

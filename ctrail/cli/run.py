@@ -14,7 +14,7 @@ from ctrail.runtime.collect import Collector
 from ctrail.runtime.health import Heartbeat, all_alive
 from ctrail.runtime.pipeline import STAGE_NAMES, Pipeline
 from ctrail.settings import Settings
-from sinks.evidence.audit_spool import SpoolPickup
+from ctrail.audit.spool import SpoolPickup
 
 if TYPE_CHECKING:
     from ctrail.runtime.scheduler import Scheduler
@@ -48,8 +48,8 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
             source = config.build(name, settings.data_dir, settings.pipeline.max_record_bytes)
             collectors.append(pipeline.collector(name, source, config.parser_name))
         pipeline.start()
-        # `ctrail run` publishes the audit records other commands spooled (sinks.evidence.
-        # audit_spool); a `ctrail worker` does not, so workers sharing a host never race for it.
+        # `ctrail run` publishes the audit records other commands spooled (ctrail.audit.
+        # spool); a `ctrail worker` does not, so workers sharing a host never race for it.
         if role == "run":
             pickup = SpoolPickup(settings.data_dir, pipeline.bus.producer())
             pickup.start()

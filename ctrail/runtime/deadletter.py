@@ -7,7 +7,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Final
 
-from collector.identity import rejection_id
+from ctrail.identity import rejection_id
 from ctrail.errors import Reason
 from ctrail.event import Rejection
 

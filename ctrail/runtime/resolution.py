@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Final, Sequence
 
-from collector.identity import replay_id
+from ctrail.identity import replay_id
 from ctrail.components import Store
 from ctrail.errors import CtrailError, Reason
 from ctrail.event import DeadLetterReplay

@@ -6,7 +6,7 @@ modified, one audit event names them; the very first start names the whole set a
 
 Why through the pipeline's own bus: the stage is built inside a Pipeline that already holds it
 (the local bus is locked by this very process; Kafka is connected), so
-sinks.evidence.audit_trail.record, which spools or opens the bus anew, would only take a detour.
+ctrail.audit.trail.record, which spools or opens the bus anew, would only take a detour.
 Published here, the record lands on ctrail.raw, where this pipeline's chain (or the process
 workers) stores it like any event.
 
@@ -26,7 +26,7 @@ from ctrail.settings import Settings
 from detectors.rule_fingerprint import (Remembered, RuleChanges, changes, fingerprint, load,
                                         save, set_digest)
 from detectors.sigma_detector import SigmaDetector
-from sinks.evidence.audit_trail import audit_event
+from ctrail.audit.trail import audit_event
 
 log = logging.getLogger(__name__)
 ACTION: Final = "rules-change"

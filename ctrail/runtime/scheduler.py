@@ -14,7 +14,7 @@ keyed by report name and scheduled time, and a run already recorded is skipped.
 
 Each report run and each expiry is also recorded in our own audit trail, like the same command
 run by hand; on the local bus, which this process holds, the record goes to the audit spool and
-this process's own pickup (sinks.evidence.audit_spool) publishes it.
+this process's own pickup (ctrail.audit.spool) publishes it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from ctrail.errors import Unavailable
 from ctrail.settings import Settings
-from sinks.evidence.audit_trail import record
+from ctrail.audit.trail import record
 from sinks.reports import cron_trigger
 
 log = logging.getLogger(__name__)

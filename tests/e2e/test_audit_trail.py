@@ -23,8 +23,8 @@ from collector.sources.fluent_forward import ForwardSource, FluentForwardConfig
 from ctrail.bus.codec import encode
 from ctrail.settings import Settings
 from detectors import PACKAGED_RULES
-from sinks.evidence.audit_spool import DRAINING, SPOOL
-from sinks.evidence.audit_trail import audit_event
+from ctrail.audit.spool import DRAINING, SPOOL
+from ctrail.audit.trail import audit_event
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

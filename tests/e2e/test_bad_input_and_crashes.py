@@ -14,7 +14,7 @@ import orjson
 import pytest
 from corpus import write_audit_log
 
-from collector.identity import event_id
+from ctrail.identity import event_id
 from collector.parsers.k8s_audit import K8sAuditParser
 from collector.redact import RedactionConfig
 from ctrail.ecs import DATASET_K8S_AUDIT

@@ -16,10 +16,10 @@ from typing import Iterator
 import orjson
 import pytest
 
-from collector.identity import event_id
+from ctrail.identity import event_id
 from collector.parsers.k8s_audit import DATASET_K8S_AUDIT
 from ctrail.errors import Unavailable
-from sinks.evidence.audit_trail import DATASET as AUDIT_DATASET
+from ctrail.audit.trail import DATASET as AUDIT_DATASET
 from ctrail.settings import load_settings
 from tests.waiting import wait_for
 from tests.services import elasticsearch_url, kafka_bootstrap

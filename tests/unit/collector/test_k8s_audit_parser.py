@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from collector.identity import event_id
+from ctrail.identity import event_id
 from collector.parsers.common import member_spans
 from collector.parsers.k8s_audit import K8sAuditParser
 from ctrail.components import RawRecord

@@ -13,8 +13,8 @@ from ctrail.bus import DLQ, RAW
 from ctrail.bus.codec import RawEntry, decode, encode
 from ctrail.bus.local import LocalBus
 from ctrail.settings import Settings
-from sinks.evidence.audit_spool import DRAINING, SPOOL, append, drain
-from sinks.evidence.audit_trail import audit_event, record
+from ctrail.audit.spool import DRAINING, SPOOL, append, drain
+from ctrail.audit.trail import audit_event, record
 
 WRITERS, EACH = 4, 150
 

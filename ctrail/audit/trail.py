@@ -13,7 +13,7 @@ How a record reaches the bus:
 - The local bus belongs to one process (`ctrail run` or `ctrail ingest`), so a command never
   opens it for a record: opening it would scan the events log and could make a `ctrail run`
   starting at that moment fail with "in use". The record goes to DATA_DIR/audit-spool.jsonl
-  (sinks.evidence.audit_spool), fsynced; `ctrail run` publishes the spool every few seconds and
+  (ctrail.audit.spool), fsynced; `ctrail run` publishes the spool every few seconds and
   `ctrail ingest` when it starts.
 - The detection stage records rule changes itself, through its pipeline's own producer
   (ctrail.runtime.rule_audit).
@@ -31,12 +31,12 @@ from typing import Any, Final
 
 import orjson
 
-from collector.identity import event_id
+from ctrail.identity import event_id
 from ctrail.bus.codec import encode, publish_event
 from ctrail.errors import Retryable
 from ctrail.event import Event, EventInfo, Host, User
 from ctrail.settings import Settings
-from sinks.evidence import audit_spool
+from ctrail.audit import spool as audit_spool
 
 log = logging.getLogger(__name__)
 DATASET: Final = "containertrail.audit"
