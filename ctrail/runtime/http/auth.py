@@ -23,11 +23,12 @@ def presented_credential(header: str | None) -> bytes:
 
 
 def token_matches(presented: bytes, tokens: Sequence[bytes]) -> bool:
-    # Every token is compared, so the time taken does not say which one was close.
+    # Every token is compared, so the time taken does not say which one was close. An empty
+    # credential never matches (resolve_secret refuses empty tokens; this is the second lock).
     matched = False
     for token in tokens:
         matched |= hmac.compare_digest(presented, token)
-    return matched
+    return matched and bool(presented.strip())
 
 
 def certificate_names(cert: dict[str, Any] | None) -> set[str]:
