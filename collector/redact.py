@@ -49,7 +49,9 @@ The policy (the code below follows it, and nothing else is redacted):
    pod-security.kubernetes.io/*, authentication.kubernetes.io/issued-credential-id, an id and not
    a credential): only the self-identifying patterns of 2 (Bearer, JWT, URL password) are looked
    for there, behind a substring test. Everything else (user, objectRef, responseStatus, times)
-   holds names, not secrets.
+   holds names, not secrets. A record that does not parse (not JSON, cut, a parser bug) gets
+   the patterns of 2 on its whole text before it is dead-lettered (`Redactor.redact_text`,
+   ctrail.runtime.deadletter).
 
 The common case costs a few dictionary look-ups: an event without bodies and without a query
 string that could name a credential (a Metadata-level event: ~99% of a real cluster's audit log)
@@ -103,8 +105,10 @@ REFERS: Final = frozenset({"name", "names", "ref", "refs", "path", "paths", "fil
 # 2. Value patterns. HINT is a cheap superset test: a string it does not match holds none of them.
 HINT: Final = re.compile(r"(?i)pass|secret|token|credential|bearer|cookie|key|auth|pat|pwd|eyJ"
                          r"|://|%3a%2f%2f")
-BEARER: Final = re.compile(r"(?i)(\bbearer\s+)([A-Za-z0-9\-._~+/]+=*)")
-BASIC: Final = re.compile(r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?basic\s+)([A-Za-z0-9+/]+=*)")
+# A value already hashed (`hmac-sha256:<hex>`) is left alone: redacting twice changes nothing.
+BEARER: Final = re.compile(r"(?i)(\bbearer\s+)(?!hmac-sha256:)([A-Za-z0-9\-._~+/]+=*)")
+BASIC: Final = re.compile(r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?basic\s+)(?!hmac-sha256:)"
+                   r"([A-Za-z0-9+/]+=*)")
 JWT: Final = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+")
 URL_PASSWORD: Final = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s/?#@:\"']*:)([^\s/?#@\"']+)(@)")
 PEM: Final = re.compile(r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)(.*?)(-----END [A-Z0-9 ]*PRIVATE"
@@ -249,6 +253,16 @@ class Redactor:
                 changes["output_fields"] = new_fields
         return {**alert, **changes} if changes else None
 
+    def redact_text(self, text: str) -> str:
+        """Policy 2 on free text (a record that did not parse, before it is dead-lettered):
+        Bearer and Basic credentials, JWTs, URL passwords, PEM private key bodies and values
+        assigned to credential names (`password=`, `"token": "..."`, `--token x`) hashed;
+        `text` itself when it holds none. Idempotent: a hash already there stays as it is, so
+        a dead letter redacted here and replayed keeps the hash the deployment's key gives.
+        Limits: what only a structure says is secret (a Secret's `data` under a key that names
+        nothing) is not recognised in text form."""
+        return self._scrub(text)
+
     # -- the walk: each returns its argument itself when nothing in it changed ---------------
 
     def _walk(self, value: Any, secret: bool) -> Any:
@@ -333,7 +347,7 @@ class Redactor:
     def _leaves(self, value: Any) -> Any:
         """Every string below `value` hashed (policy 3)."""
         if isinstance(value, str):
-            return self.digest(value)
+            return value if value.startswith(PREFIX) else self.digest(value)
         if isinstance(value, dict):
             return {k: self._leaves(v) for k, v in value.items()}
         if isinstance(value, list):

@@ -21,7 +21,7 @@ from ctrail.bus.codec import RawEntry, encode
 from ctrail.components import Parser, RawRecord, Source
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event, Rejection
-from ctrail.runtime.deadletter import rejection
+from ctrail.runtime.deadletter import redaction_of, rejection
 from ctrail.runtime.telemetry import Telemetry
 
 STAGE = "collect"           # the parse step's name in dead letters and in `dlq replay`
@@ -31,30 +31,32 @@ log = logging.getLogger(__name__)
 def parse_record(parser: Parser, record: RawRecord) -> list[Event | Rejection] | Rejection:
     """Events (and dead letters of bad parts) from one record, or the dead letter that keeps
     the whole record."""
-    judged = judged_at_intake(record, parser.dataset)
+    judged = judged_at_intake(record, parser)
     if judged is not None:
         return judged
     try:
         return list(parser.parse(record))
     except InvalidInput as exc:
         return rejection(stage=STAGE, reason=exc.reason, detail=exc.detail,
-                         origin=record.origin, raw=record.data, dataset=parser.dataset)
+                         origin=record.origin, raw=record.data, dataset=parser.dataset,
+                         redact=redaction_of(parser))
     except Exception as exc:  # a parser bug must not stall its source: keep the record, say why
         log.exception("Parser failed on a record.", extra={"origin": record.origin})
         return rejection(stage=STAGE, reason=Reason.STAGE_ERROR,
                          detail=f"{type(exc).__name__}: {exc}"[:500], origin=record.origin,
-                         raw=record.data, dataset=parser.dataset)
+                         raw=record.data, dataset=parser.dataset, redact=redaction_of(parser))
 
 
-def judged_at_intake(record: RawRecord, dataset: str) -> Rejection | None:
-    """The dead letter of a record that can never parse (cut, or judged by its source)."""
+def judged_at_intake(record: RawRecord, parser: Parser) -> Rejection | None:
+    """The dead letter of a record that can never parse (cut, or judged by its source), its
+    secrets hashed by `parser`'s redactor (ctrail.runtime.deadletter)."""
     if record.rejected is None and not record.truncated:
         return None
     reason, detail = ((record.rejected.reason, record.rejected.detail) if record.rejected
                       else (Reason.RECORD_TOO_LARGE,
                             f"record exceeds max_record_bytes ({len(record.data)})"))
     return rejection(stage=STAGE, reason=reason, detail=detail, origin=record.origin,
-                     raw=record.data, dataset=dataset)
+                     raw=record.data, dataset=parser.dataset, redact=redaction_of(parser))
 
 
 class Collector:
@@ -80,7 +82,7 @@ class Collector:
         records = self.source.read(self.batch_records)
         dead = 0
         for record in records:
-            judged = judged_at_intake(record, self.parser.dataset)
+            judged = judged_at_intake(record, self.parser)
             if judged is not None:
                 self.producer.send(DLQ, key=judged.key, value=encode(judged))
                 dead += 1

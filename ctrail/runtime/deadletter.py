@@ -1,11 +1,20 @@
-"""Building dead letters: the reason, the stage, the origin and the original bytes, always."""
+"""Building dead letters: the reason, the stage, the origin and the original bytes, always.
+
+A record that did not parse was not redacted as its events are (its structure is unknown), so
+the builder hashes what the redaction policy recognises in text form (collector.redact,
+Redactor.redact_text: Bearer and Basic credentials, JWTs, URL passwords, PEM private keys,
+`password=`/`--token` assignments) before anything is kept: no dead letter holds a clear
+secret, in the DLQ or in the store. The hash is the deployment's keyed one, so a replay of the
+redacted record stores what a clean parse would have stored. The caller says how (`redact`):
+`redaction_of(parser)` gives the parser's redactor, the one holding the deployment's key.
+"""
 
 from __future__ import annotations
 
 import base64
 import logging
 from datetime import datetime, timezone
-from typing import Final
+from typing import Callable, Final
 
 from ctrail.identity import rejection_id
 from ctrail.errors import Reason
@@ -16,8 +25,15 @@ log = logging.getLogger(__name__)
 
 
 def rejection(*, stage: str, reason: Reason, detail: str, origin: str, raw: bytes,
-              dataset: str | None) -> Rejection:
-    """A Rejection keeping `raw` whole: UTF-8 text where it is text, base64 otherwise."""
+              dataset: str | None, redact: Callable[[str], str] | None = None) -> Rejection:
+    """A Rejection keeping `raw` whole: UTF-8 text where it is text, base64 otherwise.
+
+    `redact` (Redactor.redact_text), for bytes from outside that no parser redacted: applied
+    to `raw` (its text; bytes that are not UTF-8 are kept as they are around it) and to
+    `detail` (an error message may quote the record) before anything else."""
+    if redact is not None:
+        raw = redacted_bytes(raw, redact)
+        detail = redact(detail)
     try:
         original, encoding = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -29,3 +45,22 @@ def rejection(*, stage: str, reason: Reason, detail: str, origin: str, raw: byte
     log.debug("Dead-lettered a record.", extra={"stage": stage, "reason": reason.value,
                                                   "origin": origin, "dataset": dataset})
     return dead
+
+
+def redacted_bytes(raw: bytes, redact: Callable[[str], str]) -> bytes:
+    """`raw` with `redact` applied to its text; `raw` itself when nothing changed. Bytes that
+    are not UTF-8 round-trip unchanged (surrogateescape), so a secret in a binary frame (a bad
+    forward message) is hashed too."""
+    text = raw.decode("utf-8", "surrogateescape")
+    new = redact(text)
+    return raw if new == text else new.encode("utf-8", "surrogateescape")
+
+
+def redaction_of(parser: object) -> Callable[[str], str]:
+    """How dead letters of `parser`'s records are redacted: with the parser's redactor (the
+    deployment's key: build_parser gives one to every format that carries secrets), else with a
+    key of this process only (its hashes match nothing stored, but no clear value is kept).
+    Called when a dead letter is built, never per record."""
+    from collector.redact import Redactor      # here: collector's parsers import this module
+    redactor = getattr(parser, "redactor", None)
+    return (redactor if isinstance(redactor, Redactor) else Redactor.ephemeral()).redact_text
