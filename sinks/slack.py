@@ -66,6 +66,9 @@ def _text(kind: str, text: str, limit: int) -> dict[str, Any]:
 
 
 def _escape(text: str) -> str:
+    """Slack's escaping for text it parses (mrkdwn, and a message's top-level `text`): `&`, `<`
+    and `>` as entities, so `<!channel>` or `<@U123>` in a user or pod name is shown, not acted
+    on, and cannot forge a link (https://api.slack.com/reference/surfaces/formatting#escaping)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
@@ -106,7 +109,8 @@ def alert_message(alert: Alert, kibana_url: str | None) -> dict[str, Any]:
         "mrkdwn", f"alert `{alert.event.id}` · group `{_escape(alert.alert.group_key)}` · "
         f"{alert.timestamp.isoformat()}", SECTION_MAX)]})
     summary = f"[{severity.upper()}] {rule.name} ({rule.id}) by {user or 'unknown'} in {subject(alert)}"
-    return {"text": summary[:SECTION_MAX], "blocks": blocks}
+    # The fallback `text` is what notifications and old clients show: parsed like mrkdwn.
+    return {"text": _escape(summary[:SECTION_MAX]), "blocks": blocks}
 
 
 def digest_message(digest: Digest, kibana_url: str | None) -> dict[str, Any]:
@@ -134,7 +138,8 @@ def digest_message(digest: Digest, kibana_url: str | None) -> dict[str, Any]:
         "mrkdwn", "Run `ctrail alerts --since 1h` for every alert.", SECTION_MAX)]})
     if digest.critical:
         blocks += _actions(kibana_link(kibana_url, digest.critical[0]), "open_kibana")
-    return {"text": f"ContainerTrail: {digest.count} alerts ({digest.reason})", "blocks": blocks}
+    return {"text": _escape(f"ContainerTrail: {digest.count} alerts ({digest.reason})"),
+            "blocks": blocks}
 
 
 class SlackNotifier:

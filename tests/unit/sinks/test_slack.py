@@ -118,3 +118,31 @@ def test_config_needs_exactly_one_way_to_post() -> None:
         SlackConfig.model_validate({})
     with pytest.raises(ValueError, match="token needs a channel"):
         SlackConfig.model_validate({"token": {"env": "X"}})
+
+
+def _parsed_texts(message: dict) -> list[str]:  # type: ignore[type-arg]
+    """The top-level `text` and every mrkdwn text: what Slack parses for mentions and links."""
+    found = [message["text"]]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "mrkdwn":
+                found.append(node["text"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(message["blocks"])
+    return found
+
+
+def test_mentions_and_links_in_names_are_escaped_everywhere_slack_parses_text() -> None:
+    alert = make_alert(3, user="<!channel> & <@U123>", pod="<!here>",
+                       namespace="<https://evil.example|shop>")
+    for message in (alert_message(alert, None), digest_message(summarise([alert], "storm"), None)):
+        for text in _parsed_texts(message):
+            assert "<" not in text and ">" not in text, text
+            assert "& " not in text, text
+    fallback = alert_message(alert, None)["text"]
+    assert "by &lt;!channel&gt; &amp; &lt;@U123&gt; in " in fallback
