@@ -8,6 +8,7 @@ template only draws rectangles.
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Sequence
@@ -71,8 +72,30 @@ def environment() -> Environment:
     return env
 
 
+# What a value from the data (a user, a pod, an image, a label) may not do in a Markdown
+# report: open raw HTML or an autolink (`&`, `<`, `>` become entities), make a link or an image
+# (`[`, `]`), emphasis, code or strikethrough, or end its table cell (`|`). Each is shown as it
+# is once rendered. A bare URL stays text here; renderers with GFM's autolink extension may still
+# link it, showing its own target.
+MD_ENTITIES: Final = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+MD_SPECIAL: Final = re.compile(r"[\\`*_\[\]|~&<>]")
+# Spreadsheets run a cell starting with one of these as a formula (OWASP, CSV injection).
+CSV_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _markdown_cell(value: object) -> str:
-    return str("" if value is None else value).replace("|", "\\|").replace("\n", " ")
+    text = str("" if value is None else value).replace("\r\n", " ").replace("\n", " ")
+    return MD_SPECIAL.sub(lambda m: MD_ENTITIES.get(m.group(0), "\\" + m.group(0)),
+                          text.replace("\r", " "))
+
+
+def csv_cell(value: object) -> object:
+    """A text cell that a spreadsheet would take for a formula (`=HYPERLINK(...)`, `+`, `-`,
+    `@`, a tab or a carriage return first) prefixed with `'`, as OWASP recommends; numbers and
+    other text as they are (the csv module quotes what needs quoting)."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def render(report: Report, out_dir: Path, formats: Sequence[str]) -> list[Path]:
@@ -92,7 +115,7 @@ def render(report: Report, out_dir: Path, formats: Sequence[str]) -> list[Path]:
                 path = out_dir / f"{stem}-{table.slug}.csv"
                 with open(path, "w", newline="") as out:
                     writer = csv.writer(out)
-                    writer.writerow(table.columns)
-                    writer.writerows(table.rows)
+                    writer.writerow([csv_cell(column) for column in table.columns])
+                    writer.writerows([csv_cell(cell) for cell in row] for row in table.rows)
                 written.append(path)
     return written

@@ -79,6 +79,38 @@ def test_render_escapes_html_and_markdown_and_writes_csv(tmp_path: Path) -> None
     assert csv.read_text().splitlines() == ["a,b", "<script>x</script>,p|q"]
 
 
+HOSTILE = ["<img src=x onerror=alert(1)>", "[open the runbook](javascript:alert(1))",
+           "![pixel](https://tracker.example/p.png)", "<https://evil.example>",
+           "<script>alert(1)</script>", "a*b_c `x` ~~y~~ \\ & p|q"]
+
+
+def test_markdown_cells_render_as_text_never_as_html_links_or_images(tmp_path: Path) -> None:
+    markdown_it = pytest.importorskip("markdown_it")
+    report = Report("r", "R", T0, T0 + timedelta(days=1), T0, sections=[Section("S", tables=[
+        Table("T", ["value"], [[value] for value in HOSTILE])])])
+    [md] = render(report, tmp_path, ["md"])
+    # The worst case: a renderer that passes raw HTML through.
+    html = markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table").render(
+        md.read_text())
+    for tag in ("<img", "<script", "<a "):
+        assert tag not in html, tag
+    cells = [c.split("</td>")[0] for c in html.split("<td>")[1:]]
+    unescape = __import__("html").unescape
+    assert [unescape(c) for c in cells] == HOSTILE
+
+
+@pytest.mark.parametrize("cell", ["=HYPERLINK(\"https://evil.example\",\"x\")", "+1+1", "-2+3",
+                                  "@SUM(A1)", "\t=1", "\r=1"])
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(cell: str, tmp_path: Path) -> None:
+    report = Report("r", "R", T0, T0 + timedelta(days=1), T0, sections=[Section("S", tables=[
+        Table("T", ["user", "n"], [[cell, -3], ["alice", 2]])])])
+    [path] = render(report, tmp_path, ["csv"])
+    import csv as csv_module
+    with path.open(newline="") as handle:
+        rows = list(csv_module.reader(handle))
+    assert rows == [["user", "n"], ["'" + cell, "-3"], ["alice", "2"]]
+
+
 def test_cron_weekdays_count_from_sunday_as_cron_does() -> None:
     trigger = cron_trigger("0 6 * * 1")
     fire = trigger.get_next_fire_time(None, T0 - timedelta(days=1))     # T0 is a Monday
