@@ -1,5 +1,5 @@
-"""Correlation across workers on the real Kafka: events are keyed by pod/container, so one
-user's events reach both detect workers; their candidates are repartitioned through
+"""Correlation across workers on the real Kafka: one user's events are spread over the raw
+partitions, so they reach both process workers; their candidates are repartitioned through
 ctrail.correlate by correlation group, so the user's window is whole in one correlate worker."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ USERS = ("system:serviceaccount:a:prober", "system:serviceaccount:b:prober", "ma
 
 def forbidden(n: int, user: str, start: datetime) -> bytes:
     when = (start + timedelta(seconds=5 * n)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    namespace, pod = f"ns-{n % 7}", f"pod-{n}"       # spread over the events partitions
+    namespace, pod = f"ns-{n % 7}", f"pod-{n}"       # spread over the partitions
     return orjson.dumps({
         "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
         "auditID": f"{abs(hash(user)) % 10**8:08d}-0000-4000-8000-{n:012d}",
@@ -38,9 +38,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     running.stop()
 
 
-def test_two_detect_and_two_correlate_workers_fire_each_users_correlation_once(
+def test_two_process_and_two_correlate_workers_fire_each_users_correlation_once(
         cluster: Cluster, tmp_path: Path) -> None:
-    for name, stage in [("enrich", "enrich"), ("detect-1", "detect"), ("detect-2", "detect"),
+    for name, stage in [("process-1", "process"), ("process-2", "process"),
                         ("correlate-1", "correlate"), ("correlate-2", "correlate"),
                         ("store", "store")]:
         cluster.start(name, stage)

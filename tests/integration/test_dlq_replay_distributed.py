@@ -1,6 +1,7 @@
 """`ctrail dlq replay` on Kafka and Elasticsearch: parse failures are parsed again by the CLI
-and go through the workers; a document Elasticsearch refused goes back to the store workers,
-which refuse it again, and the replay reads that verdict back from ctrail.dlq."""
+and go through the workers; an event Elasticsearch refused goes back to the process workers
+(through ctrail.raw), whose store step refuses it again, and the replay reads that verdict back
+from ctrail.dlq."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ TEAPOT = (b'{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"tea-1","ve
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     running = Cluster(tmp_path)
-    for stage in ("enrich", "detect", "correlate", "store"):
+    for stage in ("process", "correlate", "store"):
         running.start(stage, stage)
     yield running
     running.stop()

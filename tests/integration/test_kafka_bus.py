@@ -61,7 +61,7 @@ class Member:
     member takes part in a rebalance only while it polls), and commits each batch if asked."""
 
     def __init__(self, bus: KafkaBus, commit: bool) -> None:
-        self.consumer = bus.consumer("enrich", [RAW])
+        self.consumer = bus.consumer("process", [RAW])
         self.commit = commit
         self.received: list[Record] = []
         self._calls: queue.Queue[tuple[Callable[[], object], Future[object]]] = queue.Queue()
@@ -144,11 +144,11 @@ def test_default_names_are_the_designs_and_a_namespace_prefixes_them() -> None:
     assert [plain.topic_name(t) for t in ALL_TOPICS] == [
         "ctrail.raw", "ctrail.events", "ctrail.alerts", "ctrail.dlq", "ctrail.entities",
         "ctrail.correlate"]
-    assert plain.group_name("enrich") == "ctrail.enrich"
+    assert plain.group_name("process") == "ctrail.process"
     assert plain.servers() == ["kafka-1:9092", "kafka-2:9092"]
     staging = KafkaBusConfig(bootstrap_servers="kafka:9092", namespace="staging.")
     assert staging.topic_name(RAW) == "staging.ctrail.raw"
-    assert staging.group_name("enrich") == "staging.ctrail.enrich"
+    assert staging.group_name("process") == "staging.ctrail.process"
 
 
 def test_unreachable_brokers_raise_unavailable_with_one_line() -> None:
@@ -162,7 +162,7 @@ def test_unreachable_brokers_raise_unavailable_with_one_line() -> None:
 
 def test_one_keys_records_stay_in_one_partition_in_order(bus: KafkaBus) -> None:
     sent = publish(bus, 120, keys=7)
-    got = drain(bus.consumer("enrich", [RAW]), 120)
+    got = drain(bus.consumer("process", [RAW]), 120)
     assert sorted(r.value for r in got) == sent
     for key in {r.key for r in got}:
         mine = [r for r in got if r.key == key]
@@ -208,7 +208,7 @@ def test_records_polled_before_a_revoke_are_left_to_the_new_owner(
     wait_for(lambda: bool(a.taken() and b.taken()))
     a.call(lambda: a.consumer.commit(before))     # too late: b owns some of those partitions
     taken = {(config.topic_name(t), p) for t, p in b.taken()}
-    group = config.group_name("enrich")
+    group = config.group_name("process")
     committed = bus.admin.list_group_offsets(group)[group]
     assert [tp for tp, done in committed.items()
             if (tp.topic, tp.partition) in taken and done.offset >= 0] == []
@@ -220,8 +220,13 @@ def test_records_polled_before_a_revoke_are_left_to_the_new_owner(
 
 def test_flush_raises_unavailable_when_the_broker_rejects_a_record(
         bus: KafkaBus, config: KafkaBusConfig) -> None:
-    bus.admin.alter_configs([topic_resource(config.topic_name(RAW),
-                                            {"max.message.bytes": "512"})])
+    raw = config.topic_name(RAW)
+    bus.admin.alter_configs([topic_resource(raw, {"max.message.bytes": "512"})])
+
+    def applied() -> bool:     # a topic's new config reaches the broker's logs asynchronously
+        described = bus.admin.describe_configs([topic_resource(raw)])["topic"][raw]
+        return bool(described.get("max.message.bytes", {}).get("value") == "512")
+    wait_for(applied)
     producer = bus.producer()
     producer.send(RAW, key="ns/pod", value=b"x" * 4096)
     with pytest.raises(Unavailable, match="1 of 1 records were not acknowledged"):

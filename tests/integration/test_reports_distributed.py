@@ -99,7 +99,7 @@ class Modes:
 
 def start_workers(tmp: Path, config: Path) -> dict[str, subprocess.Popen[bytes]]:
     workers = {}
-    for stage in ("enrich", "detect", "correlate", "store"):
+    for stage in ("process", "correlate", "store"):
         log = open(tmp / f"{stage}.log", "ab")
         workers[stage] = subprocess.Popen(
             [str(EXE), "worker", stage, "--config", str(config), "--data-dir",

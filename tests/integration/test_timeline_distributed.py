@@ -47,7 +47,7 @@ store:
   namespace: {namespace}
 """)
     workers = []
-    for stage in ("enrich", "detect", "correlate", "store"):
+    for stage in ("process", "correlate", "store"):
         log = open(tmp_path / f"{stage}.log", "ab")
         workers.append(subprocess.Popen(
             [str(EXE), "worker", stage, "--config", str(config), "--data-dir",

@@ -29,7 +29,7 @@ def test_long_running_services_have_health_checks_and_volumes() -> None:
         assert "healthcheck" in service or name.startswith("ctrail-"), name
     for name in ("kafka", "elasticsearch"):
         assert any(str(v).split(":")[0].endswith("-data") for v in services()[name]["volumes"])
-    for name in ("ctrail-collect", "ctrail-enrich", "ctrail-detect", "ctrail-store"):
+    for name in ("ctrail-collect", "ctrail-process", "ctrail-correlate", "ctrail-store"):
         worker = services()[name]
         assert worker["command"][:2] == ["worker", name.removeprefix("ctrail-").split("-")[0]]
         assert worker["user"] == "10001:10001" and worker["read_only"] is True

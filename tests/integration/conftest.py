@@ -1,0 +1,32 @@
+"""Every integration test runs as one deployment with one redaction key.
+
+Intake scrubs secrets before a record reaches ctrail.raw, and an event's id hashes the scrubbed
+bytes (Parser.scrub), so the id of a record that holds a secret depends on the HMAC key. The
+tests compare processes with different data dirs (embedded mode beside distributed mode, the
+ingesting CLI beside the workers); they get the one key a deployment must give all of its
+collectors (RedactionConfig.key), through the environment every ctrail process here inherits.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Iterator
+
+import pytest
+
+KEY_VARIABLE = "CTRAIL_REDACTION__KEY"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def deployment_redaction_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    key = tmp_path_factory.mktemp("redaction") / "redaction.key"
+    key.write_text(secrets.token_hex(32))
+    key.chmod(0o600)
+    before = os.environ.get(KEY_VARIABLE)
+    os.environ[KEY_VARIABLE] = f'{{"file": "{key}"}}'
+    yield
+    if before is None:
+        os.environ.pop(KEY_VARIABLE, None)
+    else:
+        os.environ[KEY_VARIABLE] = before
