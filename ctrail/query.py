@@ -14,7 +14,12 @@ query means the same thing on both. What the tree can say:
     AND OR NOT ( ) + -              boolean logic; terms side by side mean OR, as in Lucene
 
 Fuzzy (~), proximity and boosts (^) rank results and have no meaning for an audit search:
-they are refused with a QueryError rather than silently ignored.
+they are refused with a QueryError rather than silently ignored. `*:*` (and `*`, or nothing)
+matches everything, as in Lucene.
+
+A query is bounded, so that no query costs a traceback or a translation either store refuses
+(SQLite's expression depth is 1000): at most MAX_QUERY_CHARS characters, MAX_TERMS terms
+(Lucene's own limit is 1024 clauses) and MAX_DEPTH levels of nesting (groups, NOT, fields).
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ TIMESTAMP: Final = "@timestamp"
 DURATION = re.compile(r"^(\d+)([smhdw])$")
 UNIT_SECS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _UNESCAPE = re.compile(r"\\(.)")
+MAX_QUERY_CHARS: Final = 16_384
+MAX_TERMS: Final = 512
+MAX_DEPTH: Final = 32
+SHOWN_CHARS: Final = 80          # of a query quoted in an error message
 _WILDCARD = re.compile(r"(?<!\\)[*?]")
 
 
@@ -108,13 +117,44 @@ Query = MatchAll | And | Or | Not | Equals | Wildcard | Regex | Exists | Range |
 @lru_cache(maxsize=256)
 def parse_query(text: str) -> Query:
     """The tree for `text`; QueryError with a one-line reason when it is not a query we answer."""
-    if not text.strip() or text.strip() == "*":
+    if not text.strip() or text.strip() in ("*", "*:*"):
         return MatchAll()
+    if len(text) > MAX_QUERY_CHARS:
+        raise QueryError(f"the query is too long: {len(text)} characters (at most "
+                         f"{MAX_QUERY_CHARS})")
     try:
         parsed = parser.parse(text)
     except (ParseError, TypeError, ValueError) as exc:
-        raise QueryError(f"cannot parse query {text!r}: {exc}") from None
+        raise QueryError(f"cannot parse query {_shown(text)}: {_shown(str(exc), False)}") \
+            from None
+    except RecursionError:
+        raise QueryError(f"the query is nested too deeply (at most {MAX_DEPTH} levels)") \
+            from None
+    _check_size(parsed)
     return _convert(parsed, field=None)
+
+
+def _check_size(parsed: tree.Item) -> None:
+    """QueryError when the parsed query has more than MAX_TERMS terms or MAX_DEPTH levels;
+    walked without recursion, so a query of any shape gets this one-line answer."""
+    terms = 0
+    stack: list[tuple[tree.Item, int]] = [(parsed, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise QueryError(f"the query is nested too deeply (at most {MAX_DEPTH} levels)")
+        children = node.children
+        if not children:
+            terms += 1
+            if terms > MAX_TERMS:
+                raise QueryError(f"the query has too many terms (at most {MAX_TERMS})")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _shown(text: str, quoted: bool = True) -> str:
+    """`text` for a one-line error message: cut to SHOWN_CHARS, and quoted if asked."""
+    cut = text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
+    return repr(cut) if quoted else " ".join(cut.split())
 
 
 def parse_duration(text: str) -> timedelta:
@@ -146,6 +186,8 @@ def _convert(node: tree.Item, field: str | None) -> Query:
             if field is not None:
                 raise QueryError(f"a field inside a field: {node}")
             name = _unescape(node.name)
+            if name == "*" and str(node.expr) == "*":     # Lucene's match-all, inside a query
+                return MatchAll()
             if name == "_exists_":
                 return Exists(_unescape(str(node.expr)))
             return _convert(node.expr, name)

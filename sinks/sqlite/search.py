@@ -14,6 +14,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final
 
+import re2
+
 from ctrail import query as q
 from ctrail.errors import QueryError
 
@@ -191,16 +193,25 @@ def _glob(pattern: str) -> str:
     return pattern.replace("[", "[[]")
 
 
+# Regular expressions run on RE2 (google-re2), whose time is linear in the value:
+# a pattern like /(a+)+b/ that backtracks for ever in Python's `re` cannot hang a search. RE2
+# has no backreferences or look-arounds; Lucene's regexps have neither.
+RE2_OPTIONS: Final = re2.Options()
+RE2_OPTIONS.log_errors = False          # a bad pattern is our QueryError, not a line on stderr
+
+
 @lru_cache(maxsize=128)
-def compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def compiled(pattern: str) -> Any:
+    return re2.compile(pattern, RE2_OPTIONS)
 
 
 def _check_regex(pattern: str) -> None:
     try:
         compiled(pattern)
-    except re.error as exc:
-        raise QueryError(f"not a regular expression: /{pattern}/ ({exc})") from None
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(
+            exc.args[0], bytes) else str(exc)
+        raise QueryError(f"not a regular expression: /{pattern}/ ({reason})") from None
 
 
 def regexp(pattern: str, value: Any) -> bool:

@@ -66,3 +66,36 @@ def test_parse_time_reads_iso_now_and_durations() -> None:
     assert parse_time("now", now) == now
     assert parse_time("now-2h", now) == now - timedelta(hours=2)
     assert parse_time("2026-01-01T00:00:00+01:00", now) == datetime(2025, 12, 31, 23, tzinfo=timezone.utc)
+
+
+# -- issue 14: Lucene's match-all, and extreme queries get a one-line error ----------------------
+
+@pytest.mark.parametrize(("text", "tree"), [
+    ("*:*", MatchAll()),
+    (" *:* ", MatchAll()),
+    ("*:* AND user.name:alice", And((MatchAll(), Equals("user.name", "alice")))),
+    ("NOT *:*", Not(MatchAll())),
+])
+def test_star_colon_star_matches_everything_as_in_lucene(text: str, tree: object) -> None:
+    assert parse_query(text) == tree
+
+
+@pytest.mark.parametrize("text", [
+    "a " * 5000, "NOT " * 2000, "NOT " * 2000 + "a", "(" * 3000 + "a" + ")" * 3000,
+    "a OR " * 600 + "a", "user.name:(" + "a " * 600 + ")", "- " * 3000 + "a",
+    "x" * 100_000, "NOT " * 40 + "a",
+])
+def test_extreme_queries_get_a_one_line_query_error(text: str) -> None:
+    with pytest.raises(QueryError) as raised:
+        parse_query(text)
+    message = str(raised.value)
+    assert "\n" not in message and len(message) < 300, message
+
+
+def test_queries_within_the_bounds_are_answered() -> None:
+    from ctrail.query import MAX_DEPTH, MAX_TERMS
+    assert isinstance(parse_query(" OR ".join(["a"] * MAX_TERMS)), Or)
+    deep = parse_query("NOT " * (MAX_DEPTH - 2) + "a")
+    while isinstance(deep, Not):
+        deep = deep.child
+    assert deep == Text("a")

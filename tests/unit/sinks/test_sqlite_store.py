@@ -125,3 +125,59 @@ def test_a_v2_store_is_migrated_in_place(tmp_path: Path) -> None:
     assert not any(name.startswith("v2_") for name in tables)
     store.close()
     assert SqliteStore(path).count("*") == len(EVENTS)     # opens again as it is
+
+
+# -- issue 14: *:*, queries at the size bounds, and regular expressions that cannot hang --------
+
+def test_star_colon_star_and_queries_at_the_bounds_are_answered(tmp_path: Path) -> None:
+    from ctrail.query import MAX_DEPTH, MAX_TERMS
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    store.write(EVENTS)
+    everything = store.search("*", limit=100)
+    assert everything and store.search("*:*", limit=100) == everything
+    widest = " OR ".join(["user.name:bob"] * (MAX_TERMS - 1) + ["forbidden"])
+    assert store.search(widest, limit=100)
+    deepest = "NOT " * (MAX_DEPTH - 2) + "user.name:bob"   # an even number of NOTs
+    assert store.search(deepest, limit=100) == store.search("user.name:bob", limit=100)
+
+
+def _in_a_child(code: str) -> None:
+    """Run `code` in a child process: with a backtracking engine it would never return (a C
+    loop no timeout interrupts), so it must end within the time limit to pass."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[3])
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_catastrophic_regular_expression_does_not_hang() -> None:
+    _in_a_child("from sinks.sqlite.search import regexp\n"
+                "assert not regexp('(a+)+b', 'a' * 100_000)\n"
+                "assert regexp('(a+)+b', 'a' * 100_000 + 'b')\n"
+                "assert not regexp('(x+x+)+y', 'x' * 5000)\n")
+
+
+def test_a_search_with_a_catastrophic_regular_expression_is_answered(tmp_path: Path) -> None:
+    _in_a_child(f"""
+import time
+from pathlib import Path
+from sinks.sqlite.store import SqliteStore
+from tests.contract.test_store import EVENTS
+store = SqliteStore(Path({str(tmp_path)!r}) / "s.sqlite3")
+event = EVENTS[2]
+user = event.user.model_copy(update={{"name": "a" * 50_000}})
+store.write([event.model_copy(update={{"user": user}})])
+started = time.monotonic()
+assert store.search("user.name:/(a+)+b/", limit=10) == []
+assert len(store.search("user.name:/(a+)+/", limit=10)) == 1
+assert time.monotonic() - started < 5
+""")
+
+
+def test_a_pattern_re2_cannot_run_is_a_query_error(tmp_path: Path) -> None:
+    import pytest
+    from ctrail.errors import QueryError
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    with pytest.raises(QueryError, match="not a regular expression"):
+        store.search("user.name:/(a)\\1/", limit=1)       # a backreference: RE2 has none
