@@ -83,6 +83,13 @@ class Bus(Protocol):
     def group_name(self, group: str) -> str:
         """`group` as the transport names it (on Kafka, with the namespace), for messages."""
 
+    def written_elsewhere(self, topic: str) -> None:
+        """From now on another process appends `topic` (`ctrail run`'s intake process): this
+        one only reads it. Called before the topic is first used. Kafka: nothing to do."""
+
+    def writes(self, topic: str) -> bool:
+        """Whether this process may append `topic` (False after written_elsewhere)."""
+
     def close(self) -> None: ...
 
 
@@ -92,7 +99,9 @@ class BusConfig(Protocol):
 
     single_process: bool              # as the bus it builds
 
-    def build(self, data_dir: Path) -> Bus: ...
+    def build(self, data_dir: Path, guest: bool = False) -> Bus:
+        """`guest`: for a process the bus's owner started (`ctrail run`'s intake), which
+        writes the topics the owner said are written elsewhere, under the owner's lock."""
 
     def read_topic(self, data_dir: Path, topic: str, reader: str,
                    timeout_secs: float) -> Iterator[bytes]:

@@ -23,6 +23,9 @@ Item = Event | Alert | Rejection
 # RawEntry.format of an Event we built ourselves (our own audit trail, a replayed item): the
 # chain decodes it as it is instead of parsing it.
 EVENT_FORMAT: Final = "event"
+# RawEntry.format of a dead letter intake built (a record it had to cut, or one its source
+# judged malformed): the chain keeps it as it is. Intake writes ctrail.raw and nothing else.
+DEAD_LETTER_FORMAT: Final = "dead-letter"
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,6 +180,12 @@ class KafkaBus:
     def group_name(self, group: str) -> str:
         return self.config.group_name(group)
 
+    def written_elsewhere(self, topic: str) -> None:
+        pass                                 # any process may produce to a Kafka topic
+
+    def writes(self, topic: str) -> bool:
+        return True
+
     def _track(self, client: _Client) -> _Client:
         with self._lock:
             self._clients.append(client)

@@ -126,12 +126,13 @@ class KafkaBusConfig(_Section):
         return f"{self.namespace}{topic}"
 
     def group_name(self, group: str) -> str:
-        """The consumer group of a stage: `ctrail.enrich`, with the namespace."""
+        """The consumer group of a stage: `ctrail.process`, with the namespace."""
         return f"{self.namespace}ctrail.{group}"
 
-    def build(self, data_dir: Path | None = None) -> "KafkaBus":
+    def build(self, data_dir: Path | None = None, guest: bool = False) -> "KafkaBus":
         """Connect and create missing topics; raises Unavailable when no broker answers.
-        (`data_dir` is unused: Kafka keeps topics and offsets on the brokers.)"""
+        (`data_dir` and `guest` are unused: Kafka keeps topics and offsets on the brokers,
+        and any process may produce and consume.)"""
         from ctrail.bus.kafka import KafkaBus  # kafka-python only when a Kafka bus is used
 
         return KafkaBus(self)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Final, Iterator, Sequence
@@ -28,6 +29,9 @@ from ctrail.durable import fsync_dir, lock_directory, write_atomic
 HEADER: Final = struct.Struct("<IIH")
 DEFAULT_SEGMENT_BYTES: Final = 256 * 1024 * 1024
 READ_CHUNK_BYTES: Final = 4 * 1024 * 1024
+END_FILE: Final = ".end"          # the writer's durable end, for readers in other processes
+END_BYTES: Final = 24
+READER_WAIT_SECS: Final = 0.01    # how often a reader looks for another process's appends
 
 
 def _segment_name(base: int) -> str:
@@ -64,16 +68,40 @@ def read_topic_files(directory: Path) -> Iterator[bytes]:
 
 
 class LocalTopic:
-    """One topic's segments: append under a lock, readable up to `durable_end`."""
+    """One topic's segments: append under a lock, readable up to `durable_end`.
 
-    def __init__(self, directory: Path, segment_bytes: int) -> None:
+    A topic has one writer process. After each fsync the writer records the durable end in the
+    topic's END_FILE, so a process that only reads the topic (`written_elsewhere`: `ctrail run`
+    reading what its intake process appends) follows it there, never past what is durable."""
+
+    def __init__(self, directory: Path, segment_bytes: int, writer: bool = True) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
+        self.writer = writer
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._pending = bytearray()
         self.bases = sorted(int(p.stem) for p in directory.glob("*.log")) or [0]
-        self._open_tail()
+        self._end_fd = os.open(directory / END_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        if writer:
+            self._open_tail()
+            self._publish_end()
+        else:
+            self.durable_end = self.bases[0]
+            self.refresh()
+
+    def _publish_end(self) -> None:
+        os.pwrite(self._end_fd, str(self.durable_end).encode().ljust(END_BYTES), 0)
+
+    def refresh(self) -> None:
+        """A reader's view of a topic another process writes: its segments and durable end."""
+        if self.writer:
+            return
+        text = os.pread(self._end_fd, END_BYTES, 0).strip()
+        end = int(text) if text else 0
+        if end != self.durable_end:
+            self.bases = sorted(int(p.stem) for p in self.directory.glob("*.log")) or [0]
+            self.durable_end = max(end, self.bases[0])
 
     def _open_tail(self) -> None:
         base = self.bases[-1]
@@ -104,6 +132,7 @@ class LocalTopic:
             self._pending.clear()
             if self.durable_end - self.bases[-1] >= self.segment_bytes:
                 self._roll()
+            self._publish_end()
 
     def _roll(self) -> None:
         self._file.close()
@@ -128,7 +157,11 @@ class LocalTopic:
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            if self.writer:
+                self._file.close()
+            if self._end_fd >= 0:                 # closing twice is harmless, as for files
+                os.close(self._end_fd)
+                self._end_fd = -1
 
 
 class LocalProducer:
@@ -166,6 +199,7 @@ class _TopicCursor:
 
     def read(self, max_records: int) -> list[Record]:
         records: list[Record] = []
+        self.topic.refresh()
         end = self.topic.durable_end
         while len(records) < max_records and self.position < end:
             # Frames never span segments and durable_end moves by whole frames, so the frame
@@ -211,9 +245,18 @@ class LocalConsumer:
 
     def poll(self, max_records: int, timeout_secs: float) -> list[Record]:
         records = self._read(max_records)
-        if not records and timeout_secs > 0:
+        if records or timeout_secs <= 0:
+            return records
+        # A producer of this process wakes the wait; a topic written by another process is
+        # looked at again every READER_WAIT_SECS.
+        external = any(not cursor.topic.writer for cursor in self._cursors.values())
+        deadline = time.monotonic() + timeout_secs
+        while not records:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             with self._wakeup:
-                self._wakeup.wait(timeout_secs)
+                self._wakeup.wait(min(left, READER_WAIT_SECS) if external else left)
             records = self._read(max_records)
         return records
 
@@ -240,6 +283,8 @@ class LocalConsumer:
             cursor.reset(cursor.committed)
 
     def lag(self) -> int:
+        for cursor in self._cursors.values():
+            cursor.topic.refresh()
         return sum(c.topic.durable_end - c.committed for c in self._cursors.values())
 
     def close(self) -> None:
@@ -251,21 +296,35 @@ class LocalBus:
 
     single_process: Final = True        # the data directory's lock lets one process in
 
-    def __init__(self, root: Path, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
+    def __init__(self, root: Path, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+                 guest: bool = False) -> None:
+        """`guest`: a process its owner started to write topics the owner reads (see
+        `written_elsewhere`); it takes no lock, the owner holds it for both."""
         self.root = root
         self.segment_bytes = segment_bytes
-        self._lock_file = lock_directory(
+        self._lock_file = None if guest else lock_directory(
             root, f"the data directory {root.parent} is in use by another ctrail process; "
                   "stop it or use another --data-dir")
         self._topics: dict[str, LocalTopic] = {}
+        self._elsewhere: set[str] = set()
         self._topics_lock = threading.Lock()
         self.wakeup = threading.Condition()
 
     def topic(self, name: str) -> LocalTopic:
         with self._topics_lock:
             if name not in self._topics:
-                self._topics[name] = LocalTopic(self.root / name, self.segment_bytes)
+                self._topics[name] = LocalTopic(self.root / name, self.segment_bytes,
+                                                writer=name not in self._elsewhere)
             return self._topics[name]
+
+    def written_elsewhere(self, topic: str) -> None:
+        with self._topics_lock:
+            if topic in self._topics:
+                raise RuntimeError(f"{topic} is open here already")
+            self._elsewhere.add(topic)
+
+    def writes(self, topic: str) -> bool:
+        return topic not in self._elsewhere
 
     def offset_path(self, topic: str, group: str) -> Path:
         return self.root / topic / f"{group}.offset"
@@ -288,7 +347,8 @@ class LocalBus:
     def close(self) -> None:
         for topic in self._topics.values():
             topic.close()
-        self._lock_file.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
 
 
 class _NotifyingProducer(LocalProducer):

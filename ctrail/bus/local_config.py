@@ -24,10 +24,10 @@ class LocalBusConfig(BaseModel):
     segment_bytes: PositiveInt = Field(256 * 1024 * 1024,
                                        description="Roll a topic's segment file at this size.")
 
-    def build(self, data_dir: Path) -> "LocalBus":
+    def build(self, data_dir: Path, guest: bool = False) -> "LocalBus":
         from ctrail.bus.local import LocalBus
 
-        return LocalBus(data_dir / "bus", self.segment_bytes)
+        return LocalBus(data_dir / "bus", self.segment_bytes, guest)
 
     def read_topic(self, data_dir: Path, topic: str, reader: str,
                    timeout_secs: float) -> Iterator[bytes]:

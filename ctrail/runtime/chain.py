@@ -19,11 +19,11 @@ leaves the detector's state (suppression, tag history) untouched by the retried 
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 from collector import build_parser
-from ctrail.bus import ALERTS, CORRELATE, EVENTS
-from ctrail.bus.codec import EVENT_FORMAT, RawEntry, decode
+from ctrail.bus import ALERTS, CORRELATE, DLQ, EVENTS
+from ctrail.bus.codec import DEAD_LETTER_FORMAT, EVENT_FORMAT, RawEntry, decode
 from ctrail.components import Parser, RawRecord, Store
 from ctrail.errors import InvalidInput, Reason, Retryable
 from ctrail.event import Alert, Event, Rejection
@@ -99,7 +99,7 @@ class Chain:
         counts: dict[str, list[int]] = {}
         for entry in entries:
             assert isinstance(entry, RawEntry)
-            outcome = self._parse_one(entry)
+            outcome = parse_entry(entry, self.parsers)
             tally = counts.setdefault(entry.source, [0, 0])
             if isinstance(outcome, Rejection):
                 rejected.append(outcome)
@@ -119,20 +119,30 @@ class Chain:
                             extra={"source": source, "dead_lettered": dead, "parsed": parsed})
         return events
 
-    def _parse_one(self, entry: RawEntry) -> list[Event | Rejection] | Rejection:
-        if entry.format == EVENT_FORMAT:
-            try:
-                return [decode(EVENTS, entry.data)]  # type: ignore[list-item]
-            except InvalidInput as exc:
-                return rejection(stage=PARSE_STEP, reason=exc.reason, detail=exc.detail,
-                                 origin=entry.origin, raw=entry.data, dataset=None)
-        try:
-            parser = self.parsers(entry.format)
-        except KeyError:
-            return rejection(stage=PARSE_STEP, reason=Reason.UNDECODABLE,
-                             detail=f"no parser for the format {entry.format!r}",
-                             origin=entry.origin, raw=entry.data, dataset=None)
-        return parse_record(parser, RawRecord(entry.data, entry.origin, entry.received))
-
     def close(self) -> None:
         self.windows.close()
+
+
+def parse_entry(entry: RawEntry, parser_for: Callable[[str], Parser]
+                ) -> list[Event | Rejection] | Rejection:
+    """What the chain makes of one ctrail.raw entry: its events (and dead letters of bad
+    parts), or the dead letter of the whole record."""
+    if entry.format == DEAD_LETTER_FORMAT:            # judged at intake: kept as it is
+        try:
+            return decode(DLQ, entry.data)  # type: ignore[return-value]
+        except InvalidInput as exc:
+            return rejection(stage=PARSE_STEP, reason=exc.reason, detail=exc.detail,
+                             origin=entry.origin, raw=entry.data, dataset=None)
+    if entry.format == EVENT_FORMAT:
+        try:
+            return [decode(EVENTS, entry.data)]  # type: ignore[list-item]
+        except InvalidInput as exc:
+            return rejection(stage=PARSE_STEP, reason=exc.reason, detail=exc.detail,
+                             origin=entry.origin, raw=entry.data, dataset=None)
+    try:
+        parser = parser_for(entry.format)
+    except KeyError:
+        return rejection(stage=PARSE_STEP, reason=Reason.UNDECODABLE,
+                         detail=f"no parser for the format {entry.format!r}",
+                         origin=entry.origin, raw=entry.data, dataset=None)
+    return parse_record(parser, RawRecord(entry.data, entry.origin, entry.received))

@@ -8,21 +8,25 @@ so the raw log, like every other file, never holds a clear secret. A source's re
 saved, a webhook client answered) only after they are durable on the bus.
 
 Only what can never be parsed is judged here: a record the reader had to cut at
-max_record_bytes, or one its source already found malformed (a bad forward frame). Those go
-to the DLQ directly, under the parse step's name, as parse failures always have.
+max_record_bytes, or one its source already found malformed (a bad forward frame). Its dead
+letter (under the parse step's name, as parse failures always have) travels on ctrail.raw too,
+so intake writes one topic only: in `ctrail run` it is another process than the chain's, and a
+topic of the local log has one writer.
 """
 
 from __future__ import annotations
 
 import logging
 
-from ctrail.bus import DLQ, RAW, Producer
-from ctrail.bus.codec import RawEntry, encode
+from collector import build_parser
+from ctrail.bus import RAW, Producer
+from ctrail.bus.codec import DEAD_LETTER_FORMAT, RawEntry, encode
 from ctrail.components import Parser, RawRecord, Source
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event, Rejection
 from ctrail.runtime.deadletter import redaction_of, rejection
 from ctrail.runtime.telemetry import Telemetry
+from ctrail.settings import Settings
 
 STAGE = "collect"           # the parse step's name in dead letters and in `dlq replay`
 log = logging.getLogger(__name__)
@@ -80,18 +84,22 @@ class Collector:
     def run_once(self) -> int:
         """Take in one batch; returns the records read. Raises EndOfInput at the end."""
         records = self.source.read(self.batch_records)
-        dead = 0
         for record in records:
             judged = judged_at_intake(record, self.parser)
-            if judged is not None:
-                self.producer.send(DLQ, key=judged.key, value=encode(judged))
-                dead += 1
-                continue
-            entry = RawEntry(self.format, self.name, record.origin, record.received,
-                             self.parser.scrub(record.data))
+            entry = (RawEntry(self.format, self.name, record.origin, record.received,
+                              self.parser.scrub(record.data)) if judged is None
+                     else RawEntry(DEAD_LETTER_FORMAT, self.name, record.origin, record.received,
+                                   encode(judged)))
             self.producer.send(RAW, key=entry.key, value=entry.encode())
         self.producer.flush()
         self.source.commit(records)
-        self.telemetry.record(f"{STAGE}.{self.name}", received=len(records),
-                              dead_lettered=dead)
+        self.telemetry.record(f"{STAGE}.{self.name}", received=len(records))
         return len(records)
+
+
+def collector_for(settings: Settings, name: str, source: Source, format: str,
+                  producer: Producer, telemetry: Telemetry) -> Collector:
+    """Intake for `source`, whose records the chain parses as `format` (a --source name)."""
+    parser = build_parser(format, settings.data_dir, settings.redaction)
+    return Collector(name, source, format, parser, producer, telemetry,
+                     settings.pipeline.batch_events)

@@ -13,14 +13,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Final, Iterable, Sequence
 
-from collector import build_parser
 from ctrail.bus import ALERTS, CORRELATE, DLQ, EVENTS, RAW, Bus
 from ctrail.bus.codec import Item, RawEntry
 from ctrail.components import Source, Store
 from ctrail.errors import Retryable
 from ctrail.event import Alert, Rejection
 from ctrail.runtime.chain import Chain
-from ctrail.runtime.collect import Collector
+from ctrail.runtime.collect import Collector, collector_for
 from ctrail.runtime.rule_audit import record_rule_changes
 from ctrail.runtime.stage import Handler, Output, StageResult, StageWorker, isolate
 from ctrail.runtime.telemetry import Sample, Telemetry
@@ -222,13 +221,18 @@ class Pipeline:
     """The selected stages (all by default) on the configured bus, in this process: embedded
     mode runs them all; a distributed worker runs one."""
 
-    def __init__(self, settings: Settings, stages: Sequence[str] = STAGE_NAMES) -> None:
+    def __init__(self, settings: Settings, stages: Sequence[str] = STAGE_NAMES,
+                 intake_elsewhere: bool = False) -> None:
+        """`intake_elsewhere`: another process appends ctrail.raw (`ctrail run`'s intake,
+        ctrail.runtime.intake); this one only reads it."""
         unknown = set(stages) - set(STAGE_NAMES)
         if unknown:
             raise ValueError(f"no stage {', '.join(sorted(unknown))}; stages: {STAGE_NAMES}")
         self.settings = settings
         self.telemetry = Telemetry()
         self.bus = settings.bus.build(settings.data_dir)
+        if intake_elsewhere:
+            self.bus.written_elsewhere(RAW)
         self.stages: list[Stage] = []
         self.workers: list[StageWorker] = []
         batch = settings.pipeline.batch_events
@@ -252,10 +256,9 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
 
     def collector(self, name: str, source: Source, format: str) -> Collector:
-        """Intake for `source`, whose records the chain parses as `format` (a --source name)."""
-        parser = build_parser(format, self.settings.data_dir, self.settings.redaction)
-        return Collector(name, source, format, parser, self.bus.producer(), self.telemetry,
-                         self.settings.pipeline.batch_events)
+        """Intake for `source` in this process, whose records the chain parses as `format`."""
+        return collector_for(self.settings, name, source, format, self.bus.producer(),
+                             self.telemetry)
 
     def step(self) -> int:
         """One batch through each stage, in this thread; returns the records processed."""

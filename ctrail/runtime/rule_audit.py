@@ -20,13 +20,13 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from ctrail.bus import Bus
+from ctrail.bus import RAW, Bus
 from ctrail.bus.codec import publish_event
 from ctrail.settings import Settings
 from detectors.rule_fingerprint import (Remembered, RuleChanges, changes, fingerprint, load,
                                         save, set_digest)
 from detectors.sigma_detector import SigmaDetector
-from ctrail.audit.trail import audit_event
+from ctrail.audit.trail import audit_event, spool
 
 log = logging.getLogger(__name__)
 ACTION: Final = "rules-change"
@@ -49,9 +49,12 @@ def record_rule_changes(settings: Settings, detector: SigmaDetector, bus: Bus) -
         "rules": len(current), "generation": generation,
         "rule_paths": [str(p) for p in settings.detection.rule_paths]},
         identity=f"{ACTION}\x00{generation}\x00{set_digest(current)}")
-    producer = bus.producer()           # only now: on Kafka each producer is a connection
-    publish_event(producer, event, ACTION)
-    producer.flush()
+    if bus.writes(RAW):
+        producer = bus.producer()       # only now: on Kafka each producer is a connection
+        publish_event(producer, event, ACTION)
+        producer.flush()
+    else:                               # `ctrail run`'s intake process writes ctrail.raw
+        spool(settings, event)
     save(path, Remembered(generation, current))
     log.info("The rule set changed since the last start.", extra={
         "added": len(changed.added), "removed": len(changed.removed),

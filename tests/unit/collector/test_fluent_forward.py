@@ -28,7 +28,7 @@ from ctrail.bus.local import LocalBus
 from ctrail.components import RawRecord
 from ctrail.errors import ConfigError
 from ctrail.event import Event, Rejection
-from ctrail.runtime.collect import parse_record
+from ctrail.runtime.chain import parse_entry
 from ctrail.runtime.pipeline import Pipeline
 from ctrail.settings import Settings
 
@@ -71,22 +71,18 @@ class Harness:
         self.pipeline.close()
 
     def items(self, topic: str, want: int, timeout: float = 10.0) -> list[Any]:
-        """RAW: the events the chain makes of what intake appended; DLQ: the dead letters,
-        intake's own and the parse step's."""
+        """RAW: the events the chain makes of what intake appended; DLQ: the dead letters
+        (intake's own travel on ctrail.raw too)."""
         parser = PARSERS[self.config.parser]()
-        consumers = {name: self.pipeline.bus.consumer(f"test-{topic}-{name}", (name,))
-                     for name in (RAW, DLQ)}
+        consumers = {RAW: self.pipeline.bus.consumer(f"test-{topic}", (RAW,))}
         got: list[Any] = []
         deadline = time.monotonic() + timeout
         while len(got) < want and time.monotonic() < deadline:
             for record in consumers[RAW].poll(1000, timeout_secs=0.1):
-                entry = RawEntry.decode(record.value)
-                parsed = parse_record(parser, RawRecord(entry.data, entry.origin, entry.received))
+                parsed = parse_entry(RawEntry.decode(record.value), lambda _format: parser)
                 for item in [parsed] if isinstance(parsed, Rejection) else parsed:
                     if isinstance(item, Rejection) == (topic == DLQ):
                         got.append(item)
-            if topic == DLQ:
-                got += [decode(DLQ, r.value) for r in consumers[DLQ].poll(1000, timeout_secs=0.1)]
         for consumer in consumers.values():
             consumer.close()
         return got

@@ -33,7 +33,8 @@ from ctrail.bus.local import LocalBus
 from ctrail.components import RawRecord
 from ctrail.errors import ConfigError, Unavailable
 from ctrail.event import Rejection
-from ctrail.runtime.collect import Collector, parse_record
+from ctrail.runtime.chain import parse_entry
+from ctrail.runtime.collect import Collector
 from ctrail.runtime.http import HttpListener, ListenerConfig
 from ctrail.runtime.telemetry import Telemetry
 from ctrail.secrets import EnvRef
@@ -71,13 +72,11 @@ class Running:
             consumer.close()
 
     def outcome(self) -> tuple[int, int]:
-        """What the chain makes of what intake published, as (events, dead letters), with the
-        records intake dead-lettered itself."""
+        """What the chain makes of what intake published, as (events, dead letters)."""
         parser = PARSERS[self.collector.format]()
-        events, dead = 0, len(self.published(DLQ))
+        events, dead = 0, 0
         for record in self.published(RAW):
-            entry = RawEntry.decode(record.value)
-            parsed = parse_record(parser, RawRecord(entry.data, entry.origin, entry.received))
+            parsed = parse_entry(RawEntry.decode(record.value), lambda _format: parser)
             items = [parsed] if isinstance(parsed, Rejection) else parsed
             rejected = sum(isinstance(item, Rejection) for item in items)
             events, dead = events + len(items) - rejected, dead + rejected

@@ -1,0 +1,199 @@
+"""`ctrail run`'s intake: the configured sources in a process of their own.
+
+Listeners and tailers append what they read to ctrail.raw and answer their senders; the
+processing chain reads it in the parent process. Apart, each has its own interpreter lock and
+core, so a burst of webhook batches is absorbed by the raw log while the chain works, instead of
+both sharing one core (as Vector's sources and sinks run as separate tasks, and kube-apiserver's
+webhook backend only needs a quick answer).
+
+On the local log the parent holds the data directory's lock and reads ctrail.raw as this
+process appends it (`Bus.written_elsewhere`); this process opens the bus as the parent's guest
+and writes ctrail.raw only: records, the dead letters of records it judged (they travel on
+ctrail.raw), and the audit records other commands spooled (it publishes the spool). On Kafka the
+same split needs nothing special.
+
+The process ends when its parent asks (SIGTERM) or dies (it watches its parent's pid: a kill -9
+of `ctrail run` must not leave a listener acknowledging what nobody will process).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Callable, Final
+
+from ctrail.audit.spool import SpoolPickup
+from ctrail.bus import Bus
+from ctrail.errors import ConfigError, CtrailError, Unavailable
+from ctrail.runtime.collect import Collector, collector_for
+from ctrail.runtime.telemetry import Telemetry
+from ctrail.settings import Settings
+
+log = logging.getLogger(__name__)
+STOP_WAIT_SECS: Final = 30.0
+RESTART_BACKOFF_SECS: Final = (1.0, 30.0)
+
+
+def serve_sources(settings: Settings, bus: Bus, stop: threading.Event, publish_spool: bool,
+                  ready: Callable[[], None] = lambda: None) -> None:
+    """Run every configured source until `stop`: each in a thread of its own, appending to
+    ctrail.raw; with `publish_spool`, also the audit spool's pickup (ctrail.raw's writer
+    publishes what other commands spooled). `ready` is called once every source is built
+    (listening, files opened); a source that cannot be built raises (ConfigError...)."""
+    telemetry = Telemetry()
+    collectors: list[Collector] = []
+    pickup: SpoolPickup | None = None
+    try:
+        for name, config in settings.sources.items():
+            source = config.build(name, settings.data_dir, settings.pipeline.max_record_bytes)
+            collectors.append(collector_for(settings, name, source, config.parser_name,
+                                            bus.producer(), telemetry))
+        if publish_spool:
+            pickup = SpoolPickup(settings.data_dir, bus.producer())
+            pickup.start()
+        threads = [threading.Thread(target=collect_until, args=(c, stop), daemon=True,
+                                    name=f"collect-{c.name}") for c in collectors]
+        for thread in threads:
+            thread.start()
+        log.info("Intake is running.", extra={"sources": [c.name for c in collectors]})
+        ready()
+        stop.wait()
+        for thread in threads:
+            thread.join()
+    finally:
+        if pickup is not None:
+            pickup.stop()           # after the sources: a pickup at stop publishes the rest
+        for collector in collectors:
+            collector.source.close()
+
+
+def collect_until(collector: Collector, stop: threading.Event) -> None:
+    """Collect until stopped; sources block briefly in read() when idle."""
+    while not stop.is_set():
+        try:
+            collector.run_once()
+        except Exception:
+            # The input stays uncommitted, so nothing is lost; try again shortly.
+            log.exception("Collecting failed; retrying.", extra={"source": collector.name})
+            stop.wait(1.0)
+
+
+def _child_main(settings: Settings, parent: int, verbose: bool, report: Connection) -> None:
+    """The intake process. It reports "ready", or the one-line error that kept a source from
+    starting (the parent stops `ctrail run` with it), on `report`."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.umask(0o077)
+    stop = threading.Event()
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent stops us, in order
+
+    def watch_parent() -> None:
+        while not stop.wait(0.5):
+            if os.getppid() != parent:
+                log.warning("ctrail run is gone; intake stops.")
+                stop.set()
+    threading.Thread(target=watch_parent, daemon=True, name="watch-parent").start()
+    try:
+        bus = settings.bus.build(settings.data_dir, guest=True)
+        try:
+            serve_sources(settings, bus, stop, publish_spool=True,
+                          ready=lambda: report.send(("ready", "")))
+        finally:
+            bus.close()
+    except CtrailError as exc:
+        report.send((type(exc).__name__, str(exc)))
+        raise SystemExit(2) from None
+
+
+class IntakeProcess:
+    """The intake child of `ctrail run`, started again (with backoff) if it dies."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._context = multiprocessing.get_context("spawn")   # no forked threads or locks
+        self._process: BaseProcess | None = None
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def start(self, timeout_secs: float = 120.0) -> None:
+        """Start the intake process and wait until every source is up; raises the error that
+        kept one from starting (ConfigError: a port in use, an unusable token...)."""
+        self._spawn()
+        self._await_ready(timeout_secs)
+        self._watcher = threading.Thread(target=self._supervise, daemon=True,
+                                         name="intake-supervisor")
+        self._watcher.start()
+
+    def _spawn(self) -> None:
+        verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
+        self._reports, report = self._context.Pipe(duplex=False)
+        self._process = self._context.Process(
+            target=_child_main, args=(self.settings, os.getpid(), verbose, report),
+            name="ctrail-intake")
+        self._process.start()
+        report.close()
+
+    def _await_ready(self, timeout_secs: float) -> None:
+        process = self._process
+        assert process is not None
+        try:
+            if not self._reports.poll(timeout_secs):
+                raise Unavailable(f"the intake process did not start within {timeout_secs:.0f} s")
+            kind, message = self._reports.recv()
+        except EOFError:
+            raise Unavailable(f"the intake process ended at start (exit status "
+                              f"{process.join(5) or process.exitcode})") from None
+        if kind != "ready":
+            process.join(STOP_WAIT_SECS)
+            raise (ConfigError if kind in ("ConfigError", "UsageError") else Unavailable)(message)
+
+    def _supervise(self) -> None:
+        backoff = RESTART_BACKOFF_SECS[0]
+        while not self._stopping.is_set():
+            process = self._process
+            assert process is not None
+            process.join(timeout=0.5)
+            if process.exitcode is None or self._stopping.is_set():
+                continue
+            log.error("The intake process ended; starting it again.",
+                      extra={"exit_code": process.exitcode, "backoff_secs": backoff})
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, RESTART_BACKOFF_SECS[1])
+            self._spawn()
+            try:
+                self._await_ready(STOP_WAIT_SECS)
+                backoff = RESTART_BACKOFF_SECS[0]
+            except CtrailError as exc:
+                log.error("The intake process could not start again.", extra={"error": str(exc)})
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def stop(self) -> None:
+        """Stop intake first (no sender is answered after this), then return."""
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join()
+        process = self._process
+        if process is None or process.exitcode is not None:
+            return
+        process.terminate()                      # SIGTERM: stop reading, finish the batch
+        process.join(STOP_WAIT_SECS)
+        if process.exitcode is None:
+            log.error("The intake process did not stop in time; killing it.")
+            process.kill()
+            process.join()
+        if process.exitcode not in (0, None):
+            log.warning("The intake process ended with an error.",
+                        extra={"exit_code": process.exitcode})
