@@ -22,6 +22,7 @@ from collector.redact import PREFIX, TAG as REDACTED, Redactor
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event, Severity
+from ctrail.runtime.deadletter import redacted_bytes
 
 DATASET: Final = "falco.alerts"
 SEVERITY: Final = {"emergency": Severity.CRITICAL, "alert": Severity.CRITICAL,
@@ -69,8 +70,8 @@ class FalcoParser:
         is looked at); the alert itself when it holds none or is not JSON."""
         try:
             alert = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return data
+        except orjson.JSONDecodeError:                 # dead-lettered by the parse step
+            return redacted_bytes(data, self.redactor.redact_text)
         redacted = self.redactor.falco(alert) if isinstance(alert, dict) else None
         return data if redacted is None else orjson.dumps(redacted)
 

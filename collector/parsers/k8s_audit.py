@@ -27,7 +27,7 @@ from ctrail.components import RawRecord
 from ctrail.ecs import DATASET_K8S_AUDIT
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event, Rejection
-from ctrail.runtime.deadletter import rejection
+from ctrail.runtime.deadletter import redacted_bytes, rejection
 
 # What a record holds when the redactor may change it (collector.redact's policy): bodies (also
 # in AKS's string-encoded `properties.log` and GKE's protoPayload), self-evident credentials in
@@ -112,14 +112,17 @@ class K8sAuditParser:
     def scrub(self, data: bytes) -> bytes:
         """The record with every secret hashed, for intake to append (nothing unredacted is
         ever written); the record itself, untouched and unparsed, when it cannot hold one (a
-        Metadata-level event: most of a real cluster's log). A record that is not JSON is left
-        to the parse step, which dead-letters it."""
+        Metadata-level event: most of a real cluster's log). A record that is not JSON (the parse
+        step dead-letters it) is redacted as text."""
+        stripped = data.strip()
+        if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
+            return redacted_bytes(data, self.redactor.redact_text)
         if not may_hold_secret(data):
             return data
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return data
+            return redacted_bytes(data, self.redactor.redact_text)
         if not isinstance(doc, dict) or not self._redact_document(doc):
             return data
         return orjson.dumps(doc)
