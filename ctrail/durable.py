@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import IO
 
@@ -33,14 +34,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def lock_directory(root: Path, in_use: str) -> IO[str]:
+def lock_directory(root: Path, in_use: str, wait_secs: float = 0.0) -> IO[str]:
     """Hold `root/.lock` exclusively for as long as the returned file stays open; raises
-    Unavailable with `in_use` when another process holds it."""
+    Unavailable with `in_use` when another process holds it (for `wait_secs`)."""
     root.mkdir(parents=True, exist_ok=True)
     handle = open(root / ".lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise Unavailable(in_use) from None
-    return handle
+    deadline = time.monotonic() + wait_secs
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                raise Unavailable(in_use) from None
+            time.sleep(0.05)

@@ -32,6 +32,7 @@ READ_CHUNK_BYTES: Final = 4 * 1024 * 1024
 END_FILE: Final = ".end"          # the writer's durable end, for readers in other processes
 END_BYTES: Final = 24
 READER_WAIT_SECS: Final = 0.01    # how often a reader looks for another process's appends
+WRITER_WAIT_SECS: Final = 10.0    # how long a writer waits for the previous one to end
 
 
 def _segment_name(base: int) -> str:
@@ -83,6 +84,11 @@ class LocalTopic:
         self._pending = bytearray()
         self.bases = sorted(int(p.stem) for p in directory.glob("*.log")) or [0]
         self._end_fd = os.open(directory / END_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        # One writing process per topic: an intake process of a `ctrail run` killed a moment
+        # ago may still be finishing its batch when the next run's intake starts.
+        self._writer_lock = lock_directory(
+            directory, f"{directory.name} is written by another process",
+            WRITER_WAIT_SECS) if writer else None
         if writer:
             self._open_tail()
             self._publish_end()
@@ -159,6 +165,9 @@ class LocalTopic:
         with self._lock:
             if self.writer:
                 self._file.close()
+            if self._writer_lock is not None:
+                self._writer_lock.close()
+                self._writer_lock = None
             if self._end_fd >= 0:                 # closing twice is harmless, as for files
                 os.close(self._end_fd)
                 self._end_fd = -1

@@ -18,6 +18,7 @@ of `ctrail run` must not leave a listener acknowledging what nobody will process
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -37,6 +38,7 @@ from ctrail.settings import Settings
 
 log = logging.getLogger(__name__)
 STOP_WAIT_SECS: Final = 30.0
+PR_SET_PDEATHSIG: Final = 1
 RESTART_BACKOFF_SECS: Final = (1.0, 30.0)
 
 
@@ -96,6 +98,7 @@ def _child_main(settings: Settings, parent: int, verbose: bool, report: Connecti
         stop.set()
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent stops us, in order
+    _terminate_with_parent()
 
     def watch_parent() -> None:
         while not stop.wait(0.5):
@@ -113,6 +116,15 @@ def _child_main(settings: Settings, parent: int, verbose: bool, report: Connecti
     except CtrailError as exc:
         report.send((type(exc).__name__, str(exc)))
         raise SystemExit(2) from None
+
+
+def _terminate_with_parent() -> None:
+    """On Linux, have the kernel send SIGTERM the moment the parent dies (prctl
+    PR_SET_PDEATHSIG); the pid watch covers other systems and a parent that died before."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 class IntakeProcess:
