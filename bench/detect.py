@@ -13,8 +13,9 @@ Two figures per configuration, best of R runs:
   a pipeline.
 Also the average number of rules evaluated in full per event (the rule index keeps it small
 whatever the size of the pack) and the alerts raised.
-The figure to quote is the last line: parse+observe events/s with the full pack plus SigmaHQ
-divided by the same with no rules, from the same run (1.0 = rules cost nothing; aim: over 0.5).
+The figure to quote is the last line: the time per event through parse+observe with the full
+pack plus SigmaHQ, over the same with no rules, from the same run (1.0x = rules cost nothing;
+aim: at most 1.5x).
 """
 
 from __future__ import annotations
@@ -104,10 +105,11 @@ def main() -> None:
               f"parse+observe {r['parse+observe']:8.0f} ev/s  "
               f"rules evaluated/event {r['evaluated']:.2f}  alerts {r['alerts']}")
     bare_r, full_r = results["no rules"], results["pack + SigmaHQ"]
-    print(f"observe alone, full pack plus SigmaHQ / no rules: "
-          f"{full_r['observe'] / bare_r['observe']:.3f}")
-    print(f"full pack plus SigmaHQ / no rules: "
-          f"{full_r['parse+observe'] / bare_r['parse+observe']:.3f}")
+    # As times per event (the aim: the full pack costs at most 1.5x what no rules cost).
+    print(f"time per event, observe alone, full pack plus SigmaHQ / no rules: "
+          f"{bare_r['observe'] / full_r['observe']:.2f}x")
+    print(f"time per event, full pack plus SigmaHQ / no rules: "
+          f"{bare_r['parse+observe'] / full_r['parse+observe']:.2f}x")
 
 
 if __name__ == "__main__":
