@@ -38,7 +38,6 @@ sys.path.insert(0, str(HERE))
 EXE = Path(sys.executable).with_name("ctrail")
 
 from corpus import write_audit_log  # noqa: E402
-
 from ctrail.settings import load_settings  # noqa: E402
 from tests.services import elasticsearch_url, kafka_bootstrap  # noqa: E402
 
@@ -64,12 +63,13 @@ def raw_kafka(lines: list[bytes]) -> float:
 
 
 def raw_bulk(lines: list[bytes]) -> float:
+    from datetime import datetime, timezone
+
     from elasticsearch import Elasticsearch, helpers
 
     from collector.parsers.k8s_audit import K8sAuditParser
     from ctrail.bus.codec import encode
     from ctrail.components import RawRecord
-    from datetime import datetime, timezone
     parser, now = K8sAuditParser(), datetime.now(timezone.utc)
     docs = [orjson.loads(encode(event)) for line in lines
             for event in parser.parse(RawRecord(line, "bench", now))]

@@ -20,8 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption,  # noqa: E402
-                                                          PrivateFormat)
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat  # noqa: E402
 
 from ctrail.event import Event  # noqa: E402
 from sinks.evidence import EvidenceConfig  # noqa: E402
@@ -39,6 +38,7 @@ def events(n: int) -> list[Event]:
     import uuid
 
     import orjson
+
     from corpus import templates
 
     shapes = templates()

@@ -149,7 +149,7 @@ def main() -> None:
     results = {
         "containers": args.containers, "bytes_per_container": round(bytes_per),
         "short_id_lookups_per_s": round(rate(graph.container, keys)),
-        "resolves_per_s": round(rate(lambda k: resolve(graph, container_id=k), keys)),
+        "resolves_per_s": round(rate(lambda k, g=graph: resolve(g, container_id=k), keys)),
     }
     del graph
     gc.collect()

@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ctrail.bus import ALERTS  # noqa: E402
 from ctrail.bus.codec import encode  # noqa: E402
-from ctrail.event import (Alert, AlertInfo, EventInfo, Kubernetes, KubernetesPod, Rule,  # noqa: E402
-                          User)
+from ctrail.event import Alert, AlertInfo, EventInfo, Kubernetes, KubernetesPod, Rule, User  # noqa: E402
 from ctrail.runtime.stage import StageResult, StageWorker  # noqa: E402
 from ctrail.runtime.telemetry import Telemetry  # noqa: E402
 from ctrail.settings import Settings  # noqa: E402

@@ -21,8 +21,8 @@ from typing import BinaryIO, Sequence
 import orjson
 
 from collector.lines import LineReader
-from ctrail.durable import write_atomic
 from ctrail.components import RawRecord
+from ctrail.durable import write_atomic
 
 
 class FileTail:

@@ -23,9 +23,9 @@ from ctrail.runtime.ops import OpsConfig
 from detectors import SigmaDetectorConfig
 from enrich import EnrichConfig
 from sinks import StoreConfig
+from sinks.evidence import EvidenceConfig
 from sinks.fluentd import FluentdConfig
 from sinks.notify.config import NotifyConfig
-from sinks.evidence import EvidenceConfig
 from sinks.reports import ReportConfig
 from sinks.sqlite import SqliteConfig
 

@@ -29,8 +29,12 @@ from typing import Any, Final, Sequence
 
 import orjson
 import yaml
-from sigma.correlations import (SigmaCorrelationConditionOperator as Op, SigmaCorrelationRule,
-                                SigmaCorrelationType as Type, SigmaRuleReference)
+from sigma.correlations import (
+    SigmaCorrelationConditionOperator as Op,
+    SigmaCorrelationRule,
+    SigmaCorrelationType as Type,
+    SigmaRuleReference,
+)
 from sigma.rule.base import SigmaYAMLLoader
 
 from ctrail.event import Alert, AlertInfo, Severity, Threat

@@ -25,9 +25,12 @@ from sigma.types import SigmaString
 
 from ctrail.event import Alert, Event, Severity
 from detectors.alerts import build_alert
-from detectors.correlation import CorrelationSet, load_correlations
-from detectors.correlation import candidates as correlation_candidates
-from detectors.correlation import field_values
+from detectors.correlation import (
+    CorrelationSet,
+    candidates as correlation_candidates,
+    field_values,
+    load_correlations,
+)
 from detectors.derived import DerivedContext, TagHistory
 from detectors.matcher import EventView, Predicate, all_of, any_of, field_predicate
 from detectors.rule_index import RuleIndex

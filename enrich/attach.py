@@ -16,12 +16,23 @@ from typing import Any
 
 import orjson
 
-from ctrail.event import (Actor, Container, ContainerImage, ContainerTrail, Event, ImageHash,
-                          Kubernetes, KubernetesContainer, KubernetesNode, KubernetesPod,
-                          Orchestrator, OrchestratorResource, OrchestratorResourceParent,
-                          Workload)
-from enrich.graph import Container as ContainerRecord
-from enrich.graph import EntityGraph, Pod, repository_of, split_image
+from ctrail.event import (
+    Actor,
+    Container,
+    ContainerImage,
+    ContainerTrail,
+    Event,
+    ImageHash,
+    Kubernetes,
+    KubernetesContainer,
+    KubernetesNode,
+    KubernetesPod,
+    Orchestrator,
+    OrchestratorResource,
+    OrchestratorResourceParent,
+    Workload,
+)
+from enrich.graph import Container as ContainerRecord, EntityGraph, Pod, repository_of, split_image
 
 SYSTEM_USERS = ("system:",)
 

@@ -24,8 +24,16 @@ from pydantic import Field, PositiveFloat
 from ctrail.event import Alert
 from ctrail.secrets import SecretRef, resolve_secret
 from sinks.notify.context import kibana_link, next_steps, subject, where, who
-from sinks.notify.message import (Message, Outcome, Pending, ReceiverBase, Result, classify,
-                                  post_json, register_secret)
+from sinks.notify.message import (
+    Message,
+    Outcome,
+    Pending,
+    ReceiverBase,
+    Result,
+    classify,
+    post_json,
+    register_secret,
+)
 from sinks.notify.routing import alert_severity
 
 SEVERITY: Final = {"critical": "critical", "high": "error", "medium": "warning", "low": "info",

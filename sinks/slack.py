@@ -23,8 +23,17 @@ from ctrail.event import Alert
 from ctrail.secrets import SecretRef, resolve_secret
 from sinks.notify.context import kibana_link, next_steps, subject, where, who
 from sinks.notify.digest import Digest, digest_reason, summarise
-from sinks.notify.message import (Message, Outcome, Pending, ReceiverBase, Result, classify,
-                                  post_json, redact, register_secret)
+from sinks.notify.message import (
+    Message,
+    Outcome,
+    Pending,
+    ReceiverBase,
+    Result,
+    classify,
+    post_json,
+    redact,
+    register_secret,
+)
 from sinks.notify.routing import alert_severity
 
 HEADER_MAX: Final = 150

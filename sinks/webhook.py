@@ -34,8 +34,16 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from ctrail.bus.codec import encode
 from ctrail.event import Alert
 from ctrail.secrets import SecretRef, resolve_secret
-from sinks.notify.message import (Message, Outcome, Pending, ReceiverBase, Result, classify,
-                                  post_json, register_secret)
+from sinks.notify.message import (
+    Message,
+    Outcome,
+    Pending,
+    ReceiverBase,
+    Result,
+    classify,
+    post_json,
+    register_secret,
+)
 
 TIMESTAMP_HEADER: Final = "X-ContainerTrail-Timestamp"
 SIGNATURE_HEADER: Final = "X-ContainerTrail-Signature"

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 
-
 def _metadata(audit: dict[str, Any], key: str) -> dict[str, Any]:
     obj = audit.get(key)
     if isinstance(obj, dict) and isinstance(obj.get("metadata"), dict):

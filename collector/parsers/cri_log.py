@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Final
 
-from ctrail.identity import event_id
 from collector.parsers.common import decode_text, load_object, optional_str, parse_time
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event
+from ctrail.identity import event_id
 
 DATASET: Final = "kubernetes.container_logs"
 STREAMS: Final = frozenset({"stdout", "stderr"})

@@ -14,12 +14,20 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Final
 
-from ctrail.identity import event_id
-from collector.parsers.common import (decode_text, load_object, member_spans, optional_int,
-                                      optional_obj, optional_str, parse_time, split_address)
+from collector.parsers.common import (
+    decode_text,
+    load_object,
+    member_spans,
+    optional_int,
+    optional_obj,
+    optional_str,
+    parse_time,
+    split_address,
+)
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event
+from ctrail.identity import event_id
 
 DATASET: Final = "registry.distribution"
 EVENT_TYPES: Final = {"push": "creation", "mount": "creation", "pull": "access",

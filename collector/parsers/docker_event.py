@@ -21,12 +21,18 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
-from ctrail.identity import event_id
-from collector.parsers.common import (decode_text, from_epoch, load_object, optional_obj,
-                                      optional_str, parse_time)
+from collector.parsers.common import (
+    decode_text,
+    from_epoch,
+    load_object,
+    optional_obj,
+    optional_str,
+    parse_time,
+)
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event
+from ctrail.identity import event_id
 
 DATASET: Final = "docker.events"
 K8S_LABELS: Final = {"io.kubernetes.pod.name": ("pod", "name"),

@@ -15,13 +15,19 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
-from ctrail.identity import event_id
-from collector.parsers.common import (decode_text, from_epoch, load_object, optional_obj,
-                                      optional_str, parse_time)
+from collector.parsers.common import (
+    decode_text,
+    from_epoch,
+    load_object,
+    optional_obj,
+    optional_str,
+    parse_time,
+)
 from collector.redact import PREFIX, TAG as REDACTED, Redactor
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event, Severity
+from ctrail.identity import event_id
 from ctrail.runtime.deadletter import redacted_bytes
 
 DATASET: Final = "falco.alerts"

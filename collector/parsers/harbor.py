@@ -14,12 +14,19 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Final
 
-from ctrail.identity import event_id
-from collector.parsers.common import (decode_text, from_epoch, load_object, optional_int,
-                                      optional_obj, optional_str, parse_time)
+from collector.parsers.common import (
+    decode_text,
+    from_epoch,
+    load_object,
+    optional_int,
+    optional_obj,
+    optional_str,
+    parse_time,
+)
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event
+from ctrail.identity import event_id
 
 DATASET: Final = "registry.harbor"
 ACTIONS: Final = {

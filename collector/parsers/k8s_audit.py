@@ -10,23 +10,28 @@ whole under `kubernetes.audit`.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, ClassVar, Final
-
-import re
 
 import orjson
 from pydantic import ValidationError
 
-from ctrail.identity import event_id
 from collector.parsers.audit_subject import orchestrator_fields, pod_fields
-from collector.parsers.common import (MAX_DEPTH, check_depth, decode_text, load_object,
-                                      member_spans, parse_time)
+from collector.parsers.common import (
+    MAX_DEPTH,
+    check_depth,
+    decode_text,
+    load_object,
+    member_spans,
+    parse_time,
+)
 from collector.redact import HINT, PREFIX, SELF_EVIDENT, TAG as REDACTED, Redactor
 from ctrail.components import RawRecord
 from ctrail.ecs import DATASET_K8S_AUDIT
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event, Rejection
+from ctrail.identity import event_id
 from ctrail.runtime.deadletter import redacted_bytes, rejection
 
 # What a record holds when the redactor may change it (collector.redact's policy): bodies (also

@@ -31,8 +31,8 @@ from urllib.parse import quote, urlencode
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
-from ctrail.durable import write_atomic
 from ctrail.components import RawRecord
+from ctrail.durable import write_atomic
 
 log = logging.getLogger(__name__)
 INSPECTED_ACTIONS: Final = frozenset({"create", "start"})

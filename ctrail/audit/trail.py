@@ -31,12 +31,12 @@ from typing import Any, Final
 
 import orjson
 
-from ctrail.identity import event_id
+from ctrail.audit import spool as audit_spool
 from ctrail.bus.codec import encode, publish_event
 from ctrail.errors import Retryable
 from ctrail.event import Event, EventInfo, Host, User
+from ctrail.identity import event_id
 from ctrail.settings import Settings
-from ctrail.audit import spool as audit_spool
 
 log = logging.getLogger(__name__)
 DATASET: Final = "containertrail.audit"

@@ -6,9 +6,9 @@ import argparse
 from datetime import datetime, timezone
 from typing import Final
 
+from ctrail.audit.trail import period, record
 from ctrail.cli.common import add_common, print_docs, settings_of
 from ctrail.query import parse_duration
-from ctrail.audit.trail import period, record
 
 COLUMNS: Final = (
     ("@timestamp", "@timestamp"), ("rule", "rule.id"), ("severity", "alert.severity"),

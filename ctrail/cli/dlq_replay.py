@@ -22,8 +22,20 @@ from ctrail.event import Rejection
 from ctrail.query import parse_time
 from ctrail.runtime.dlq_watch import DlqWatch
 from ctrail.runtime.pipeline import STAGE_NAMES, Pipeline
-from ctrail.runtime.replay import (Parsed, ParserFor, Rejected, Resubmit, Step, Unreplayable,
-                                   Verdict, judge, original_bytes, publish, same_record, verdict)
+from ctrail.runtime.replay import (
+    Parsed,
+    ParserFor,
+    Rejected,
+    Resubmit,
+    Step,
+    Unreplayable,
+    Verdict,
+    judge,
+    original_bytes,
+    publish,
+    same_record,
+    verdict,
+)
 from ctrail.runtime.resolution import select, verdict_records, write_verdicts
 from ctrail.settings import Settings
 

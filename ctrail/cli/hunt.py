@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ctrail.audit.trail import period, record
 from ctrail.cli.common import add_common, print_docs, settings_of
 from ctrail.cli.search import COLUMNS
 from ctrail.errors import UsageError
 from ctrail.query import parse_time
 from detectors.derived import DerivedContext
 from detectors.hunt import hunt, load_hunt_rule
-from ctrail.audit.trail import period, record
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -13,13 +13,13 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 
 from collector import PARSERS, build_parser
 from collector.sources.files import FileSource, check_inputs
+from ctrail.audit.spool import drain as drain_spool
 from ctrail.cli.common import add_common, settings_of
 from ctrail.components import EndOfInput, Parser, RawRecord
 from ctrail.errors import Unavailable
 from ctrail.event import Rejection
 from ctrail.runtime.collect import STAGE as PARSE_STEP, Collector, parse_record
 from ctrail.runtime.pipeline import STAGE_NAMES, Pipeline
-from ctrail.audit.spool import drain as drain_spool
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -9,10 +9,20 @@ import sys
 from typing import Sequence
 
 from ctrail import __version__
-from ctrail.cli import alerts, dlq, health, hunt, ingest, run, search, worker
-from ctrail.cli import timeline
-from ctrail.cli import rules
-from ctrail.cli import evidence, report
+from ctrail.cli import (
+    alerts,
+    dlq,
+    evidence,
+    health,
+    hunt,
+    ingest,
+    report,
+    rules,
+    run,
+    search,
+    timeline,
+    worker,
+)
 from ctrail.errors import ConfigError, CtrailError, QueryError, UsageError
 
 USAGE_ERRORS = (ConfigError, UsageError, QueryError)

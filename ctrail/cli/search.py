@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Final
 
+from ctrail.audit.trail import period, record
 from ctrail.cli.common import add_common, print_docs, settings_of
 from ctrail.query import parse_time
-from ctrail.audit.trail import period, record
 
 COLUMNS: Final = (
     ("@timestamp", "@timestamp"), ("action", "event.action"), ("outcome", "event.outcome"),

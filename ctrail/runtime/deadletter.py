@@ -16,9 +16,9 @@ import logging
 from datetime import datetime, timezone
 from typing import Callable, Final
 
-from ctrail.identity import rejection_id
 from ctrail.errors import Reason
 from ctrail.event import Rejection
+from ctrail.identity import rejection_id
 
 DETAIL_CHARS: Final = 500
 log = logging.getLogger(__name__)
@@ -61,6 +61,6 @@ def redaction_of(parser: object) -> Callable[[str], str]:
     deployment's key: build_parser gives one to every format that carries secrets), else with a
     key of this process only (its hashes match nothing stored, but no clear value is kept).
     Called when a dead letter is built, never per record."""
-    from collector.redact import Redactor      # here: collector's parsers import this module
+    from collector.redact import Redactor  # here: collector's parsers import this module
     redactor = getattr(parser, "redactor", None)
     return (redactor if isinstance(redactor, Redactor) else Redactor.ephemeral()).redact_text

@@ -14,10 +14,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Final, Sequence
 
-from ctrail.identity import replay_id
 from ctrail.components import Store
 from ctrail.errors import CtrailError, Reason
 from ctrail.event import DeadLetterReplay
+from ctrail.identity import replay_id
 from ctrail.runtime.replay import Verdict
 
 KIND: Final = "dead_letter_replays"

@@ -20,13 +20,20 @@ from __future__ import annotations
 import logging
 from typing import Final
 
+from ctrail.audit.trail import audit_event, spool
 from ctrail.bus import RAW, Bus
 from ctrail.bus.codec import publish_event
 from ctrail.settings import Settings
-from detectors.rule_fingerprint import (Remembered, RuleChanges, changes, fingerprint, load,
-                                        save, set_digest)
+from detectors.rule_fingerprint import (
+    Remembered,
+    RuleChanges,
+    changes,
+    fingerprint,
+    load,
+    save,
+    set_digest,
+)
 from detectors.sigma_detector import SigmaDetector
-from ctrail.audit.trail import audit_event, spool
 
 log = logging.getLogger(__name__)
 ACTION: Final = "rules-change"

@@ -32,9 +32,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from ctrail.audit.trail import record
 from ctrail.errors import Unavailable
 from ctrail.settings import Settings
-from ctrail.audit.trail import record
 from sinks.reports import cron_trigger
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,13 @@ from typing import Any, Final, Iterator, Mapping
 
 from ctrail import query as q
 from ctrail.errors import QueryError
-from sinks.elasticsearch.documents import (ALERTS_DATASET, DEAD_LETTERS_DATASET, PREFIX,
-                                           REPLAYS_DATASET, stream)
+from sinks.elasticsearch.documents import (
+    ALERTS_DATASET,
+    DEAD_LETTERS_DATASET,
+    PREFIX,
+    REPLAYS_DATASET,
+    stream,
+)
 
 TEXT_FIELD: Final = "containertrail.text"     # every string and number, copied at index time
 MATCH_NONE: Final[dict[str, Any]] = {"match_none": {}}

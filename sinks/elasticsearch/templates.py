@@ -12,13 +12,18 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
 from sinks.elasticsearch.config import ElasticsearchConfig, RetentionConfig
-from sinks.elasticsearch.documents import (ALERTS_DATASET, DEAD_LETTERS_DATASET, PREFIX,
-                                           REPLAYS_DATASET, stream)
+from sinks.elasticsearch.documents import (
+    ALERTS_DATASET,
+    DEAD_LETTERS_DATASET,
+    PREFIX,
+    REPLAYS_DATASET,
+    stream,
+)
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -35,7 +40,7 @@ CLASSES: Final = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def package_json(name: str) -> dict[str, Any]:
     text = resources.files("sinks.elasticsearch").joinpath("templates", name).read_text()
     return json.loads(text)  # type: ignore[no-any-return]

@@ -27,8 +27,11 @@ class Signer:
 
     def __init__(self, ref: SecretRef) -> None:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-        from cryptography.hazmat.primitives.serialization import (Encoding, PublicFormat,
-                                                                  load_pem_private_key)
+        from cryptography.hazmat.primitives.serialization import (
+            Encoding,
+            PublicFormat,
+            load_pem_private_key,
+        )
         pem = resolve_secret(ref).get_secret_value().encode()
         try:
             key = load_pem_private_key(pem, password=None)

@@ -20,12 +20,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, \
-    model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from sinks.notify.delivery import Patience
-from sinks.notify.service import NotifyService
 from sinks.notify.routing import QuietHours, Route, severity_of
+from sinks.notify.service import NotifyService
 from sinks.pagerduty import PagerDutyConfig
 from sinks.slack import SlackConfig
 from sinks.webhook import WebhookConfig

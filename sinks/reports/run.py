@@ -9,8 +9,7 @@ from typing import Callable, Final
 from ctrail.errors import UsageError
 from ctrail.settings import Settings
 from enrich.today import explain, load_graph
-from sinks.reports import TEMPLATES, ReportConfig
-from sinks.reports import activity, compliance, weekly
+from sinks.reports import TEMPLATES, ReportConfig, activity, compliance, weekly
 from sinks.reports.model import Report
 from sinks.reports.render import render
 from sinks.reports.source import Source, Truncation

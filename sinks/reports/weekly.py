@@ -7,9 +7,21 @@ from collections import Counter
 from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
-from sinks.reports.data import (RBAC_RESOURCES, READ_VERBS, WRITE_VERBS, audit, containers, get,
-                                host_access, identity_kind, parse_image, pod_spec,
-                                unique_requests, user_of, when)
+from sinks.reports.data import (
+    RBAC_RESOURCES,
+    READ_VERBS,
+    WRITE_VERBS,
+    audit,
+    containers,
+    get,
+    host_access,
+    identity_kind,
+    parse_image,
+    pod_spec,
+    unique_requests,
+    user_of,
+    when,
+)
 from sinks.reports.model import Chart, Report, Section, Table, by_count, count_table, time_series
 from sinks.reports.source import Source
 

@@ -19,10 +19,11 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import orjson
 import pytest
+
 from tests.e2e.apiserver_client import POLICY, apiserver_client  # noqa: F401 (a fixture)
 from tests.unit.collector.test_http_listener import _key_and_cert
 from tests.waiting import wait_for

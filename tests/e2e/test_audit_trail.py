@@ -19,12 +19,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from collector.sources.fluent_forward import ForwardSource, FluentForwardConfig
+from collector.sources.fluent_forward import FluentForwardConfig, ForwardSource
+from ctrail.audit.spool import DRAINING, SPOOL
+from ctrail.audit.trail import audit_event
 from ctrail.bus.codec import encode
 from ctrail.settings import Settings
 from detectors import PACKAGED_RULES
-from ctrail.audit.spool import DRAINING, SPOOL
-from ctrail.audit.trail import audit_event
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from corpus import write_audit_log
 
-from ctrail.identity import event_id
 from collector.parsers.k8s_audit import K8sAuditParser
 from collector.redact import RedactionConfig
+from corpus import write_audit_log
 from ctrail.ecs import DATASET_K8S_AUDIT
+from ctrail.identity import event_id
 
 REPO = Path(__file__).resolve().parents[2]
 

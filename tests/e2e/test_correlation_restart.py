@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
+
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

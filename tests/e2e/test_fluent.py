@@ -29,7 +29,6 @@ CID = "0f3c9a1d7b2e4c6a8d0f1e3b5a7c9d2e4f6a8b0c1d3e5f7a9b2c4d6e8f0a1b3c"
 KEY = "e2e-shared-key"
 sys.path.insert(0, str(Path(__file__).parent))
 from test_run import free_port  # noqa: E402
-
 from tests.waiting import wait_for  # noqa: E402
 
 

@@ -333,10 +333,10 @@ def test_facts_from_the_api_are_persisted_while_no_event_flows(api: KubeApi,
                                                                 tmp_path: Path) -> None:
     """The process stage, idle (no event in ctrail.raw), still applies and persists what the API
     told, so `ctrail timeline` (which reads ctrail.entities) knows the pod at once."""
+    from ctrail.bus import ENTITIES
     from ctrail.runtime.pipeline import Pipeline
     from ctrail.settings import Settings
     from enrich.graph import EntityGraph
-    from ctrail.bus import ENTITIES
     from enrich.persistence import rebuild
 
     settings = Settings(data_dir=tmp_path / "data", enrich={"kubernetes_api": {

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import orjson
+
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

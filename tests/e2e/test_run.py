@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

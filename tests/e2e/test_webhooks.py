@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import orjson
 import pytest
+
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

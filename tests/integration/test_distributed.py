@@ -16,14 +16,14 @@ from typing import Iterator
 import orjson
 import pytest
 
-from ctrail.identity import event_id
 from collector import build_parser
 from collector.parsers.k8s_audit import DATASET_K8S_AUDIT
-from ctrail.errors import Unavailable
 from ctrail.audit.trail import DATASET as AUDIT_DATASET
+from ctrail.errors import Unavailable
+from ctrail.identity import event_id
 from ctrail.settings import load_settings
-from tests.waiting import wait_for
 from tests.services import elasticsearch_url, kafka_bootstrap
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

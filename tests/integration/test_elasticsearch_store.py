@@ -20,8 +20,12 @@ from ctrail.event import Alert, AlertInfo, Rejection, Rule
 from sinks.elasticsearch import ElasticsearchConfig, templates
 from sinks.elasticsearch.outcome import Outcome, classify
 from sinks.elasticsearch.store import ElasticsearchStore
-from tests.contract.test_store import es_namespace  # noqa: F401  (the session's namespace)
-from tests.contract.test_store import EVENTS, elasticsearch_config, empty_namespace
+from tests.contract.test_store import (
+    EVENTS,
+    elasticsearch_config,
+    empty_namespace,
+    es_namespace,  # noqa: F401  (the session's namespace)
+)
 from tests.services import elasticsearch_url
 
 pytestmark = pytest.mark.integration

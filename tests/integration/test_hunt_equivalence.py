@@ -41,8 +41,11 @@ from detectors.matcher import EventView
 from detectors.sigma_rules import load_rules
 from enrich import EnrichConfig
 from sinks.elasticsearch.store import ElasticsearchStore
-from tests.contract.test_store import es_namespace  # noqa: F401  (the session's namespace)
-from tests.contract.test_store import elasticsearch_config, empty_namespace
+from tests.contract.test_store import (
+    elasticsearch_config,
+    empty_namespace,
+    es_namespace,  # noqa: F401  (the session's namespace)
+)
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from ctrail.bus import ALL_TOPICS, ENTITIES, EVENTS, RAW, Record
 from ctrail.bus.kafka import KafkaBus, KafkaBusConsumer
 from ctrail.bus.kafka_config import KafkaBusConfig
 from ctrail.errors import Unavailable
-from tests.waiting import wait_for
 from tests.services import kafka_bootstrap
+from tests.waiting import wait_for
 
 WAIT_SECS = 20.0
 

@@ -22,8 +22,14 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 EXE = Path(sys.executable).with_name("ctrail")
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
-from test_timeline import (D1, OUT_OF_ORDER, SHORT, a_week_ago, check_container_timeline,  # noqa: E402
-                           write_scenario)
+from test_timeline import (  # noqa: E402
+    D1,
+    OUT_OF_ORDER,
+    SHORT,
+    a_week_ago,
+    check_container_timeline,
+    write_scenario,
+)
 
 
 def ctrail(*args: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,6 @@ from ctrail.runtime.http.listener import HttpListener
 from ctrail.secrets import SecretRef, resolve_secret
 
 
-
 class ListenerConfig(BaseModel):
     """Keys every webhook source shares: where to listen, who may post, and the limits."""
 

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, settings, strategies as st
 
 from ctrail.bus import EVENTS
 from ctrail.bus.codec import decode, encode

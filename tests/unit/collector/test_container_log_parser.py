@@ -8,9 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-from parser_fuzz import FUZZ, NOW, SHARED_DATA, check, generate
+from hypothesis import given, strategies as st
 
 from collector import PARSERS
 from collector.parsers.cri_log import ContainerLogParser
@@ -18,6 +16,7 @@ from collector.parsers.cri_reassembly import CriReassembler
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput
 from ctrail.event import Event
+from parser_fuzz import FUZZ, NOW, SHARED_DATA, check, generate
 
 parser = ContainerLogParser()
 CID = "c9898099f6d235126d564ed38a020007ea7a6fac6e25e718de683c9dd0076c16"

@@ -20,12 +20,10 @@ import pytest
 from fluent.sender import EventTime, FluentSender
 
 from collector import PARSERS
-from collector.sources.fluent_forward import FluentForwardConfig, ForwardSource
+from collector.sources.fluent_forward import FluentForwardConfig
 from collector.sources.forward_records import container_line, entry_record, tag_path
 from ctrail.bus import DLQ, RAW
-from ctrail.bus.codec import RawEntry, decode
-from ctrail.bus.local import LocalBus
-from ctrail.components import RawRecord
+from ctrail.bus.codec import RawEntry
 from ctrail.errors import ConfigError
 from ctrail.event import Event, Rejection
 from ctrail.runtime.chain import parse_entry
@@ -134,7 +132,7 @@ def receive(sock: socket.socket, timeout: float = 5.0) -> Any:
 def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
     sock.settimeout(timeout)
     try:
-        while data := sock.recv(65536):
+        while sock.recv(65536):
             pass
         return True
     except ConnectionResetError:

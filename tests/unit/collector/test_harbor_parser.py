@@ -8,13 +8,13 @@ from pathlib import Path
 import orjson
 import pytest
 from hypothesis import given
-from parser_fuzz import FUZZ, NOW, SHARED_DATA, check, inputs
 
 from collector import PARSERS
 from collector.parsers.harbor import HarborParser
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput
 from ctrail.event import Event
+from parser_fuzz import FUZZ, NOW, SHARED_DATA, check, inputs
 
 parser = HarborParser()
 DIGEST = "sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4"

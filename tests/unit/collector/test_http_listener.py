@@ -27,10 +27,9 @@ from collector.sources.distribution_webhook import DistributionWebhookConfig
 from collector.sources.falco_http import FalcoHttpConfig
 from collector.sources.harbor_webhook import HarborWebhookConfig
 from collector.sources.k8s_audit_webhook import K8sAuditWebhookConfig
-from ctrail.bus import DLQ, RAW, Record
+from ctrail.bus import RAW, Record
 from ctrail.bus.codec import RawEntry
 from ctrail.bus.local import LocalBus
-from ctrail.components import RawRecord
 from ctrail.errors import ConfigError, Unavailable
 from ctrail.event import Rejection
 from ctrail.runtime.chain import parse_entry
@@ -278,7 +277,7 @@ def test_a_client_that_stalls_mid_request_is_disconnected(tmp_path: Path) -> Non
 
 def test_connections_over_the_limit_get_503(tmp_path: Path) -> None:
     with running(k8s(max_connections=1), tmp_path) as run:
-        with socket.create_connection(("127.0.0.1", run.listener.port)) as idle:
+        with socket.create_connection(("127.0.0.1", run.listener.port)):
             time.sleep(0.2)                                 # the idle one holds the only slot
             answer = raw_exchange(run.listener.port, b"")
             assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in answer

@@ -9,13 +9,13 @@ from typing import Any
 import orjson
 import pytest
 
-from ctrail.identity import event_id
 from collector.parsers.common import member_spans
 from collector.parsers.k8s_audit import K8sAuditParser
 from ctrail.components import RawRecord
 from ctrail.ecs import DATASET_K8S_AUDIT
 from ctrail.errors import InvalidInput
 from ctrail.event import Event, Rejection
+from ctrail.identity import event_id
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 parser = K8sAuditParser()
@@ -225,9 +225,9 @@ def test_malformed_records_are_refused_with_a_reason(line: bytes, reason: str) -
 
 from hypothesis import given  # noqa: E402
 
-from parser_fuzz import FUZZ, SHARED_DATA, check, inputs  # noqa: E402
 from ctrail.bus import DLQ  # noqa: E402
 from ctrail.bus.codec import decode, encode  # noqa: E402
+from parser_fuzz import FUZZ, SHARED_DATA, check, inputs  # noqa: E402
 
 AUDIT_SAMPLES = [line for path in sorted((SHARED_DATA / "falco-k8saudit-traces/trace_files")
                                          .glob("*.json"))[:12]

@@ -8,13 +8,13 @@ from pathlib import Path
 import orjson
 import pytest
 from hypothesis import given
-from parser_fuzz import FUZZ, NOW, SHARED_DATA, check, inputs
 
 from collector import PARSERS
 from collector.parsers.distribution import DistributionParser
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput
 from ctrail.event import Event
+from parser_fuzz import FUZZ, NOW, SHARED_DATA, check, inputs
 
 parser = DistributionParser()
 

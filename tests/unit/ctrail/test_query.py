@@ -7,8 +7,20 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from ctrail.errors import QueryError
-from ctrail.query import (And, Equals, Exists, MatchAll, Not, Or, Range, Regex, Text, Wildcard,
-                          parse_query, parse_time)
+from ctrail.query import (
+    And,
+    Equals,
+    Exists,
+    MatchAll,
+    Not,
+    Or,
+    Range,
+    Regex,
+    Text,
+    Wildcard,
+    parse_query,
+    parse_time,
+)
 
 
 @pytest.mark.parametrize(("text", "tree"), [

@@ -6,7 +6,7 @@ pipeline's enrich, detect and correlate stages run them."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Iterable
 
 import orjson

@@ -14,8 +14,13 @@ from collector.parsers.docker_event import DockerEventParser
 from ctrail.components import RawRecord
 from ctrail.event import Event
 from detector_support import NOW, audit_event, exec_audit
-from detectors.derived import (PREVIOUS_DIGEST, DerivedContext, TagHistory, image_registry,
-                               root_containers)
+from detectors.derived import (
+    PREVIOUS_DIGEST,
+    DerivedContext,
+    TagHistory,
+    image_registry,
+    root_containers,
+)
 from detectors.matcher import EventView
 from detectors.sigma_rules import load_rules
 

@@ -10,7 +10,6 @@ earlier). A record that yields several events (a registry envelope) must raise o
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import orjson

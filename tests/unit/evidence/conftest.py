@@ -8,8 +8,8 @@ from typing import Any, Callable, Iterator
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from evidence_support import T0, Clock
 
+from evidence_support import T0, Clock
 from sinks.evidence import EvidenceConfig
 from sinks.evidence.archive import EvidenceArchive
 

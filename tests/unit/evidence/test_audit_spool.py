@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from ctrail.audit.spool import DRAINING, SPOOL, append, drain
+from ctrail.audit.trail import audit_event, record
 from ctrail.bus import DLQ, RAW
 from ctrail.bus.codec import RawEntry, decode, encode
 from ctrail.bus.local import LocalBus
 from ctrail.settings import Settings
-from ctrail.audit.spool import DRAINING, SPOOL, append, drain
-from ctrail.audit.trail import audit_event, record
 
 WRITERS, EACH = 4, 150
 

@@ -10,8 +10,8 @@ from datetime import timedelta
 import pytest
 
 from ctrail.errors import Unavailable
-from sinks.evidence.verify import GENESIS, load_public_key, manifest_hash, verify
 from evidence_support import T0, make_event
+from sinks.evidence.verify import GENESIS, load_public_key, manifest_hash, verify
 
 
 def manifests(archive):  # type: ignore[no-untyped-def]

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from evidence_support import T0, make_event
-
 from sinks.evidence.retention import expire
 from sinks.evidence.verify import load_public_key, verify
 

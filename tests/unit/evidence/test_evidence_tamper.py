@@ -8,8 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from evidence_support import T0, make_event
 
+from evidence_support import T0, make_event
 from sinks.evidence.verify import Finding, load_public_key, verify
 
 

@@ -26,9 +26,21 @@ from typing import Any, Callable
 
 import orjson
 
-from ctrail.event import (Alert, AlertInfo, Container, ContainerImage, EventInfo, ImageHash,
-                          Kubernetes, KubernetesPod, Orchestrator, OrchestratorCluster, Rule,
-                          Severity, User)
+from ctrail.event import (
+    Alert,
+    AlertInfo,
+    Container,
+    ContainerImage,
+    EventInfo,
+    ImageHash,
+    Kubernetes,
+    KubernetesPod,
+    Orchestrator,
+    OrchestratorCluster,
+    Rule,
+    Severity,
+    User,
+)
 from sinks.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 Fault = Callable[[float], tuple[int, dict[str, str]] | None]

@@ -9,7 +9,7 @@ import pytest
 
 from ctrail.errors import QueryError
 from ctrail.query import parse_query
-from sinks.elasticsearch.search import (MATCH_NONE, TEXT_FIELD, fields_of, index_of, to_dsl)
+from sinks.elasticsearch.search import MATCH_NONE, TEXT_FIELD, fields_of, index_of, to_dsl
 
 TYPES = {
     "user.name": frozenset({"keyword"}),

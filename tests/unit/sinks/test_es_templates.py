@@ -9,8 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from sinks.elasticsearch import ElasticsearchConfig, RetentionConfig
-from sinks.elasticsearch.templates import (CLASSES, component_templates, index_templates,
-                                           policy)
+from sinks.elasticsearch.templates import CLASSES, component_templates, index_templates, policy
 
 POLICY_FILES = sorted(file for file, _, _ in CLASSES.values())
 

@@ -7,9 +7,9 @@ from typing import Iterator
 import pytest
 
 from receivers import SlackReceiver, block_kit_problems, make_alert
+from sinks.notify.digest import summarise
 from sinks.notify.message import Message, Outcome, Pending
 from sinks.slack import SlackConfig, SlackNotifier, alert_message, digest_message
-from sinks.notify.digest import summarise
 
 
 @pytest.fixture

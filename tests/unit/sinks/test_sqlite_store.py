@@ -177,6 +177,7 @@ assert time.monotonic() - started < 5
 
 def test_a_pattern_re2_cannot_run_is_a_query_error(tmp_path: Path) -> None:
     import pytest
+
     from ctrail.errors import QueryError
     store = SqliteStore(tmp_path / "s.sqlite3")
     with pytest.raises(QueryError, match="not a regular expression"):
