@@ -60,7 +60,7 @@ class FileTail:
 
     def _read_lines(self, max_records: int, final: bool) -> list[RawRecord]:
         assert self._reader is not None
-        records = []
+        records: list[RawRecord] = []
         while len(records) < max_records:
             line = self._reader.next_line(final=final)
             if line is None:

@@ -50,7 +50,7 @@ class Parser(Protocol):
         when it holds none. Intake calls it before it appends anything: no secret is written,
         not even to the raw log. Cheap on what cannot hold a secret; never raises."""
 
-    def parse(self, record: RawRecord) -> list[Event | Rejection]:
+    def parse(self, record: RawRecord) -> Sequence[Event | Rejection]:
         """Events, and a Rejection per bad part. Pure. Raises InvalidInput if the record is bad."""
 
 

@@ -25,7 +25,7 @@ import socket
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Final, Literal, Sequence
+from typing import Any, Final, Iterable, Literal, Sequence
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -78,7 +78,7 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 class Mark:
     """Where the stream is: the newest timeNano, and the events seen at exactly that time."""
 
-    def __init__(self, nano: int = 0, seen: Sequence[str] = ()) -> None:
+    def __init__(self, nano: int = 0, seen: Iterable[str] = ()) -> None:
         self.nano, self.seen = nano, set(seen)
 
     def is_new(self, nano: int, key: str) -> bool:
@@ -214,7 +214,9 @@ class DockerEventsSource:
                 continue
 
     def _details(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        actor = event.get("Actor") if isinstance(event.get("Actor"), dict) else {}
+        actor = event.get("Actor")
+        if not isinstance(actor, dict):
+            actor = {}
         container_id = actor.get("ID") or event.get("id")
         if event.get("Type", "container") != "container" or not isinstance(container_id, str):
             return None

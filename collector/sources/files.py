@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
+from typing import BinaryIO, Callable, Generator, Iterable, Iterator, Sequence
 
 from collector.lines import LineReader
 from collector.parsers.cri_reassembly import CriReassembler
@@ -61,7 +61,7 @@ class FileSource:
     def close(self) -> None:
         self._records.close()
 
-    def _iterate(self) -> Iterator[RawRecord]:
+    def _iterate(self) -> Generator[RawRecord, None, None]:
         for name in self.paths:
             with _open(name) as handle:
                 records = self._records_of(name, handle)

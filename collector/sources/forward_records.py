@@ -69,12 +69,12 @@ def container_line(record: dict[Any, Any], time_ns: int) -> bytes:
     if not isinstance(text, str):
         return json_document(record, time_ns)
     partial = record.get("logtag") == "P" or record.get("_p") == "P"
-    line: dict[str, str] = {"log": text if partial or text.endswith("\n") else text + "\n"}
+    document: dict[str, str] = {"log": text if partial or text.endswith("\n") else text + "\n"}
     if isinstance(stream := record.get("stream"), str):
-        line["stream"] = stream
+        document["stream"] = stream
     when = record.get("time")
-    line["time"] = when if isinstance(when, str) else rfc3339(time_ns)
-    return orjson.dumps(line)
+    document["time"] = when if isinstance(when, str) else rfc3339(time_ns)
+    return orjson.dumps(document)
 
 
 def json_document(record: dict[Any, Any], time_ns: int) -> bytes:
