@@ -123,7 +123,8 @@ def _workload(graph: EntityGraph, namespace: str, pod: Pod) -> dict[str, Any]:
     out.update(workload_kind=kind, workload_name=name)
     before = sorted(c for c in changes if c[0] <= pod.first) or sorted(changes)
     people = [c for c in before if not c[1].startswith(SYSTEM_USERS)]
-    chosen = (people or before or [(pod.first, pod.creator)])[-1]
+    chosen: tuple[int, str | None] = ((people or before)[-1] if people or before
+                                      else (pod.first, pod.creator))
     out.update(deployed_at=chosen[0] if chosen[1] else None, deployed_by=chosen[1])
     return out
 

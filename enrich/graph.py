@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Final, Iterator
+from typing import Any, Callable, ClassVar, Final, Iterator
 
 DAY_SECS: Final = 86_400
 SHORT_ID: Final = 12
@@ -44,7 +44,7 @@ class Fact:
 
 class Record:
     __slots__ = ("first", "last", "gone")
-    TUPLES: Final[frozenset[str]] = frozenset()
+    TUPLES: ClassVar[frozenset[str]] = frozenset()    # fields held as (nested) tuples
 
     def __init__(self, seen: int) -> None:
         self.first = self.last = seen
@@ -57,6 +57,12 @@ class Record:
 
 class Container(Record):
     __slots__ = ("id", "pod", "uid", "name", "image", "digest")
+    id: str | None
+    pod: str | None
+    uid: str | None
+    name: str | None
+    image: str | None
+    digest: str | None
 
     def __init__(self, seen: int) -> None:
         super().__init__(seen)
@@ -66,6 +72,11 @@ class Container(Record):
 class Pod(Record):
     __slots__ = ("uid", "node", "owner", "creator", "images")
     TUPLES = frozenset({"owner", "images"})
+    uid: str | None
+    node: str | None
+    owner: tuple[str, str] | None
+    creator: str | None
+    images: tuple[tuple[str, str], ...] | None
 
     def __init__(self, seen: int) -> None:
         super().__init__(seen)
@@ -75,6 +86,8 @@ class Pod(Record):
 class Workload(Record):
     __slots__ = ("owner", "changes")
     TUPLES = frozenset({"owner", "changes"})
+    owner: tuple[str, str] | None
+    changes: tuple[tuple[int, str], ...] | None
 
     def __init__(self, seen: int) -> None:
         super().__init__(seen)
@@ -83,6 +96,14 @@ class Workload(Record):
 
 class Push(Record):
     __slots__ = ("repository", "tag", "user", "ip", "time", "pulled_by", "pulled", "deleted")
+    repository: str | None
+    tag: str | None
+    user: str | None
+    ip: str | None
+    time: int | None
+    pulled_by: str | None
+    pulled: int | None
+    deleted: int | None
 
     def __init__(self, seen: int) -> None:
         super().__init__(seen)
@@ -286,8 +307,8 @@ class EntityGraph:
             live_tags.add(f"{repository_of(name)}:{tag or 'latest'}")
         dropped += self._sweep("tag", cutoff, live_tags)
         live_digests = {c.digest for c in containers.values()}  # type: ignore[attr-defined]
-        live_digests |= {digest for key in live_tags if (tag := self.tables["tag"].get(key))
-                         for _t, digest in tag.history}  # type: ignore[attr-defined]
+        live_digests |= {digest for key in live_tags if (entry := self.tables["tag"].get(key))
+                         for _t, digest in entry.history}  # type: ignore[attr-defined]
         dropped += self._sweep("push", cutoff, live_digests)
         return dropped
 

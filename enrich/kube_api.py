@@ -165,7 +165,7 @@ class KubeWatcher:
         """All objects, page by page; returns the list's resourceVersion. Objects known
         before and missing from the list were deleted while no watch ran: they are gone, as
         client-go's reflector replaces its store."""
-        token, listed = None, set()
+        token, listed = None, set[tuple[str, str]]()
         while True:
             query = [("limit", PAGE)] + ([("continue", token)] if token else [])
             response = self._get(resource, query, read_timeout=60)

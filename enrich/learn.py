@@ -60,7 +60,7 @@ def from_audit(audit: dict[str, Any], seen: int) -> list[Fact]:
     resource, sub, verb = ref.get("resource"), ref.get("subresource"), audit.get("verb")
     user = (audit.get("user") or {}).get("username")
     obj = _object(audit)
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    meta = _mapping(obj.get("metadata"))
     namespace = ref.get("namespace") or meta.get("namespace")
     name = ref.get("name") or meta.get("name")
     if not namespace or not name:
@@ -77,6 +77,11 @@ def from_audit(audit: dict[str, Any], seen: int) -> list[Fact]:
         return []
     return [Fact("workload", key, seen, {"owner": _controller(meta),
                                          "changes": [(seen, user)] if user else None})]
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
 
 
 def _object(audit: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +109,7 @@ def _pod_facts(audit: dict[str, Any], obj: dict[str, Any], meta: dict[str, Any],
         return [Fact("pod", key, seen, {"gone": seen})]
     if verb not in CHANGING or sub not in (None, "status", "ephemeralcontainers"):
         return []
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    spec = _mapping(obj.get("spec"))
     images = [(c.get("name"), c.get("image")) for group in ("initContainers", "containers")
               for c in spec.get(group) or () if isinstance(c, dict) and c.get("image")]
     uid = meta.get("uid") or (audit.get("objectRef") or {}).get("uid")
@@ -112,7 +117,7 @@ def _pod_facts(audit: dict[str, Any], obj: dict[str, Any], meta: dict[str, Any],
         "uid": uid, "node": spec.get("nodeName"), "owner": _controller(meta),
         "creator": user if verb == "create" and sub is None else None,
         "images": images or None})]
-    status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+    status = _mapping(obj.get("status"))
     for group in ("initContainerStatuses", "containerStatuses"):
         for cs in status.get(group) or ():
             if not isinstance(cs, dict) or "://" not in str(cs.get("containerID") or ""):
@@ -130,7 +135,7 @@ def from_api_object(resource: str, change: str, obj: dict[str, Any], seen: int) 
     """Facts from one object as the API lists or watches it (`change`: ADDED, MODIFIED,
     DELETED). The same facts as an audit update of that object carries, minus who made it:
     the API tells the state, the audit log tells the person."""
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    meta = _mapping(obj.get("metadata"))
     namespace, name = meta.get("namespace"), meta.get("name")
     if not namespace or not name:
         return []

@@ -77,8 +77,9 @@ def for_image(graph: EntityGraph, reference: str) -> tuple[dict[str, Any], str]:
            if c.id and (identity := resolve(graph, container_id=c.id)) is not None
            and identity.digest in digests][:MAX_IDS]
     pushes = {d: _push(graph, d) for d in sorted(digests)}
-    subject = {"type": "image", "query": reference, "repository": repository, "tag": tag,
-               "digests": pushes, "containers": sorted(c.id for c in ran if c.id)}
+    subject: dict[str, Any] = {
+        "type": "image", "query": reference, "repository": repository, "tag": tag,
+        "digests": pushes, "containers": sorted(c.id for c in ran if c.id)}
     if repository and tag and (record := graph.tables["tag"].get(f"{repository}:{tag}")):
         subject["tag_history"] = [{"time": iso(t), "digest": d}
                                   for t, d in getattr(record, "history", ())]
