@@ -35,12 +35,12 @@ from sigma.correlations import (
     SigmaCorrelationType as Type,
     SigmaRuleReference,
 )
-from sigma.rule.base import SigmaYAMLLoader
 
 from ctrail.event import Alert, AlertInfo, Severity, Threat
 from detectors.attack import threat_from_tags
 from detectors.matcher import EventView, FieldPath
-from detectors.sigma_rules import PARSE_FAILURES, LoadError, RuleSet, rule_files, sigma_error
+from detectors.sigma_rules import (PARSE_FAILURES, LoadError, RuleSet, rule_documents,
+                                   rule_files, sigma_error)
 from detectors.values import RuleCompileError
 
 TYPES: Final = {Type.EVENT_COUNT: "event_count", Type.VALUE_COUNT: "value_count",
@@ -116,7 +116,7 @@ def load_correlations(paths: Sequence[Path], single: RuleSet) -> CorrelationSet:
     errors: list[LoadError] = []
     for path in rule_files(paths):
         try:
-            documents = list(yaml.load_all(path.read_text(encoding="utf-8"), SigmaYAMLLoader))
+            documents = rule_documents(path)
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue
         for doc in documents:

@@ -22,10 +22,9 @@ from typing import Any, Sequence
 
 import orjson
 import yaml
-from sigma.rule.base import SigmaYAMLLoader
 
 from ctrail.durable import write_atomic
-from detectors.sigma_rules import rule_files
+from detectors.sigma_rules import rule_documents, rule_files
 
 
 def fingerprint(paths: Sequence[Path], loaded_ids: Collection[str]) -> dict[str, str]:
@@ -59,7 +58,7 @@ def _documents(paths: Sequence[Path]) -> Iterator[tuple[dict[str, Any], dict[str
     it repeats. A change there changes the rules, so it is part of their digests."""
     for path in rule_files(paths):
         try:
-            documents = list(yaml.load_all(path.read_text(encoding="utf-8"), SigmaYAMLLoader))
+            documents = rule_documents(path)
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue                    # the loader reported it; none of its rules loaded
         shared: dict[str, Any] | None = None

@@ -31,7 +31,9 @@ A rule without `level` is treated as medium. Directories are searched recursivel
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, Iterable, Sequence
 
@@ -139,10 +141,24 @@ def rule_files(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
+def rule_documents(path: Path) -> list[Any]:
+    """The YAML documents of a rule file. Read and parsed once while the file is unchanged:
+    the single-event rules, the correlations and the rules fingerprint each need them at every
+    start (YAML parsing is most of loading a rule). A copy each time: pySigma may change what
+    it is given. Raises OSError, UnicodeDecodeError or yaml.YAMLError."""
+    stat = path.stat()
+    return copy.deepcopy(_parsed_documents(path, stat.st_mtime_ns, stat.st_size))
+
+
+@lru_cache(maxsize=4096)
+def _parsed_documents(path: Path, _mtime_ns: int, _size: int) -> list[Any]:
+    return list(yaml.load_all(path.read_text(encoding="utf-8"), SigmaYAMLLoader))
+
+
 def parse_file(path: Path) -> tuple[SigmaCollection | None, list[LoadError]]:
     """The file's rules (valid ones only) and the errors of its broken documents and rules."""
     try:
-        documents = list(yaml.load_all(path.read_text(encoding="utf-8"), SigmaYAMLLoader))
+        documents = rule_documents(path)
     except (OSError, UnicodeDecodeError) as exc:
         return None, [LoadError(path, f"cannot be read: {exc}")]
     except yaml.YAMLError as exc:
