@@ -297,7 +297,11 @@ class KafkaBusConsumer:
             self._consumer = KafkaConsumer(
                 **bus.options, group_id=self._group_id, enable_auto_commit=False,
                 auto_offset_reset="earliest", session_timeout_ms=session_ms,
-                heartbeat_interval_ms=min(3000, session_ms // 3))
+                heartbeat_interval_ms=min(3000, session_ms // 3),
+                # Answered as soon as a record is written (an idle pipeline alerts at once);
+                # a busy stage batches what waits (poll's max_records). See KafkaBusConfig.
+                fetch_min_bytes=config.fetch_min_bytes,
+                fetch_max_wait_ms=config.fetch_max_wait_ms)
             # Load the topics' metadata before joining: a group leader that joins without it
             # assigns nobody those partitions and does not always notice when it arrives.
             for topic in self._logical:

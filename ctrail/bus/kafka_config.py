@@ -35,12 +35,15 @@ class _Section(BaseModel):
 class KafkaTopicPartitions(_Section):
     """Partitions per topic, used only when ContainerTrail creates the topic."""
 
-    raw: PositiveInt = Field(6, description="Partitions of ctrail.raw: the upper bound on enrich "
-                                            "workers that can share the load.")
-    events: PositiveInt = Field(6, description="Partitions of ctrail.events (detect and store "
-                                               "workers).")
-    alerts: PositiveInt = Field(3, description="Partitions of ctrail.alerts (notify workers).")
-    dlq: PositiveInt = Field(3, description="Partitions of ctrail.dlq.")
+    raw: PositiveInt = Field(6, description="Partitions of ctrail.raw: the upper bound on process "
+                                            "workers (parse, enrich, detect, store) that can "
+                                            "share the load.")
+    events: PositiveInt = Field(6, description="Partitions of ctrail.events, the stored events "
+                                               "(evidence and forward workers; written only when "
+                                               "evidence or outputs are configured).")
+    alerts: PositiveInt = Field(3, description="Partitions of ctrail.alerts (store, notify, "
+                                               "evidence and forward workers).")
+    dlq: PositiveInt = Field(3, description="Partitions of ctrail.dlq (store workers).")
     entities: PositiveInt = Field(3, description="Partitions of the compacted ctrail.entities.")
     correlate: PositiveInt = Field(3, description="Partitions of ctrail.correlate (correlate "
                                                   "workers; keyed by correlation group).")
@@ -50,9 +53,11 @@ class KafkaTopicRetention(_Section):
     """How long each topic keeps records, used only when ContainerTrail creates the topic.
     ctrail.entities is compacted instead: it keeps the latest fact per key for ever."""
 
-    raw: PositiveInt = Field(7 * HOURS_PER_DAY, description="Hours ctrail.raw keeps records "
-                             "(long enough to replay after fixing a broken stage).")
-    events: PositiveInt = Field(7 * HOURS_PER_DAY, description="Hours ctrail.events keeps records.")
+    raw: PositiveInt = Field(7 * HOURS_PER_DAY, description="Hours ctrail.raw keeps the raw "
+                             "records intake took in, for the process stage (long enough to "
+                             "reprocess after fixing a broken step of the chain).")
+    events: PositiveInt = Field(7 * HOURS_PER_DAY, description="Hours ctrail.events keeps the "
+                                "stored events it carries to evidence and forward workers.")
     alerts: PositiveInt = Field(30 * HOURS_PER_DAY, description="Hours ctrail.alerts keeps records.")
     dlq: PositiveInt = Field(30 * HOURS_PER_DAY, description="Hours ctrail.dlq keeps dead letters "
                              "(time to fix the cause and run `ctrail dlq replay`).")
@@ -101,9 +106,24 @@ class KafkaBusConfig(_Section):
                        "wait for all in-sync replicas, at least replication_factor - 1 of them.")
     retention_hours: KafkaTopicRetention = KafkaTopicRetention()
     linger_ms: NonNegativeInt = Field(
-        5, description="How long the producer waits to fill a batch before sending it.")
+        5, description="How long the producer waits to fill a batch before sending it. A stage "
+                       "flushes at the end of each batch, which sends at once whatever waits: "
+                       "this only groups the records of one batch, it never delays an alert.")
     batch_bytes: PositiveInt = Field(
         256 * 1024, description="Largest batch of records the producer sends to one partition.")
+    fetch_min_bytes: PositiveInt = Field(
+        1, description="Bytes a broker waits for before it answers a worker's fetch (at most "
+                       "fetch_max_wait_ms). 1: a record reaches the next stage as soon as it is "
+                       "written (an idle pipeline alerts at once); a busy stage still gets whole "
+                       "batches, since what was written while it handled one batch comes back "
+                       "in its next fetch.")
+    fetch_max_wait_ms: PositiveInt = Field(
+        100, le=500, description="How long a broker may hold a fetch that found less than "
+                                 "fetch_min_bytes. kafka-python sends one fetch per broker at a "
+                                 "time, so a partition whose buffered records a worker has just "
+                                 "used up waits for the held fetch to return: this bounds that "
+                                 "wait (kafka-python's default is 500), at the cost of an idle "
+                                 "worker asking 1000 / fetch_max_wait_ms times a second.")
     delivery_timeout_secs: float = Field(
         120.0, ge=2.0, description="How long a write may take, retries included, before it "
                                    "counts as failed (the stage then backs off and retries).")
