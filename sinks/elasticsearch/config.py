@@ -56,8 +56,9 @@ class ElasticsearchConfig(_Section):
     request_timeout_secs: PositiveFloat = Field(30.0, description="Timeout of one request.")
     max_retries: int = Field(
         3, ge=0, description="Retries of a request after a connection error or timeout, on "
-                             "another node. Rejections (429) are not retried here: the store "
-                             "stage backs off and redelivers the batch.")
+                             "another node. Rejections (429) are not retried here: the stage "
+                             "that wrote (process for events, store for alerts and dead "
+                             "letters) backs off and redelivers the batch.")
     refresh_on_write: bool = Field(
         False, description="Return from a write only once its documents are searchable "
                            "(refresh=wait_for). Costs up to a refresh interval per batch; for "

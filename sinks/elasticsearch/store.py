@@ -49,7 +49,8 @@ def connect(config: ElasticsearchConfig) -> Elasticsearch:
     if config.ca_file is not None:
         auth["ca_certs"] = str(config.ca_file)
     # retry_on_status=(): a whole request refused with 429/503 is not resent blindly; the
-    # store stage backs off and redelivers the batch, which replays nothing twice.
+    # stage that wrote (process for events, store for alerts and dead letters) backs off and
+    # redelivers the batch, which replays nothing twice.
     return Elasticsearch(config.hosts, request_timeout=config.request_timeout_secs,
                          max_retries=config.max_retries, retry_on_timeout=True,
                          retry_on_status=(), **auth)
