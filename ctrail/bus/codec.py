@@ -79,7 +79,7 @@ MODEL_OF_TOPIC: Final[dict[str, type[BaseModel]]] = {
 }
 
 
-def encode(item: Item) -> bytes:
+def encode(item: BaseModel) -> bytes:
     return item.__pydantic_serializer__.to_json(item, by_alias=True, exclude_none=True)
 
 

@@ -43,7 +43,7 @@ CLASSES: Final = {
 @cache
 def package_json(name: str) -> dict[str, Any]:
     text = resources.files("sinks.elasticsearch").joinpath("templates", name).read_text()
-    return json.loads(text)  # type: ignore[no-any-return]
+    return json.loads(text)
 
 
 def name(kind: str, namespace: str) -> str:

@@ -145,7 +145,8 @@ class EvidenceArchive:
         epoch, klass = path.stem.split("-", 1)
         key = (int(epoch), klass)
         segment = OpenSegment.load(path)
-        last = (self.sealed.get(key) or [None])[-1]
+        sealed = self.sealed.get(key)
+        last = sealed[-1] if sealed else None
         if not segment.ids or (last is not None and last["first_id"] == segment.ids[0]
                                and last["records"] == len(segment.ids)):
             path.unlink()                  # empty, or sealed just before a crash

@@ -167,8 +167,8 @@ def check_segment(root: Path, m: dict, result: Result) -> None:
         result.findings.append(Finding("index_modified", seq, "the record index does not "
                                        "match its manifest; records cannot be named"))
         return
-    expected = [tuple(line.split(b" ", 1)) for line in idx.splitlines()]
-    expected = [(rid.decode(), h.decode()) for rid, h in expected]
+    pairs = [tuple(line.split(b" ", 1)) for line in idx.splitlines()]
+    expected = [(rid.decode(), h.decode()) for rid, h in pairs]
     lines, state = read_lines(data)
     found = diff_records(seq, expected, lines, state)
     result.findings += found or [Finding("modified", seq, "file bytes differ but every record "

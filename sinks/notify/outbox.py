@@ -88,7 +88,7 @@ class Outbox:
                 raise
             return counts
 
-    def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:  # type: ignore[type-arg]
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 

@@ -72,7 +72,8 @@ def unique_requests(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _stage(doc: dict[str, Any]) -> int:
-    return STAGES.get(audit(doc).get("stage"), len(STAGES))
+    stage = audit(doc).get("stage")
+    return STAGES.get(stage, len(STAGES)) if isinstance(stage, str) else len(STAGES)
 
 
 def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:

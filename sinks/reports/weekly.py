@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from sinks.reports.data import (
@@ -73,7 +74,8 @@ def _alerts(source: Source, alerts: list[dict]) -> Section:
 
 def _workloads(source: Source) -> tuple[Table, Section]:
     docs = source.docs(f"{AUDIT} AND kubernetes.audit.verb:(create OR update OR patch)")
-    rows, images = [], []
+    rows: list[list[Any]] = []
+    images: list[tuple[str, dict, str | None]] = []
     for doc in unique_requests(docs):
         spec = pod_spec(doc)
         if spec is None:
@@ -85,7 +87,7 @@ def _workloads(source: Source) -> tuple[Table, Section]:
                          f"{ref.get('resource')}/{ref.get('name') or get(doc, 'orchestrator.resource.name')}",
                          "; ".join(why)])
         pushed = get(doc, "containertrail.image_pushed_by.name")
-        images += [(c.get("image"), doc, pushed) for c in containers(spec) if c.get("image")]
+        images += [(c["image"], doc, pushed) for c in containers(spec) if c.get("image")]
     for doc in source.docs("_exists_:container.image.name"):
         images.append((image_ref(doc), doc, get(doc, "containertrail.image_pushed_by.name")))
     table = Table("Host-access workloads", ["time", "user", "namespace", "object", "why"], rows)

@@ -137,7 +137,7 @@ class SqliteStore:
                         f"({exc.error_count()} errors); the store is left as it was "
                         f"(schema {version}): open it with the version that wrote it and "
                         f"export it, or move it aside to start a new one") from None
-            self._insert(kind, items)  # type: ignore[arg-type]
+            self._insert(kind, items)
 
     # ── the sink side ────────────────────────────────────────────────────────────────────────
 
