@@ -45,4 +45,27 @@ def orchestrator_fields(audit: dict[str, Any]) -> dict[str, Any]:
                               "namespace": ref.get("namespace")}
     if resource:
         fields["resource"] = {"type": resource, "name": name}
+    if cluster := cluster_name(audit):
+        fields["cluster"] = {"name": cluster}
     return fields
+
+
+def cluster_name(audit: dict[str, Any]) -> str | None:
+    """The cluster a managed cluster's envelope names (collector.parsers.k8s_audit keeps it):
+    GKE's `resource.labels.cluster_name`, AKS's cluster in `aks_metadata.resource_id`
+    (.../providers/Microsoft.ContainerService/managedClusters/NAME, as Azure writes it)."""
+    resource = audit.get("resource")
+    labels = resource.get("labels") if isinstance(resource, dict) else None
+    name = labels.get("cluster_name") if isinstance(labels, dict) else None
+    if isinstance(name, str) and name:
+        return name
+    aks = audit.get("aks_metadata")
+    resource_id = aks.get("resource_id") if isinstance(aks, dict) else None
+    if isinstance(resource_id, str):
+        parts = resource_id.strip("/").split("/")
+        lowered = [part.lower() for part in parts]
+        if "managedclusters" in lowered:
+            at = lowered.index("managedclusters") + 1
+            if at < len(parts) and parts[at]:
+                return parts[at]
+    return None

@@ -44,6 +44,10 @@ HINT_BYTES: Final = re.compile(HINT.pattern.encode())
 COLLECT_STAGE: Final = "collect"       # the stage of item dead letters (ctrail.runtime.collect)
 TIMESTAMP_FIELDS: Final = ("requestReceivedTimestamp", "stageTimestamp", "timestamp")
 OBJECT_FIELDS: Final = ("user", "objectRef", "responseStatus", "annotations", "impersonatedUser")
+# google.rpc.Code (status.code of a Cloud Audit Log entry) -> the HTTP status Google maps it to
+# (google/rpc/code.proto): a denial is a 403, a create of an existing object a 409.
+GRPC_TO_HTTP: Final = {0: 200, 1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429,
+                       9: 400, 10: 409, 11: 400, 12: 501, 13: 500, 14: 503, 15: 500, 16: 401}
 def unwrap_envelope(doc: dict[str, Any]) -> dict[str, Any]:
     """The audit Event inside an AKS diagnostic record or a GKE Cloud Audit Log entry."""
     if "protoPayload" in doc:
@@ -85,6 +89,11 @@ def from_gke(doc: dict[str, Any]) -> dict[str, Any]:
         object_ref["subresource"] = rest[1]
     metadata = payload.get("requestMetadata") or {}
     status = payload.get("status") or {}
+    code = status.get("code") or 0
+    # callerIp as Cloud Logging writes it; callerIP as Panther's normalised entries spell it.
+    caller_ip = metadata.get("callerIp") or metadata.get("callerIP")
+    # The request's id, as Elastic reads it: the operation's id, else the entry's insertId.
+    audit_id = (doc.get("operation") or {}).get("id") or doc.get("insertId")
     # The bodies, as an Event at Request/RequestResponse level carries them: detection rules
     # read them, and the redactor hashes the secrets in them (event.original is then the
     # redacted Event, not the entry).
@@ -94,14 +103,18 @@ def from_gke(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         **bodies,
         "kind": "Event", "apiVersion": "audit.k8s.io/v1", "stage": "ResponseComplete",
+        **({"auditID": str(audit_id)} if audit_id else {}),
         "verb": method.rsplit(".", 1)[-1],
         "user": {"username": (payload.get("authenticationInfo") or {}).get("principalEmail")},
-        "sourceIPs": [metadata["callerIp"]] if metadata.get("callerIp") else [],
+        "sourceIPs": [caller_ip] if isinstance(caller_ip, str) and caller_ip else [],
         "userAgent": metadata.get("callerSuppliedUserAgent"),
         "objectRef": object_ref,
-        "responseStatus": {"code": 200 if status.get("code", 0) == 0 else 500},
+        "responseStatus": {"code": GRPC_TO_HTTP.get(code, 500) if isinstance(code, int) else 500},
         "annotations": doc.get("labels") or {},
         "requestReceivedTimestamp": doc.get("timestamp"),
+        # The monitored resource (cluster_name, location, project_id), kept as Elastic keeps it:
+        # orchestrator.cluster.name is read from it (collector.parsers.audit_subject).
+        **({"resource": doc["resource"]} if isinstance(doc.get("resource"), dict) else {}),
     }
 
 

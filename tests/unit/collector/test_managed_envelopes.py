@@ -1,0 +1,103 @@
+"""GKE and AKS audit entries read as their producers mean them (issue 12), on real entries:
+Panther's GKE-shaped rule-test logs and Elastic's pipeline-test inputs and expected documents."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector.parsers.k8s_audit import K8sAuditParser
+from ctrail.components import RawRecord
+from ctrail.event import Event
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+parser = K8sAuditParser()
+
+
+def parse(line: bytes) -> Event:
+    (event,) = parser.parse(RawRecord(line, "test:1", NOW))
+    assert isinstance(event, Event), event
+    return event
+
+
+def audit(event: Event) -> dict[str, Any]:
+    assert event.kubernetes is not None and event.kubernetes.audit is not None
+    return event.kubernetes.audit
+
+
+def panther_gke(real_data: Path) -> list[dict[str, Any]]:
+    """Panther's GKE Cloud Audit Log entries, with Panther's own `p_*` keys left out."""
+    out = []
+    for line in (real_data / "panther-k8s-rule-tests/rule_tests.jsonl").read_bytes().splitlines():
+        log = orjson.loads(line)["log"]
+        if "protoPayload" in log:
+            out.append({k: v for k, v in log.items() if not k.startswith("p_")})
+    return out
+
+
+def elastic_lines(real_data: Path, marker: bytes) -> list[bytes]:
+    return [line for path in sorted((real_data / "elastic-k8s-audit-pipeline-tests").glob("*.log"))
+            for line in path.read_bytes().splitlines() if marker in line]
+
+
+# google.rpc.Code -> HTTP, as google/rpc/code.proto documents each code.
+GRPC_TO_HTTP = {0: 200, 1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429, 9: 400,
+                10: 409, 11: 400, 12: 501, 13: 500, 14: 503, 15: 500, 16: 401}
+
+
+def test_gke_status_codes_map_to_http_as_google_documents_them(real_data: Path) -> None:
+    entries = panther_gke(real_data)
+    failed = [e for e in entries if (e["protoPayload"].get("status") or {}).get("code")]
+    # Panther's failed GKE cases: ABORTED (10, a create of an object that exists) and
+    # PERMISSION_DENIED (7, a denial).
+    assert sorted({e["protoPayload"]["status"]["code"] for e in failed}) == [7, 10]
+    for entry in failed:
+        grpc = entry["protoPayload"]["status"]["code"]
+        event = parse(orjson.dumps(entry))
+        assert audit(event)["responseStatus"]["code"] == GRPC_TO_HTTP[grpc]
+        assert event.event.outcome == "failure"
+    denied = [e for e in failed if e["protoPayload"]["status"]["code"] == 7]
+    assert denied and all(audit(parse(orjson.dumps(e)))["responseStatus"]["code"] == 403
+                          for e in denied)
+    succeeded = [e for e in entries if not (e["protoPayload"].get("status") or {}).get("code")]
+    assert all(audit(parse(orjson.dumps(e)))["responseStatus"]["code"] == 200 for e in succeeded)
+    for grpc, http in GRPC_TO_HTTP.items():
+        entry = {**entries[0], "protoPayload": {**entries[0]["protoPayload"],
+                                                "status": {"code": grpc}}}
+        assert audit(parse(orjson.dumps(entry)))["responseStatus"]["code"] == http, grpc
+
+
+def test_gke_keeps_the_audit_id_and_the_cluster_name(real_data: Path) -> None:
+    (line,) = elastic_lines(real_data, b"protoPayload")
+    event = parse(line)
+    # Elastic's expected document: kubernetes.audit.auditID 1234abcd (operation.id, else
+    # insertId), orchestrator.cluster.name test-cluster (resource.labels.cluster_name).
+    assert audit(event)["auditID"] == "1234abcd"
+    assert event.orchestrator is not None and event.orchestrator.cluster is not None
+    assert event.orchestrator.cluster.name == "test-cluster"
+    entries = panther_gke(real_data)
+    with_operation = [e for e in entries if (e.get("operation") or {}).get("id")]
+    assert with_operation
+    for entry in with_operation:
+        assert audit(parse(orjson.dumps(entry)))["auditID"] == entry["operation"]["id"]
+    insert_only = {k: v for k, v in orjson.loads(line).items() if k != "operation"}
+    assert audit(parse(orjson.dumps(insert_only)))["auditID"] == insert_only["insertId"]
+    clustered = [e for e in entries if (e.get("resource") or {}).get("labels", {}).get("cluster_name")]
+    assert clustered
+    for entry in clustered:
+        orchestrator = parse(orjson.dumps(entry)).orchestrator
+        assert orchestrator is not None and orchestrator.cluster is not None
+        assert orchestrator.cluster.name == entry["resource"]["labels"]["cluster_name"]
+
+
+def test_gke_caller_ip_as_panther_spells_it(real_data: Path) -> None:
+    spelled = [e for e in panther_gke(real_data)
+               if "callerIP" in (e["protoPayload"].get("requestMetadata") or {})]
+    assert spelled
+    for entry in spelled:
+        event = parse(orjson.dumps(entry))
+        assert event.source is not None
+        assert event.source.ip == entry["protoPayload"]["requestMetadata"]["callerIP"]
