@@ -28,6 +28,7 @@ from ctrail.bus import DLQ, EVENTS, Producer
 from ctrail.bus.codec import decode, encode, publish_event
 from ctrail.durable import fsync_dir
 from ctrail.errors import InvalidInput, Retryable
+from ctrail.event import Event
 from ctrail.runtime.deadletter import rejection
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ def _publish_and_delete(path: Path, producer: Producer) -> int:
                              dataset="containertrail.audit")
             producer.send(DLQ, dead.key, encode(dead))
         else:
+            assert isinstance(event, Event)     # what decode() gives for ctrail.events
             publish_event(producer, event, "audit-spool")
     producer.flush()                    # durable on the bus before the file goes
     path.unlink()

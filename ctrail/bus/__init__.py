@@ -64,7 +64,8 @@ class Consumer(Protocol):
 class Bus(Protocol):
     # True when one process owns the bus (the local log, locked by its data directory): that
     # process runs every stage, and no other process can join its groups. False on Kafka.
-    single_process: bool
+    @property
+    def single_process(self) -> bool: ...
 
     def producer(self) -> Producer: ...
 

@@ -48,14 +48,15 @@ def run(args: argparse.Namespace) -> int:
             drain_spool(settings.data_dir, pipeline.bus.producer())
         with _progress(args.files) as progress:
             task = progress.add_task("ingesting", total=_total_bytes(args.files))
-            source = FileSource(args.files, settings.pipeline.max_record_bytes,
-                                on_progress=lambda n: progress.advance(task, n),
-                                reassemble=args.source == "container-log")
+            files = FileSource(args.files, settings.pipeline.max_record_bytes,
+                               on_progress=lambda n: progress.advance(task, n),
+                               reassemble=args.source == "container-log")
+            source: FileSource | _Counting = files
             if not embedded:
                 # The workers parse what this command publishes; it parses too, only to say
                 # what they will make of it (they report to no one).
-                source = _Counting(source, build_parser(args.source, settings.data_dir,
-                                                        settings.redaction))
+                source = _Counting(files, build_parser(args.source, settings.data_dir,
+                                                       settings.redaction))
             # A name of this run's own: the chain also processes what an earlier, killed run
             # left on the bus, and counts that under the earlier run's name.
             name = f"ingest-{uuid.uuid4().hex[:12]}"
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             counts = pipeline.telemetry.snapshot().get(f"{PARSE_STEP}.{name}", {})
             accepted, dead = counts.get("sent", 0), counts.get("dead_lettered", 0)
         else:
+            assert isinstance(source, _Counting)
             accepted, dead = source.accepted, source.dead_lettered
     finally:
         pipeline.close()

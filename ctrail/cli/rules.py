@@ -21,7 +21,7 @@ from collector import PARSERS, build_parser
 from ctrail.cli.common import add_common, print_docs, settings_of
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, UsageError
-from ctrail.event import Alert
+from ctrail.event import Alert, Event
 from detectors.correlation import load_correlations
 from detectors.sigma_rules import CompiledRule, LoadError, load_rules
 
@@ -106,8 +106,8 @@ def run_test(args: argparse.Namespace) -> int:
             print(f"{record.origin}: not a {args.source} record: {exc}", file=sys.stderr)
             continue
         events += len(parsed)
-        alerts.extend(a for event in parsed for a in detector.observe(event)
-                      if a.rule.id in wanted)
+        alerts.extend(a for event in parsed if isinstance(event, Event)
+                      for a in detector.observe(event) if a.rule.id in wanted)
     print_docs((a.model_dump(by_alias=True, exclude_none=True, mode="json") for a in alerts),
                args.format, "Matches", ALERT_COLUMNS)
     print(f"{events} events, {len(alerts)} matches, {rejected} records not parsed",

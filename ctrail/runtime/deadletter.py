@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import logging
 from datetime import datetime, timezone
-from typing import Callable, Final
+from typing import Callable, Final, Literal
 
 from ctrail.errors import Reason
 from ctrail.event import Rejection
@@ -34,6 +34,7 @@ def rejection(*, stage: str, reason: Reason, detail: str, origin: str, raw: byte
     if redact is not None:
         raw = redacted_bytes(raw, redact)
         detail = redact(detail)
+    encoding: Literal["utf-8", "base64"]
     try:
         original, encoding = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:

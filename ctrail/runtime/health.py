@@ -58,7 +58,8 @@ class Heartbeat:
 def stale_roles(data_dir: Path, now: float | None = None) -> tuple[list[str], list[str]]:
     """(fresh, stale) roles of the heartbeat files in the data directory."""
     now = time.time() if now is None else now
-    fresh, stale = [], []
+    fresh: list[str] = []
+    stale: list[str] = []
     for path in sorted(health_dir(data_dir).glob("*.json")):
         try:
             beat = orjson.loads(path.read_bytes())["time"]

@@ -163,8 +163,9 @@ class IntakeProcess:
                 raise Unavailable(f"the intake process did not start within {timeout_secs:.0f} s")
             kind, message = self._reports.recv()
         except EOFError:
+            process.join(5)
             raise Unavailable(f"the intake process ended at start (exit status "
-                              f"{process.join(5) or process.exitcode})") from None
+                              f"{process.exitcode})") from None
         if kind != "ready":
             process.join(STOP_WAIT_SECS)
             raise (ConfigError if kind in ("ConfigError", "UsageError") else Unavailable)(message)

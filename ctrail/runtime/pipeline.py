@@ -82,7 +82,7 @@ def correlate_stage(ctx: "BuildContext") -> Stage:
 
     def handle(items: Sequence[Item | RawEntry]) -> StageResult:
         rejected: list[Rejection] = []
-        found = isolate("correlate", items, observe, rejected)  # type: ignore[arg-type]
+        found = isolate("correlate", items, observe, rejected)  # type: ignore[arg-type, type-var]
         alerts = windows.finish([a for alerts in found for a in alerts], engine.advance)
         return StageResult([Output(ALERTS, alert.key, alert) for alert in alerts], rejected)
     return Stage(handle, windows.close)
@@ -97,7 +97,7 @@ def store_stage(ctx: "BuildContext") -> Stage:
         if written.retry:
             raise Retryable(f"the store asked to retry {len(written.retry)} items")
         return StageResult(rejected=list(written.rejected))
-    return Stage(handle)
+    return Stage(handle)  # type: ignore[arg-type]  # its topics carry no RawEntry
 
 
 def forward_stage(ctx: "BuildContext") -> Stage:
@@ -112,7 +112,7 @@ def forward_stage(ctx: "BuildContext") -> Stage:
                                                                    "error": str(exc)})
 
     def handle(items: Sequence[Item]) -> StageResult:
-        rejected = []
+        rejected: list[Rejection] = []
         for sink in sinks:
             written = sink.write(items)
             if written.retry:
@@ -123,7 +123,7 @@ def forward_stage(ctx: "BuildContext") -> Stage:
     def close() -> None:
         for sink in sinks:
             sink.close()
-    return Stage(handle, close)
+    return Stage(handle, close)  # type: ignore[arg-type]  # its topics carry no RawEntry
 
 
 def notify_stage(ctx: "BuildContext") -> Stage:
@@ -137,7 +137,7 @@ def notify_stage(ctx: "BuildContext") -> Stage:
     def handle(items: Sequence[Item]) -> StageResult:
         service.enqueue(items)        # raises Retryable: the batch stays uncommitted
         return StageResult()
-    return Stage(handle, service.close, service.samples)
+    return Stage(handle, service.close, service.samples)  # type: ignore[arg-type]  # its topics carry no RawEntry
 
 
 def evidence_stage(ctx: "BuildContext") -> Stage:
@@ -152,7 +152,7 @@ def evidence_stage(ctx: "BuildContext") -> Stage:
     def handle(items: Sequence[Item]) -> StageResult:
         archive.write(items)
         return StageResult()
-    return Stage(handle, archive.close)
+    return Stage(handle, archive.close)  # type: ignore[arg-type]  # its topics carry no RawEntry
 
 
 @dataclass

@@ -174,7 +174,7 @@ def verdict(dead: Rejection, step: Step,
     if seen is None:
         return Verdict(dead, "not_replayed", why=f"resubmitted to {dead.stage}, but its "
                                                  "verdict could not be read back")
-    again = seen.get(same_record(dead.stage, original_bytes(dead)))
-    if again is None:
+    rejected = seen.get(same_record(dead.stage, original_bytes(dead)))
+    if rejected is None:
         return Verdict(dead, "replayed")
-    return Verdict(dead, "still_rejected", now=again)
+    return Verdict(dead, "still_rejected", now=rejected)

@@ -10,6 +10,7 @@ import threading
 import time
 from email.message import Message
 from http.server import BaseHTTPRequestHandler
+from io import BufferedIOBase
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
@@ -45,7 +46,7 @@ def framing_error(headers: Message, limit: int) -> Refusal | None:
     return (413, "body too large") if int(length) > limit else None
 
 
-def read_chunked(rfile: BinaryIO, limit: int) -> bytes:
+def read_chunked(rfile: BinaryIO | BufferedIOBase, limit: int) -> bytes:
     body = bytearray()
     while True:
         line = rfile.readline(1024)
