@@ -30,6 +30,7 @@ from typing import Any, Final, Sequence
 import orjson
 import yaml
 from sigma.correlations import (
+    SigmaCorrelationCondition,
     SigmaCorrelationConditionOperator as Op,
     SigmaCorrelationRule,
     SigmaCorrelationType as Type,
@@ -39,8 +40,14 @@ from sigma.correlations import (
 from ctrail.event import Alert, AlertInfo, Severity, Threat
 from detectors.attack import threat_from_tags
 from detectors.matcher import EventView, FieldPath
-from detectors.sigma_rules import (PARSE_FAILURES, LoadError, RuleSet, rule_documents,
-                                   rule_files, sigma_error)
+from detectors.sigma_rules import (
+    PARSE_FAILURES,
+    LoadError,
+    RuleSet,
+    rule_documents,
+    rule_files,
+    sigma_error,
+)
 from detectors.values import RuleCompileError
 
 TYPES: Final = {Type.EVENT_COUNT: "event_count", Type.VALUE_COUNT: "value_count",
@@ -141,19 +148,25 @@ def compile_correlation(rule: SigmaCorrelationRule, known: set[str], path: Path
     if kind is None:
         raise RuleCompileError(f"correlation {rule_id}: type {rule.type.name.lower()} is not "
                                "supported (event_count, value_count, temporal, temporal_ordered)")
+    assert rule.rules is not None       # pySigma requires a correlation's rules
     bases = tuple(ref.reference for ref in rule.rules)
     missing = [base for base in bases if base not in known]
     if missing:
         raise RuleCompileError(f"correlation {rule_id}: refers to {', '.join(missing)}, which "
                                "is not a loaded single-event rule")
     threshold = len(bases)
+    condition = rule.condition
+    value_field: str | None = None
     if kind in ("event_count", "value_count"):
-        if rule.condition.op not in (Op.GTE, Op.GT):
-            raise RuleCompileError(f"correlation {rule_id}: condition {rule.condition.op.name.lower()}"
+        # pySigma gives extended (boolean) conditions to temporal correlations only.
+        assert isinstance(condition, SigmaCorrelationCondition)
+        if condition.op not in (Op.GTE, Op.GT):
+            raise RuleCompileError(f"correlation {rule_id}: condition {condition.op.name.lower()}"
                                    " is not supported (gte, gt)")
-        threshold = int(rule.condition.count) + (1 if rule.condition.op == Op.GT else 0)
+        threshold = int(condition.count) + (1 if condition.op == Op.GT else 0)
+        if kind == "value_count":
+            value_field = condition.fieldref  # type: ignore[assignment]  # one field in our rules
     group_by = tuple(rule.group_by or ())
-    value_field = rule.condition.fieldref if kind == "value_count" else None
     return CorrelationRule(
         id=rule_id, title=rule.title, description=rule.description,
         reference=rule.references[0] if rule.references else None,

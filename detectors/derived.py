@@ -98,8 +98,8 @@ def root_containers(event: Event, audit: dict[str, Any] | None,
             continue
         user = own.get("runAsUser", pod.get("runAsUser"))
         non_root = own.get("runAsNonRoot", pod.get("runAsNonRoot"))
-        numeric = isinstance(user, int) and not isinstance(user, bool)
-        if (numeric and user == 0) or not ((numeric and user > 0) or non_root is True):
+        uid = user if isinstance(user, int) and not isinstance(user, bool) else None
+        if uid == 0 or not ((uid is not None and uid > 0) or non_root is True):
             found.append(str(container.get("name") or "?"))
     return found
 

@@ -256,15 +256,19 @@ class StageState:
         for name, part in parts.items():
             part.restore(state.get(name) or {})
         # Alerts of the batch in flight at the last checkpoint: emitted again (same ids).
-        self.pending = [decode(ALERTS, orjson.dumps(a)) for a in state.get("outbox", ())]
+        self.pending: list[Alert] = []
+        for doc in state.get("outbox", ()):
+            alert = decode(ALERTS, orjson.dumps(doc))
+            assert isinstance(alert, Alert)     # what decode() gives for ctrail.alerts
+            self.pending.append(alert)
 
     def finish(self, alerts: list[Alert]) -> list[Alert]:
         """The alerts to publish for this batch; checkpoints first when anything changed."""
-        out = [*self.pending, *alerts]   # type: ignore[list-item]
+        out = [*self.pending, *alerts]
         self.pending = []
         if out or any(part.dirty for part in self.parts.values()):
             self.save(out)
-        return out  # type: ignore[return-value]
+        return out
 
     def save(self, outbox: Sequence[Alert] = ()) -> None:
         state: dict[str, Any] = {name: part.snapshot() for name, part in self.parts.items()}
