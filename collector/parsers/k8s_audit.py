@@ -43,6 +43,13 @@ URI_QUERY: Final = re.compile(rb'"requestURI"\s*:\s*"[^"?]*\?([^"]*)"')
 HINT_BYTES: Final = re.compile(HINT.pattern.encode())
 COLLECT_STAGE: Final = "collect"       # the stage of item dead letters (ctrail.runtime.collect)
 TIMESTAMP_FIELDS: Final = ("requestReceivedTimestamp", "stageTimestamp", "timestamp")
+# An AKS record is stamped with its stage time, as Elastic's integration stamps it.
+AKS_TIMESTAMP_FIELDS: Final = ("stageTimestamp", "requestReceivedTimestamp", "timestamp")
+# AKS envelope keys -> kubernetes.audit.aks_metadata keys, as Elastic's integration names them.
+AKS_METADATA: Final = (("category", "category"), ("operationName", "operation_name"),
+                       ("resourceId", "resource_id"), ("serviceBuild", "service_build"),
+                       ("time", "time"))
+AKS_PROPERTIES: Final = (("containerID", "container_id"), ("pod", "pod"), ("stream", "stream"))
 OBJECT_FIELDS: Final = ("user", "objectRef", "responseStatus", "annotations", "impersonatedUser")
 # google.rpc.Code (status.code of a Cloud Audit Log entry) -> the HTTP status Google maps it to
 # (google/rpc/code.proto): a denial is a 403, a create of an existing object a 409.
@@ -64,8 +71,17 @@ def unwrap_envelope(doc: dict[str, Any]) -> dict[str, Any]:
             check_depth(inner, text, MAX_DEPTH - 2)        # below the record and `properties`
         if not isinstance(inner, dict):
             raise InvalidInput(Reason.SCHEMA_MISMATCH, "properties.log is not an object")
-        return inner
+        return {**inner, "aks_metadata": aks_metadata(doc, properties)}
     return doc
+
+
+def aks_metadata(doc: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:
+    """What an AKS diagnostic record says beside the Event (its category, the cluster's
+    resource id, the API server pod), kept as Elastic keeps it: kubernetes.audit.aks_metadata."""
+    kept = {name: doc[key] for key, name in AKS_METADATA if doc.get(key) is not None}
+    kept.update((name, properties[key]) for key, name in AKS_PROPERTIES
+                if properties.get(key) is not None)
+    return kept
 
 
 def from_gke(doc: dict[str, Any]) -> dict[str, Any]:
@@ -272,7 +288,8 @@ def to_event(audit: dict[str, Any], original: str, raw: bytes, received: datetim
     redacted = redactor.audit(audit, original) if redactor is not None else None
     if redacted is not None:
         audit, original = redacted, orjson.dumps(redacted).decode()
-    timestamp = next((parse_time(audit[f], f) for f in TIMESTAMP_FIELDS if audit.get(f)), None)
+    fields = AKS_TIMESTAMP_FIELDS if "aks_metadata" in audit else TIMESTAMP_FIELDS
+    timestamp = next((parse_time(audit[f], f) for f in fields if audit.get(f)), None)
     user = audit.get("user") or {}
     object_ref = audit.get("objectRef") or {}
     source_ips = [ip for ip in audit.get("sourceIPs") or () if isinstance(ip, str)]

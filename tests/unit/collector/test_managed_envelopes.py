@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from collector.parsers.common import parse_time
 from collector.parsers.k8s_audit import K8sAuditParser
 from ctrail.components import RawRecord
 from ctrail.event import Event
@@ -101,3 +102,72 @@ def test_gke_caller_ip_as_panther_spells_it(real_data: Path) -> None:
         event = parse(orjson.dumps(entry))
         assert event.source is not None
         assert event.source.ip == entry["protoPayload"]["requestMetadata"]["callerIP"]
+
+
+# Elastic's expected document for test-kube-audit.log (elastic/integrations,
+# packages/kubernetes/data_stream/audit_logs/_dev/test/pipeline/test-kube-audit.log-expected.json):
+# the envelope kept under kubernetes.audit.aks_metadata, and @timestamp 2025-10-07T16:19:19.647Z,
+# the stage time (requestReceivedTimestamp is .643609).
+ELASTIC_AKS_METADATA = {
+    "category": "kube-audit",
+    "container_id": "a64cba7fefbf5020788dc29d9247157585bbb64826bf7209623ca7bb49b15fe7",
+    "operation_name": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
+    "pod": "kube-apiserver-869d7bb754-kkg69",
+    "resource_id": "/SUBSCRIPTIONS/ae2861b3-e901-49bd-99f3-660eb5747107/RESOURCEGROUPS/TEST/"
+                   "PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/TEST-CLUSTER",
+    "service_build": "na",
+    "stream": "stdout",
+    "time": "2025-10-07T16:19:19.647880072Z",
+}
+ELASTIC_AKS_TIMESTAMP = datetime(2025, 10, 7, 16, 19, 19, 647000, tzinfo=timezone.utc)
+
+
+def test_aks_keeps_the_envelopes_metadata_as_elastic_does(real_data: Path) -> None:
+    (line,) = (real_data / "elastic-k8s-audit-pipeline-tests/test-kube-audit.log").read_bytes(
+    ).splitlines()[:1]
+    event = parse(line)
+    assert audit(event)["aks_metadata"] == ELASTIC_AKS_METADATA
+    assert event.orchestrator is not None and event.orchestrator.cluster is not None
+    assert event.orchestrator.cluster.name == "TEST-CLUSTER"      # Azure writes it upper-cased
+    # Elastic's @timestamp has millisecond precision: ours is the stage time it rounds.
+    assert event.timestamp.replace(microsecond=event.timestamp.microsecond // 1000 * 1000) \
+        == ELASTIC_AKS_TIMESTAMP
+    assert event.timestamp == datetime(2025, 10, 7, 16, 19, 19, 647762, tzinfo=timezone.utc)
+    assert event.event.original == line.decode()
+
+
+def test_every_aks_shape_is_stamped_with_its_stage_time(real_data: Path) -> None:
+    lines = elastic_lines(real_data, b'"properties"')
+    assert len(lines) == 2                          # properties.log as a string and an object
+    for line in lines:
+        event = parse(line)
+        inner = audit(event)
+        assert event.timestamp == datetime.fromisoformat(inner["stageTimestamp"])
+        envelope = orjson.loads(line)
+        assert inner["aks_metadata"]["category"] == envelope["category"]
+        assert inner["aks_metadata"]["resource_id"] == envelope["resourceId"]
+        assert inner["aks_metadata"]["container_id"] == envelope["properties"]["containerID"]
+        assert event.orchestrator is not None and event.orchestrator.cluster is not None
+    panther = [orjson.loads(line)["log"] for line in
+               (real_data / "panther-k8s-rule-tests/rule_tests.jsonl").read_bytes().splitlines()]
+    aks = [{k: v for k, v in log.items() if not k.startswith("p_")} for log in panther
+           if isinstance(log.get("properties"), dict) and "log" in log["properties"]]
+    assert aks
+    for entry in aks:
+        event = parse(orjson.dumps(entry))
+        stage = audit(event).get("stageTimestamp")
+        if stage:
+            assert event.timestamp == parse_time(stage, "stageTimestamp")
+        assert audit(event)["aks_metadata"].get("category") == entry.get("category")
+
+
+def test_plain_audit_lines_keep_the_request_received_time(real_data: Path) -> None:
+    # Elastic's expected documents for plain audit.k8s.io lines set no @timestamp of their own
+    # (the agent's read time stands), so nothing there asks to change ours: the time the
+    # request was received, as before.
+    lines = [line for line in (real_data / "elastic-k8s-audit-pipeline-tests/test-audit.log"
+                               ).read_bytes().splitlines() if line.startswith(b'{"kind"')]
+    assert len(lines) == 3
+    for line in lines:
+        event = parse(line)
+        assert event.timestamp == datetime.fromisoformat(audit(event)["requestReceivedTimestamp"])
