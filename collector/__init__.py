@@ -35,6 +35,4 @@ def source_of_dataset(dataset: str | None) -> str | None:
 
 def build_parser(name: str, data_dir: Path, redaction: RedactionConfig) -> Parser:
     """PARSERS[name], built; a format that carries secrets gets the deployment's redactor."""
-    if PARSERS[name] in (K8sAuditParser, FalcoParser):
-        return PARSERS[name](redaction.build(data_dir))     # type: ignore[call-arg]
-    return PARSERS[name]()
+    return PARSERS[name](redaction.build(data_dir))

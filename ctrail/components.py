@@ -45,6 +45,10 @@ class Source(Protocol):
 class Parser(Protocol):
     dataset: ClassVar[str]
 
+    def redact_text(self, text: str) -> str:
+        """Free text (a record that did not parse, before it is dead-lettered) with what the
+        redaction policy recognises in text hashed under the deployment's key."""
+
     def scrub(self, data: bytes) -> bytes:
         """The raw record with every secret of it hashed (collector.redact), or `data` itself
         when it holds none. Intake calls it before it appends anything: no secret is written,

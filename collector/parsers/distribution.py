@@ -24,6 +24,7 @@ from collector.parsers.common import (
     parse_time,
     split_address,
 )
+from collector.redact import Redactor
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event
@@ -38,6 +39,12 @@ class DistributionParser:
     """One notification envelope -> one Event per event in it (zero for an empty envelope)."""
 
     dataset: ClassVar[str] = DATASET
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        self.redactor = redactor or Redactor.ephemeral()
+
+    def redact_text(self, text: str) -> str:
+        return self.redactor.redact_text(text)
 
     def scrub(self, data: bytes) -> bytes:
         """Nothing to redact: registry notifications carry no credentials (collector.redact's policy)."""

@@ -29,6 +29,7 @@ from collector.parsers.common import (
     optional_str,
     parse_time,
 )
+from collector.redact import Redactor
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event
@@ -53,6 +54,12 @@ class DockerEventParser:
     """One Docker Engine event (JSON object or default-format text line) -> one Event."""
 
     dataset: ClassVar[str] = DATASET
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        self.redactor = redactor or Redactor.ephemeral()
+
+    def redact_text(self, text: str) -> str:
+        return self.redactor.redact_text(text)
 
     def scrub(self, data: bytes) -> bytes:
         """Nothing to redact: Docker events carry no credentials (collector.redact's policy)."""

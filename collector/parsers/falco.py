@@ -71,6 +71,9 @@ class FalcoParser:
         # without the pipeline's key a per-process one: a clear secret is never kept either way.
         self.redactor = redactor or Redactor.ephemeral()
 
+    def redact_text(self, text: str) -> str:
+        return self.redactor.redact_text(text)
+
     def scrub(self, data: bytes) -> bytes:
         """The alert with every secret hashed, for intake to append (Falco alerts are few: each
         is looked at); the alert itself when it holds none or is not JSON."""

@@ -23,6 +23,7 @@ from collector.parsers.common import (
     optional_str,
     parse_time,
 )
+from collector.redact import Redactor
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event
@@ -49,6 +50,12 @@ class HarborParser:
     """One Harbor webhook payload -> one Event per resource (at least one)."""
 
     dataset: ClassVar[str] = DATASET
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        self.redactor = redactor or Redactor.ephemeral()
+
+    def redact_text(self, text: str) -> str:
+        return self.redactor.redact_text(text)
 
     def scrub(self, data: bytes) -> bytes:
         """Nothing to redact: Harbor webhooks carry no credentials (collector.redact's policy)."""

@@ -143,6 +143,9 @@ class K8sAuditParser:
         # Without the pipeline's key a per-process one: a clear secret is never kept either way.
         self.redactor = redactor or Redactor.ephemeral()
 
+    def redact_text(self, text: str) -> str:
+        return self.redactor.redact_text(text)
+
     def scrub(self, data: bytes) -> bytes:
         """The record with every secret hashed, for intake to append (nothing unredacted is
         ever written); the record itself, untouched and unparsed, when it cannot hold one (a

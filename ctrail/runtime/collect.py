@@ -24,7 +24,7 @@ from ctrail.bus.codec import DEAD_LETTER_FORMAT, RawEntry, encode
 from ctrail.components import Parser, RawRecord, Source
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event, Rejection
-from ctrail.runtime.deadletter import redaction_of, rejection
+from ctrail.runtime.deadletter import rejection
 from ctrail.runtime.telemetry import Telemetry
 from ctrail.settings import Settings
 
@@ -43,24 +43,24 @@ def parse_record(parser: Parser, record: RawRecord) -> list[Event | Rejection] |
     except InvalidInput as exc:
         return rejection(stage=STAGE, reason=exc.reason, detail=exc.detail,
                          origin=record.origin, raw=record.data, dataset=parser.dataset,
-                         redact=redaction_of(parser))
+                         redact=parser.redact_text)
     except Exception as exc:  # a parser bug must not stall its source: keep the record, say why
         log.exception("Parser failed on a record.", extra={"origin": record.origin})
         return rejection(stage=STAGE, reason=Reason.STAGE_ERROR,
                          detail=f"{type(exc).__name__}: {exc}"[:500], origin=record.origin,
-                         raw=record.data, dataset=parser.dataset, redact=redaction_of(parser))
+                         raw=record.data, dataset=parser.dataset, redact=parser.redact_text)
 
 
 def judged_at_intake(record: RawRecord, parser: Parser) -> Rejection | None:
     """The dead letter of a record that can never parse (cut, or judged by its source), its
-    secrets hashed by `parser`'s redactor (ctrail.runtime.deadletter)."""
+    secrets hashed by `parser`'s redactor."""
     if record.rejected is None and not record.truncated:
         return None
     reason, detail = ((record.rejected.reason, record.rejected.detail) if record.rejected
                       else (Reason.RECORD_TOO_LARGE,
                             f"record exceeds max_record_bytes ({len(record.data)})"))
     return rejection(stage=STAGE, reason=reason, detail=detail, origin=record.origin,
-                     raw=record.data, dataset=parser.dataset, redact=redaction_of(parser))
+                     raw=record.data, dataset=parser.dataset, redact=parser.redact_text)
 
 
 class Collector:

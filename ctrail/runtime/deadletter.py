@@ -6,7 +6,7 @@ Redactor.redact_text: Bearer and Basic credentials, JWTs, URL passwords, PEM pri
 `password=`/`--token` assignments) before anything is kept: no dead letter holds a clear
 secret, in the DLQ or in the store. The hash is the deployment's keyed one, so a replay of the
 redacted record stores what a clean parse would have stored. The caller says how (`redact`):
-`redaction_of(parser)` gives the parser's redactor, the one holding the deployment's key.
+The parser's `redact_text` holds the deployment's key.
 """
 
 from __future__ import annotations
@@ -55,13 +55,3 @@ def redacted_bytes(raw: bytes, redact: Callable[[str], str]) -> bytes:
     text = raw.decode("utf-8", "surrogateescape")
     new = redact(text)
     return raw if new == text else new.encode("utf-8", "surrogateescape")
-
-
-def redaction_of(parser: object) -> Callable[[str], str]:
-    """How dead letters of `parser`'s records are redacted: with the parser's redactor (the
-    deployment's key: build_parser gives one to every format that carries secrets), else with a
-    key of this process only (its hashes match nothing stored, but no clear value is kept).
-    Called when a dead letter is built, never per record."""
-    from collector.redact import Redactor  # here: collector's parsers import this module
-    redactor = getattr(parser, "redactor", None)
-    return (redactor if isinstance(redactor, Redactor) else Redactor.ephemeral()).redact_text

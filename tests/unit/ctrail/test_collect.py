@@ -18,6 +18,12 @@ class BrokenParser:
     def parse(self, record: RawRecord) -> list[Event]:
         raise KeyError("a bug, not bad input")
 
+    def redact_text(self, text: str) -> str:
+        return text
+
+    def scrub(self, data: bytes) -> bytes:
+        return data
+
 
 def test_a_parser_bug_dead_letters_the_record_with_its_reason(
         caplog: pytest.LogCaptureFixture) -> None:

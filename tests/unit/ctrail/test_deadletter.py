@@ -86,6 +86,12 @@ class BrokenParser:
     def parse(self, record: RawRecord) -> list[Event]:
         raise ValueError(f"choked on {record.data[:400].decode()}")
 
+    def redact_text(self, text: str) -> str:
+        return self.redactor.redact_text(text)
+
+    def scrub(self, data: bytes) -> bytes:
+        return data
+
 
 def test_a_parser_bug_keeps_neither_the_secret_nor_it_in_the_detail() -> None:
     dead = parse_record(BrokenParser(), RawRecord(TEXT.encode(), "hook req-1", NOW))
