@@ -6,7 +6,7 @@ PARSERS is the registry of wire formats, keyed by the `--source` name of `ctrail
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from collector.parsers.cri_log import ContainerLogParser
 from collector.parsers.distribution import DistributionParser
@@ -14,10 +14,20 @@ from collector.parsers.docker_event import DockerEventParser
 from collector.parsers.falco import FalcoParser
 from collector.parsers.harbor import HarborParser
 from collector.parsers.k8s_audit import K8sAuditParser
-from collector.redact import RedactionConfig
+from collector.redact import RedactionConfig, Redactor
 from ctrail.components import Parser
 
-PARSERS: Final[dict[str, type[Parser]]] = {
+
+class ParserType(Protocol):
+    """A parser class: its dataset, and built with the deployment's redactor (or none: a key
+    of this process only)."""
+
+    dataset: str
+
+    def __call__(self, redactor: Redactor | None = None) -> Parser: ...
+
+
+PARSERS: Final[dict[str, ParserType]] = {
     "k8s-audit": K8sAuditParser,
     "docker-events": DockerEventParser,
     "container-log": ContainerLogParser,
@@ -34,5 +44,5 @@ def source_of_dataset(dataset: str | None) -> str | None:
 
 
 def build_parser(name: str, data_dir: Path, redaction: RedactionConfig) -> Parser:
-    """PARSERS[name], built; a format that carries secrets gets the deployment's redactor."""
+    """PARSERS[name], built with the deployment's redactor."""
     return PARSERS[name](redaction.build(data_dir))
