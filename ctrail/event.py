@@ -354,6 +354,7 @@ class Alert(EcsModel):
     orchestrator: Orchestrator | None = None
     kubernetes: Kubernetes | None = None
     tags: tuple[str, ...] = ()
+    message: str | None = None              # an external detector's own words (Falco's output)
 
     @property
     def key(self) -> str:

@@ -15,19 +15,29 @@ with the same id, so the store keeps one.
   pod for exec and attach), for grouping and suppression downstream.
 - The event's user, source, container, orchestrator and kubernetes groups are copied, without
   the raw audit dict; `event.original` keeps the triggering record byte for byte for evidence.
+- A rule with `identity_from_event` (CT-RT-001) re-raises an external detector's alert as
+  itself: `rule.name` is the detector's rule (a Falco rule), `message` its output line, `tags`
+  its tags, `threat.*` from its MITRE tags (mitre_<tactic>, T<technique>), and the group key is
+  the rule id, the detector's rule and the container (else the entities above), so grouping and
+  suppression tell one Falco rule in one container from every other. `rule.id` stays ours.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Final
 
-from ctrail.event import Alert, AlertInfo, Event, EventInfo, Rule, Severity
+from ctrail.event import Alert, AlertInfo, Event, EventInfo, Rule, Severity, Threat
+from detectors.attack import threat_from_tags
 from detectors.sigma_rules import CompiledRule
 
 ALERT_DATASET: Final = "containertrail.alerts"
 ALERT_MODULE: Final = "containertrail"
 RULESET: Final = "containertrail"
+# Falco's MITRE tags: `mitre_<tactic>` (mitre_privilege_escalation) and technique ids (T1059.004).
+FALCO_TACTIC: Final = re.compile(r"mitre_([a-z_]+)")
+FALCO_TECHNIQUE: Final = re.compile(r"T\d{4}(?:\.\d{3})?")
 
 
 def build_alert(rule: CompiledRule, event: Event, severity: Severity,
@@ -36,6 +46,14 @@ def build_alert(rule: CompiledRule, event: Event, severity: Severity,
     dedup key in the id and the entities in the group key (one alert per value)."""
     info = event.event
     k8s = event.kubernetes
+    detected = event.rule.name if rule.identity_from_event and event.rule is not None else None
+    tags = detector_tags(event) if detected is not None else ()
+    if key is not None:
+        group = f"{rule.id}|{key}"
+    elif detected is not None:
+        group = detected_group_key(rule.id, detected, event)
+    else:
+        group = group_key(rule.id, event)
     return Alert(
         timestamp=event.timestamp,
         event=EventInfo(
@@ -43,15 +61,42 @@ def build_alert(rule: CompiledRule, event: Event, severity: Severity,
             type=info.type, action=rule.id, outcome=info.outcome, dataset=ALERT_DATASET,
             module=ALERT_MODULE, original=info.original, ingested=info.ingested,
             severity=int(severity)),
-        rule=Rule(id=rule.id, name=rule.title, description=rule.description,
+        rule=Rule(id=rule.id, name=detected or rule.title, description=rule.description,
                   reference=rule.reference, ruleset=RULESET),
-        threat=rule.threat,
-        alert=AlertInfo(severity=severity.word, group_key=f"{rule.id}|{key}" if key is not None
-                        else group_key(rule.id, event), count=1,
+        threat=detector_threat(tags) if detected is not None else rule.threat,
+        alert=AlertInfo(severity=severity.word, group_key=group, count=1,
                         event_ids=(info.id,)),
+        message=event.message if detected is not None else None,
+        tags=tags,
         user=event.user, source=event.source, container=event.container,
         orchestrator=event.orchestrator,
         kubernetes=k8s.model_copy(update={"audit": None}) if k8s is not None else None)
+
+
+def detector_tags(event: Event) -> tuple[str, ...]:
+    """The tags the external detector gave its alert (Falco's `tags`)."""
+    tags = (event.falco or {}).get("tags")
+    return tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
+
+
+def detector_threat(tags: tuple[str, ...]) -> Threat | None:
+    """ECS threat.* from Falco's MITRE tags; None when it names none (nothing made up)."""
+    sigma_tags = []
+    for tag in tags:
+        if tactic := FALCO_TACTIC.fullmatch(tag):
+            sigma_tags.append(f"attack.{tactic.group(1)}")
+        elif FALCO_TECHNIQUE.fullmatch(tag):
+            sigma_tags.append(f"attack.{tag.lower()}")
+    return threat_from_tags(sigma_tags)
+
+
+def detected_group_key(rule_id: str, detected: str, event: Event) -> str:
+    """The rule id, the external detector's rule and the container it fired in; without a
+    container (a host process, a Kubernetes audit rule), the entities group_key names."""
+    container = event.container.id if event.container is not None else None
+    if container:
+        return f"{rule_id}|{detected}|container:{container}"
+    return f"{rule_id}|{detected}|{group_key(rule_id, event).split('|', 1)[1]}"
 
 
 def alert_id(rule_id: str, key: str) -> str:

@@ -17,6 +17,10 @@ Our custom rule attribute (pySigma keeps unknown top-level keys in `custom_attri
   the configured production namespaces (CT-K8S-004: medium, high in production).
 - `severity_from_event: true`: the alert's severity is the event's own `event.severity` when it
   has one (CT-RT-001: the Falco priority, mapped by the Falco parser), else the rule's level.
+- `identity_from_event: true`: the rule re-raises an external detector's alert (CT-RT-001: a
+  Falco alert), which keeps its identity: `rule.name` is the detector's rule (`rule.name` of the
+  event), `message` its output line, `tags` its tags (MITRE ones as `threat.*`), and the group
+  key is the detector's rule and the container (detectors.alerts).
 - `dedup_field: <field>`: the alert's id and group key come from the rule id and the first value
   of this event field (derived fields too) instead of the event: every event with the same
   value raises the same alert, which the store keeps once and suppression folds (CT-COR-005:
@@ -91,6 +95,7 @@ class CompiledRule:
     datasets: tuple[str, ...] = ()  # every dataset it applies to, when more than `dataset`
     severity_from_event: bool = False
     dedup_field: str | None = None  # `dedup_field`: one alert per value of this field
+    identity_from_event: bool = False   # an external detector's alert, re-raised as itself
 
 
 @dataclass(frozen=True)
@@ -229,6 +234,7 @@ def compile_rule(sigma_rule: SigmaRule, pipeline: ProcessingPipeline) -> Compile
         matches=any_of([compile_condition(tree) for tree in trees]), key=index_key(trees),
         datasets=datasets if len(datasets) > 1 else (),
         severity_from_event=sigma_rule.custom_attributes.get("severity_from_event") is True,
+        identity_from_event=sigma_rule.custom_attributes.get("identity_from_event") is True,
         dedup_field=dedup_field(rule_id, sigma_rule.custom_attributes))
 
 
