@@ -323,3 +323,18 @@ def write_audit_log(path: Path, count: int) -> int:
         if lines:
             written += out.write(b"\n".join(lines) + b"\n")
     return written
+
+
+def write_sample_log(path: Path, count: int) -> int:
+    """The bundled attack samples (samples/k8s-audit) cycled, each line with an auditID of its
+    own and a time one millisecond after the previous one: what tests that count requests and
+    alerts per line rely on (write_audit_log is the realistic mix, with request pairs)."""
+    shapes = templates()
+    with open(path, "wb") as out:
+        for i in range(count):
+            doc = dict(shapes[i % len(shapes)])
+            doc["auditID"] = str(uuid.UUID(int=i))
+            doc["requestReceivedTimestamp"] = doc["stageTimestamp"] = _time(
+                START + timedelta(milliseconds=i))
+            out.write(orjson.dumps(doc) + b"\n")
+    return path.stat().st_size

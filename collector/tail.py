@@ -68,7 +68,7 @@ class FileTail:
             if line.data.strip():
                 origin = f"{self.path}:{line.number}"
                 records.append(RawRecord(line.data, origin, datetime.now(timezone.utc),
-                                         line.truncated))
+                                         line.truncated, stream=str(self.path)))
                 self._starts[origin] = (line.start, line.number - 1)
         return records
 

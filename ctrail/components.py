@@ -23,6 +23,9 @@ class RawRecord:
     truncated: bool = False      # longer than the reader's cap: `data` holds only its start
     # Already found malformed by its source (a bad forward frame): dead-lettered at intake.
     rejected: InvalidInput | None = None
+    # The records of one stream keep their order through the bus (one file's lines: one
+    # container's log, one audit log); "" for the source as a whole.
+    stream: str = ""
 
 
 class EndOfInput(Exception):

@@ -62,7 +62,7 @@ def join(pieces: list[RawRecord]) -> RawRecord:
         return pieces[0]
     first = pieces[0]
     return RawRecord(b"\n".join(p.data for p in pieces), first.origin, first.received,
-                     any(p.truncated for p in pieces))
+                     any(p.truncated for p in pieces), stream=first.stream)
 
 
 def _line_number(origin: str) -> int:

@@ -74,13 +74,14 @@ class FileSource:
             rest = handle.read(self.cap + 1)
             self.on_progress(first.end + len(rest))
             yield RawRecord(first.data + b"\n" + rest, f"{name}:1", _now(),
-                            truncated=len(first.data) + len(rest) >= self.cap)
+                            truncated=len(first.data) + len(rest) >= self.cap, stream=name)
             return
         line = first
         while line is not None:
             self.on_progress(line.end - line.start)
             if line.data.strip():
-                yield RawRecord(line.data, f"{name}:{line.number}", _now(), line.truncated)
+                yield RawRecord(line.data, f"{name}:{line.number}", _now(), line.truncated,
+                                stream=name)
             line = reader.next_line(final=True)
 
 

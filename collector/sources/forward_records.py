@@ -48,7 +48,7 @@ def entry_record(source: str, tag: str, time_ns: int, record: dict[Any, Any], pa
         path = record.get(path_key) if path_key else None
         path = path if isinstance(path, str) and path else tag_path(tag)
         origin = path or f"fluent_forward {source} tag={tag}"
-        return RawRecord(container_line(record, time_ns), origin, received)
+        return RawRecord(container_line(record, time_ns), origin, received, stream=origin)
     return RawRecord(json_document(record, time_ns), f"fluent_forward {source} tag={tag}",
                      received)
 

@@ -90,7 +90,9 @@ class Collector:
                               self.parser.scrub(record.data)) if judged is None
                      else RawEntry(DEAD_LETTER_FORMAT, self.name, record.origin, record.received,
                                    encode(judged)))
-            self.producer.send(RAW, key=entry.key, value=entry.encode())
+            # Keyed by stream: on Kafka one file's (one container's) records stay in order on
+            # one partition, and different streams spread over the partitions.
+            self.producer.send(RAW, key=record.stream or self.name, value=entry.encode())
         self.producer.flush()
         self.source.commit(records)
         self.telemetry.record(f"{STAGE}.{self.name}", received=len(records))

@@ -1,10 +1,10 @@
 """Every integration test runs as one deployment with one redaction key.
 
-Intake scrubs secrets before a record reaches ctrail.raw, and an event's id hashes the scrubbed
-bytes (Parser.scrub), so the id of a record that holds a secret depends on the HMAC key. The
-tests compare processes with different data dirs (embedded mode beside distributed mode, the
-ingesting CLI beside the workers); they get the one key a deployment must give all of its
-collectors (RedactionConfig.key), through the environment every ctrail process here inherits.
+Intake hashes secrets under the deployment's HMAC key before a record reaches ctrail.raw. Event
+ids leave those hashes out (ctrail.identity), but the stored values are the hashes: the tests
+compare what processes with different data dirs stored (embedded mode beside distributed mode,
+the ingesting CLI beside the workers), so they get the one key a deployment must give all of
+its collectors (RedactionConfig.key), through the environment every ctrail process inherits.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXE = Path(sys.executable).with_name("ctrail")
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 sys.path.insert(0, str(REPO / "bench"))
-from corpus import START as CORPUS_START, write_audit_log  # noqa: E402  (shared with bench/)
+from corpus import START as CORPUS_START, write_sample_log  # noqa: E402  (shared with bench/)
 from test_timeline import OUT_OF_ORDER, a_week_ago, write_scenario  # noqa: E402
 
 SAMPLES = sorted((REPO / "samples" / "k8s-audit").glob("*.json"))
@@ -175,7 +175,7 @@ def ingest_everything(modes: Modes, tmp: Path) -> None:
     for source in OUT_OF_ORDER:
         modes.ingest(source, scenario[source])
     corpus = tmp / "corpus.log"
-    write_audit_log(corpus, CORPUS_EVENTS)
+    write_sample_log(corpus, CORPUS_EVENTS)
     modes.ingest("k8s-audit", corpus)
 
 

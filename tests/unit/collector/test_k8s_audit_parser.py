@@ -265,3 +265,24 @@ class DeadLettersChecked:
 @given(inputs(AUDIT_SAMPLES or [b"{}"], AUDIT_KEYS))
 def test_fuzz_only_invalid_input_escapes(data: bytes) -> None:
     check(DeadLettersChecked(), data)
+
+
+def test_a_record_with_a_secret_gets_one_id_under_any_redaction_key() -> None:
+    """Intake hashes secrets under its data directory's key; the id must not depend on it, or
+    one record taken in by two collectors would be stored twice."""
+    from collector.redact import Redactor
+
+    line = (b'{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse",'
+            b'"auditID":"s1","stage":"ResponseComplete","verb":"create",'
+            b'"user":{"username":"a"},"objectRef":{"resource":"secrets","namespace":"d",'
+            b'"name":"x"},"requestObject":{"kind":"Secret","data":{"p":"c2VjcmV0"}},'
+            b'"requestReceivedTimestamp":"2026-12-07T06:00:00Z"}')
+    ids, stored = set(), set()
+    for key in (b"a" * 32, b"b" * 32):
+        parser = K8sAuditParser(Redactor(key))
+        scrubbed = parser.scrub(line)
+        assert b"c2VjcmV0" not in scrubbed
+        (event,) = parser.parse(RawRecord(scrubbed, "audit.log:1", datetime.now(timezone.utc)))
+        ids.add(event.event.id)
+        stored.add(event.event.original)
+    assert len(ids) == 1 and len(stored) == 2
