@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -18,13 +19,20 @@ import pytest
 KEY_VARIABLE = "CTRAIL_REDACTION__KEY"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def deployment_redaction_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+@pytest.fixture(scope="session")
+def deployment_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     key = tmp_path_factory.mktemp("redaction") / "redaction.key"
     key.write_text(secrets.token_hex(32))
     key.chmod(0o600)
+    return key
+
+
+@pytest.fixture(scope="module", autouse=True)
+def deployment_redaction_key(deployment_key_file: Path) -> Iterator[None]:
+    """Set for each integration module (before its module-scoped fixtures, which ingest), and
+    taken away after it: the tests of other folders run with a data directory's own key."""
     before = os.environ.get(KEY_VARIABLE)
-    os.environ[KEY_VARIABLE] = f'{{"file": "{key}"}}'
+    os.environ[KEY_VARIABLE] = f'{{"file": "{deployment_key_file}"}}'
     yield
     if before is None:
         os.environ.pop(KEY_VARIABLE, None)
