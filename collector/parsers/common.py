@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import orjson
 
+from collector.redact import Redactor
 from ctrail.errors import InvalidInput, Reason
 
 MAX_DEPTH: Final = 64
@@ -174,3 +175,19 @@ def _skip(text: str, pos: int) -> int:
     while pos < len(text) and text[pos] in " \t\r\n":
         pos += 1
     return pos
+
+
+class RedactingParser:
+    """What every parser shares: the deployment's redactor (without one, a key of this process
+    only, so a clear secret is never kept either way), free-text redaction for the dead letters
+    of records that did not parse, and a scrub that leaves the raw record as it is: formats
+    whose redaction policy finds nothing to hash at intake (collector.redact) keep it."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        self.redactor = redactor or Redactor.ephemeral()
+
+    def redact_text(self, text: str) -> str:
+        return self.redactor.redact_text(text)
+
+    def scrub(self, data: bytes) -> bytes:
+        return data

@@ -21,8 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Final
 
-from collector.parsers.common import decode_text, load_object, optional_str, parse_time
-from collector.redact import Redactor
+from collector.parsers.common import (
+    RedactingParser,
+    decode_text,
+    load_object,
+    optional_str,
+    parse_time,
+)
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event
@@ -107,20 +112,10 @@ def path_fields(path: str) -> dict[str, Any]:
     return {}
 
 
-class ContainerLogParser:
+class ContainerLogParser(RedactingParser):
     """One logical container log line (one raw line, or reassembled pieces) -> one Event."""
 
     dataset: ClassVar[str] = DATASET
-
-    def __init__(self, redactor: Redactor | None = None) -> None:
-        self.redactor = redactor or Redactor.ephemeral()
-
-    def redact_text(self, text: str) -> str:
-        return self.redactor.redact_text(text)
-
-    def scrub(self, data: bytes) -> bytes:
-        """Nothing to redact: container log lines are stored as their containers wrote them (collector.redact's policy)."""
-        return data
 
     def parse(self, record: RawRecord) -> list[Event]:
         text = decode_text(record.data)

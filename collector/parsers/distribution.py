@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Final
 
 from collector.parsers.common import (
+    RedactingParser,
     decode_text,
     load_object,
     member_spans,
@@ -24,7 +25,6 @@ from collector.parsers.common import (
     parse_time,
     split_address,
 )
-from collector.redact import Redactor
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event
@@ -35,20 +35,10 @@ EVENT_TYPES: Final = {"push": "creation", "mount": "creation", "pull": "access",
                       "delete": "deletion"}
 
 
-class DistributionParser:
+class DistributionParser(RedactingParser):
     """One notification envelope -> one Event per event in it (zero for an empty envelope)."""
 
     dataset: ClassVar[str] = DATASET
-
-    def __init__(self, redactor: Redactor | None = None) -> None:
-        self.redactor = redactor or Redactor.ephemeral()
-
-    def redact_text(self, text: str) -> str:
-        return self.redactor.redact_text(text)
-
-    def scrub(self, data: bytes) -> bytes:
-        """Nothing to redact: registry notifications carry no credentials (collector.redact's policy)."""
-        return data
 
     def parse(self, record: RawRecord) -> list[Event]:
         text = decode_text(record.data)

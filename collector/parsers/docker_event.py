@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Final
 import orjson
 
 from collector.parsers.common import (
+    RedactingParser,
     decode_text,
     from_epoch,
     load_object,
@@ -29,7 +30,6 @@ from collector.parsers.common import (
     optional_str,
     parse_time,
 )
-from collector.redact import Redactor
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event
@@ -50,20 +50,10 @@ TEXT_LINE: Final = re.compile(r"(\S+) (\S+) (.+?) (\S+)(?: \((.*)\))?")
 TEXT_ATTR: Final = re.compile(r", (?=[^,=]+=)")       # values may hold ", ", keys never hold "="
 
 
-class DockerEventParser:
+class DockerEventParser(RedactingParser):
     """One Docker Engine event (JSON object or default-format text line) -> one Event."""
 
     dataset: ClassVar[str] = DATASET
-
-    def __init__(self, redactor: Redactor | None = None) -> None:
-        self.redactor = redactor or Redactor.ephemeral()
-
-    def redact_text(self, text: str) -> str:
-        return self.redactor.redact_text(text)
-
-    def scrub(self, data: bytes) -> bytes:
-        """Nothing to redact: Docker events carry no credentials (collector.redact's policy)."""
-        return data
 
     def parse(self, record: RawRecord) -> list[Event]:
         text = decode_text(record.data)

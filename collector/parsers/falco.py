@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Final
 import orjson
 
 from collector.parsers.common import (
+    RedactingParser,
     decode_text,
     from_epoch,
     load_object,
@@ -23,7 +24,7 @@ from collector.parsers.common import (
     optional_str,
     parse_time,
 )
-from collector.redact import PREFIX, TAG as REDACTED, Redactor
+from collector.redact import PREFIX, TAG as REDACTED
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event, Severity
@@ -61,18 +62,10 @@ FIELDS: Final = (
 INT_FIELDS: Final = frozenset({"pid"})
 
 
-class FalcoParser:
+class FalcoParser(RedactingParser):
     """One Falco JSON alert -> one Event."""
 
     dataset: ClassVar[str] = DATASET
-
-    def __init__(self, redactor: Redactor | None = None) -> None:
-        # Command lines and env dumps carry passwords and tokens (collector.redact's policy);
-        # without the pipeline's key a per-process one: a clear secret is never kept either way.
-        self.redactor = redactor or Redactor.ephemeral()
-
-    def redact_text(self, text: str) -> str:
-        return self.redactor.redact_text(text)
 
     def scrub(self, data: bytes) -> bytes:
         """The alert with every secret hashed, for intake to append (Falco alerts are few: each

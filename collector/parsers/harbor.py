@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Final
 
 from collector.parsers.common import (
+    RedactingParser,
     decode_text,
     from_epoch,
     load_object,
@@ -23,7 +24,6 @@ from collector.parsers.common import (
     optional_str,
     parse_time,
 )
-from collector.redact import Redactor
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event
@@ -46,20 +46,10 @@ EVENT_TYPES: Final = {"push": "creation", "pull": "access", "delete": "deletion"
 DETAIL_KEYS: Final = ("replication", "retention", "custom_attributes")
 
 
-class HarborParser:
+class HarborParser(RedactingParser):
     """One Harbor webhook payload -> one Event per resource (at least one)."""
 
     dataset: ClassVar[str] = DATASET
-
-    def __init__(self, redactor: Redactor | None = None) -> None:
-        self.redactor = redactor or Redactor.ephemeral()
-
-    def redact_text(self, text: str) -> str:
-        return self.redactor.redact_text(text)
-
-    def scrub(self, data: bytes) -> bytes:
-        """Nothing to redact: Harbor webhooks carry no credentials (collector.redact's policy)."""
-        return data
 
     def parse(self, record: RawRecord) -> list[Event]:
         decode_text(record.data)        # refuses bytes that are not UTF-8, saying where

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from collector.parsers.audit_subject import orchestrator_fields, pod_fields
 from collector.parsers.common import (
     MAX_DEPTH,
+    RedactingParser,
     check_depth,
     decode_text,
     load_object,
@@ -134,17 +135,10 @@ def from_gke(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class K8sAuditParser:
+class K8sAuditParser(RedactingParser):
     """audit.k8s.io Events (lines, EventLists, AKS and GKE envelopes) -> Events."""
 
     dataset: ClassVar[str] = DATASET_K8S_AUDIT
-
-    def __init__(self, redactor: Redactor | None = None) -> None:
-        # Without the pipeline's key a per-process one: a clear secret is never kept either way.
-        self.redactor = redactor or Redactor.ephemeral()
-
-    def redact_text(self, text: str) -> str:
-        return self.redactor.redact_text(text)
 
     def scrub(self, data: bytes) -> bytes:
         """The record with every secret hashed, for intake to append (nothing unredacted is
