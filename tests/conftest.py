@@ -13,6 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 CANDIDATES = [Path(p) for p in (os.environ.get("CTRAIL_SHARED_DATA"),) if p] or [
     REPO.parent / "shared" / "data" / "real", Path("/work/shared/data/real")]
 SHARED_DATA = next((path for path in CANDIDATES if path.is_dir()), CANDIDATES[0])
+# The same copy for what the tests import from bench/ (bench/corpus.py reads the real Helm
+# audit log) and for every process they start.
+os.environ.setdefault("CTRAIL_SHARED_DATA", str(SHARED_DATA))
 
 
 @pytest.fixture(scope="session")
