@@ -71,7 +71,7 @@ import re
 import secrets as random_secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Callable, Final
 from urllib.parse import quote, unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -211,13 +211,8 @@ class Redactor:
                 changes["userAgent"] = new_agent
         annotations = event.get("annotations")
         if isinstance(annotations, dict):
-            new_annotations = None
-            for key, value in annotations.items():
-                if isinstance(value, str) and SELF_EVIDENT.search(value):
-                    new = self._self_evident(value)
-                    if new is not value:
-                        new_annotations = new_annotations or dict(annotations)
-                        new_annotations[key] = new
+            new_annotations = _changed_values(annotations, lambda value: self._self_evident(
+                value) if isinstance(value, str) and SELF_EVIDENT.search(value) else value)
             if new_annotations is not None:
                 changes["annotations"] = new_annotations
         if "requestObject" in event or "responseObject" in event:
@@ -242,13 +237,9 @@ class Redactor:
                 changes["output"] = new_output
         fields = alert.get("output_fields")
         if isinstance(fields, dict):
-            new_fields = None
-            for key, value in fields.items():
-                new = self._list(value, False) if isinstance(value, list) else \
-                    self._scrub(value) if isinstance(value, str) else value
-                if new is not value:
-                    new_fields = new_fields or dict(fields)
-                    new_fields[key] = new
+            new_fields = _changed_values(fields, lambda value: self._list(value, False)
+                                         if isinstance(value, list) else self._scrub(value)
+                                         if isinstance(value, str) else value)
             if new_fields is not None:
                 changes["output_fields"] = new_fields
         return {**alert, **changes} if changes else None
@@ -461,3 +452,16 @@ class Redactor:
                 if new is not old:
                     out[i] = params[i].partition("=")[0] + "=" + quote(new, safe=":")
         return uri if out == params else path + "?" + "&".join(out)
+
+
+def _changed_values(mapping: dict[str, Any], redact: Callable[[Any], Any]
+                    ) -> dict[str, Any] | None:
+    """A copy of `mapping` with `redact` applied to each value, or None when no value changed
+    (`redact` returns the value itself when it has nothing to hash)."""
+    changed: dict[str, Any] | None = None
+    for key, value in mapping.items():
+        new = redact(value)
+        if new is not value:
+            changed = changed if changed is not None else dict(mapping)
+            changed[key] = new
+    return changed
