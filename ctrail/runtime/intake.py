@@ -31,6 +31,7 @@ from typing import Callable, Final
 
 from ctrail.audit.spool import SpoolPickup
 from ctrail.bus import Bus
+from ctrail.durable import lock_directory
 from ctrail.errors import ConfigError, CtrailError, Unavailable
 from ctrail.runtime.collect import Collector, collector_for
 from ctrail.runtime.telemetry import Telemetry
@@ -38,6 +39,7 @@ from ctrail.settings import Settings
 
 log = logging.getLogger(__name__)
 STOP_WAIT_SECS: Final = 30.0
+PREVIOUS_INTAKE_WAIT_SECS: Final = 30.0
 PR_SET_PDEATHSIG: Final = 1
 RESTART_BACKOFF_SECS: Final = (1.0, 30.0)
 
@@ -107,12 +109,19 @@ def _child_main(settings: Settings, parent: int, verbose: bool, report: Connecti
                 stop.set()
     threading.Thread(target=watch_parent, daemon=True, name="watch-parent").start()
     try:
-        bus = settings.bus.build(settings.data_dir, guest=True)
+        # One intake process per data directory: the one of a `ctrail run` killed a moment ago
+        # may still be closing its listeners (their ports) and its raw log.
+        held = lock_directory(settings.data_dir / "intake", "another intake process still runs "
+                              f"for {settings.data_dir}", PREVIOUS_INTAKE_WAIT_SECS)
         try:
-            serve_sources(settings, bus, stop, publish_spool=True,
-                          ready=lambda: report.send(("ready", "")))
+            bus = settings.bus.build(settings.data_dir, guest=True)
+            try:
+                serve_sources(settings, bus, stop, publish_spool=True,
+                              ready=lambda: report.send(("ready", "")))
+            finally:
+                bus.close()
         finally:
-            bus.close()
+            held.close()
     except CtrailError as exc:
         report.send((type(exc).__name__, str(exc)))
         raise SystemExit(2) from None
