@@ -24,10 +24,12 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
-from typing import Callable, Final
+from typing import IO, Callable, Final
 
 from ctrail.audit.spool import SpoolPickup
 from ctrail.bus import Bus
@@ -40,6 +42,7 @@ from ctrail.settings import Settings
 log = logging.getLogger(__name__)
 STOP_WAIT_SECS: Final = 30.0
 PREVIOUS_INTAKE_WAIT_SECS: Final = 30.0
+ORPHAN_GRACE_SECS: Final = 5.0
 PR_SET_PDEATHSIG: Final = 1
 RESTART_BACKOFF_SECS: Final = (1.0, 30.0)
 
@@ -103,16 +106,17 @@ def _child_main(settings: Settings, parent: int, verbose: bool, report: Connecti
     _terminate_with_parent()
 
     def watch_parent() -> None:
-        while not stop.wait(0.5):
-            if os.getppid() != parent:
-                log.warning("ctrail run is gone; intake stops.")
-                stop.set()
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        log.warning("ctrail run is gone; intake stops.")
+        stop.set()
+        # Nothing is acknowledged before it is durable, so a hard exit loses nothing; an
+        # orphan that lingers would keep its ports and tail its files for nobody.
+        time.sleep(ORPHAN_GRACE_SECS)
+        os._exit(3)
     threading.Thread(target=watch_parent, daemon=True, name="watch-parent").start()
     try:
-        # One intake process per data directory: the one of a `ctrail run` killed a moment ago
-        # may still be closing its listeners (their ports) and its raw log.
-        held = lock_directory(settings.data_dir / "intake", "another intake process still runs "
-                              f"for {settings.data_dir}", PREVIOUS_INTAKE_WAIT_SECS)
+        held = _hold_intake_lock(settings.data_dir / "intake", parent)
         try:
             bus = settings.bus.build(settings.data_dir, guest=True)
             try:
@@ -125,6 +129,55 @@ def _child_main(settings: Settings, parent: int, verbose: bool, report: Connecti
     except CtrailError as exc:
         report.send((type(exc).__name__, str(exc)))
         raise SystemExit(2) from None
+
+
+def _hold_intake_lock(lock_dir: Path, parent: int) -> IO[str]:
+    """One intake process per data directory: the one of a `ctrail run` killed a moment ago may
+    still be closing its listeners (their ports) and its raw log. It is waited for; one whose
+    `ctrail run` is gone (an orphan) is killed rather than waited for."""
+    owner = lock_dir / "owner"
+    try:
+        held = lock_directory(lock_dir, "", 0.0)
+    except Unavailable:
+        _kill_if_orphaned(owner)
+        held = lock_directory(lock_dir, "another intake process still runs for "
+                              f"{lock_dir.parent} ({_read_owner(owner)})",
+                              PREVIOUS_INTAKE_WAIT_SECS)
+    owner.write_text(f"{os.getpid()} {parent}\n")
+    return held
+
+
+def _read_owner(owner: Path) -> str:
+    try:
+        pid, parent = owner.read_text().split()
+    except (OSError, ValueError):
+        return "process unknown"
+    return f"pid {pid}, started by pid {parent}"
+
+
+def _kill_if_orphaned(owner: Path) -> None:
+    """Kill the intake process recorded in `owner` if it holds the lock and its parent is no
+    longer the `ctrail run` that started it (Linux: /proc)."""
+    try:
+        pid, parent = (int(field) for field in owner.read_text().split())
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return
+    current_parent = int(stat.rsplit(")", 1)[1].split()[1])     # after "pid (comm) state"
+    if current_parent != parent and _holds_open(pid, owner.with_name(".lock")):
+        log.warning("The intake process of a ctrail run that is gone still runs; killing it.",
+                    extra={"pid": pid})
+        os.kill(pid, signal.SIGKILL)
+
+
+def _holds_open(pid: int, path: Path) -> bool:
+    """Whether process `pid` has `path` open: the recorded owner is the lock's holder, not a
+    stale record whose pid now belongs to someone else."""
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.readlink(fd) == str(path.resolve()) for fd in fds.iterdir())
+    except OSError:
+        return False
 
 
 def _terminate_with_parent() -> None:
