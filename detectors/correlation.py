@@ -4,9 +4,10 @@ Loading. Correlation rules live in the same rule files as single-event rules (a 
 holds its base rules and the correlation, as the Sigma specification writes them) and refer to
 base rules by `name`, in any loaded file: CT-COR-002 reuses CT-K8S-004. `generate: false` (the
 Sigma default) makes a base rule raise no alert of its own: SigmaDetector then only feeds it to
-its correlations. Only `gte`/`gt` conditions are supported: they are decided as soon as they hold
-(no need to wait for the window to end); `lt`, `lte`, `eq` and the value_sum family are refused
-with a LoadError, as are correlations of correlations.
+its correlations. `gte`/`gt` conditions are decided as soon as they hold (no need to wait for the
+window to end). `lt`, `lte` and `eq` (absence: "B did not follow A") can only be decided when the
+window closes by event time (detectors.absence); the value_sum family and correlations of
+correlations are refused with a LoadError.
 
 Field names. `group-by` and value_count's `condition.field` name event fields as stored
 (`user.name`, `kubernetes.namespace`, raw audit fields under `kubernetes.audit.`), or an alias
@@ -44,6 +45,7 @@ from detectors.sigma_rules import (
     PARSE_FAILURES,
     LoadError,
     RuleSet,
+    is_history_rule,
     rule_documents,
     rule_files,
     sigma_error,
@@ -58,6 +60,7 @@ MAX_GROUPS_PER_EVENT: Final = 16      # a binding with many subjects: bound the 
 TAG_CORRELATION: Final = "ctrail.correlation="
 TAG_GROUP: Final = "ctrail.group="
 TAG_VALUE: Final = "ctrail.value="
+ABSENCE_OPS: Final = {Op.LT: "lt", Op.LTE: "lte", Op.EQ: "eq"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ class CorrelationRule:
     threshold: int                              # least count that fires (`gt: n` -> n + 1)
     generate: bool
     path: Path | None
+    absence: str | None = None                  # lt | lte | eq: decided when the window closes
 
     def satisfied(self, window: Sequence[Any]) -> bool:
         """Whether entries (time-ordered, with .rule and .value) meet the condition."""
@@ -127,7 +131,7 @@ def load_correlations(paths: Sequence[Path], single: RuleSet) -> CorrelationSet:
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue
         for doc in documents:
-            if not (isinstance(doc, dict) and "correlation" in doc):
+            if not (isinstance(doc, dict) and "correlation" in doc) or is_history_rule(doc):
                 continue
             try:
                 rules.append(compile_correlation(SigmaCorrelationRule.from_dict(doc), known, path))
@@ -157,13 +161,15 @@ def compile_correlation(rule: SigmaCorrelationRule, known: set[str], path: Path
     threshold = len(bases)
     condition = rule.condition
     value_field: str | None = None
+    absence: str | None = None
     if kind in ("event_count", "value_count"):
         # pySigma gives extended (boolean) conditions to temporal correlations only.
         assert isinstance(condition, SigmaCorrelationCondition)
-        if condition.op not in (Op.GTE, Op.GT):
+        if condition.op not in (Op.GTE, Op.GT, *ABSENCE_OPS):
             raise RuleCompileError(f"correlation {rule_id}: condition {condition.op.name.lower()}"
-                                   " is not supported (gte, gt)")
+                                   " is not supported (gte, gt, lt, lte, eq)")
         threshold = int(condition.count) + (1 if condition.op == Op.GT else 0)
+        absence = ABSENCE_OPS.get(condition.op)
         if kind == "value_count":
             value_field = condition.fieldref  # type: ignore[assignment]  # one field in our rules
     group_by = tuple(rule.group_by or ())
@@ -175,7 +181,7 @@ def compile_correlation(rule: SigmaCorrelationRule, known: set[str], path: Path
         fields={b: tuple(_field(rule, name, b) for name in group_by) for b in bases},
         value_fields={b: _field(rule, value_field, b) for b in bases} if value_field else {},
         timespan_secs=float(rule.timespan.seconds), threshold=threshold,
-        generate=bool(rule.generate), path=path)
+        generate=bool(rule.generate), path=path, absence=absence)
 
 
 def _field(rule: SigmaCorrelationRule, name: str, base: str) -> str:

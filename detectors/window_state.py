@@ -40,6 +40,7 @@ from ctrail.bus import ALERTS
 from ctrail.bus.codec import decode, encode
 from ctrail.durable import write_atomic
 from ctrail.event import Alert, AlertInfo, EventInfo, Rule
+from detectors.absence import close_windows, opens
 from detectors.alerts import ALERT_DATASET, ALERT_MODULE, RULESET
 from detectors.correlation import CorrelationRule, routing
 
@@ -115,9 +116,14 @@ class CorrelationEngine:
                       if candidate.alert.event_ids else candidate.event.id, value)
         in_order = not group.entries or t >= group.entries[-1].t
         bisect.insort(group.entries, entry, key=lambda e: e.t)
+        self.dirty = True
+        if rule.absence is not None:
+            # Decided when the window closes (advance); the alert names what opened it.
+            if opens(rule, entry):
+                group.template = candidate
+            return []
         group.spend(superseded(rule, group.entries, entry))
         group.template = candidate
-        self.dirty = True
         window = self._satisfied(rule, group.entries, t, in_order)
         if window is None:
             return []
@@ -125,8 +131,27 @@ class CorrelationEngine:
         return [self._alert(rule, group_json, window, group.template)]
 
     def advance(self, now: datetime) -> list[Alert]:
-        """Close windows the watermark has passed: prune their entries and empty groups."""
-        watermark = self.watermark(now.timestamp())
+        """Close windows the watermark has passed: decide absence windows (their alerts are
+        returned), prune their entries and empty groups."""
+        return self._advance_to(self.watermark(now.timestamp()))
+
+    def close_all(self) -> list[Alert]:
+        """Close every window, as if event time had moved past them all: the end of a hunt
+        over stored history (no later event can come)."""
+        return self._advance_to(float("inf"))
+
+    def _advance_to(self, watermark: float) -> list[Alert]:
+        due: list[Alert] = []
+        for (rule_id, group_json), group in self.groups.items():
+            rule = self.rules.get(rule_id)
+            if rule is None or rule.absence is None:
+                continue
+            for window in close_windows(rule, group.entries, watermark):
+                group.spend(window.opened)          # type: ignore[arg-type]  # Entries
+                self.dirty = True
+                if window.fires:
+                    due.append(self._alert(rule, group_json, [*window.opened, *window.counted],
+                                           group.template, at=window.end))
         for key, group in list(self.groups.items()):
             horizon = watermark - self.rules[key[0]].timespan_secs if key[0] in self.rules else 0
             kept = [e for e in group.entries if e.t >= horizon] if key[0] in self.rules else []
@@ -136,7 +161,7 @@ class CorrelationEngine:
                 group.entries, group.spent = kept, spent
             if not kept and not spent:
                 del self.groups[key]
-        return []
+        return due
 
     @staticmethod
     def _satisfied(rule: CorrelationRule, entries: list[Entry], t: float,
@@ -159,12 +184,14 @@ class CorrelationEngine:
                 return window
         return None
 
-    def _alert(self, rule: CorrelationRule, group_json: str, window: list[Entry],
-               template: Alert) -> Alert:
+    def _alert(self, rule: CorrelationRule, group_json: str, window: Sequence[Any],
+               template: Alert, at: float | None = None) -> Alert:
+        """`at`: the alert's event time when it is not the window's last entry's (the end of
+        an absence window)."""
         group = orjson.loads(group_json)
         info = template.event
         return Alert(
-            timestamp=datetime.fromtimestamp(window[-1].t, timezone.utc),
+            timestamp=datetime.fromtimestamp(window[-1].t if at is None else at, timezone.utc),
             event=EventInfo(id=_id(rule.id, group_json, window[0].id), kind="alert",
                             category=info.category, type=info.type, action=rule.id,
                             outcome=info.outcome, dataset=ALERT_DATASET, module=ALERT_MODULE,
