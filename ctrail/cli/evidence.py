@@ -29,7 +29,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     target.add_argument("bundle", nargs="?", type=Path, help="an exported bundle")
     target.add_argument("--store", action="store_true", help="the archive in the data directory")
     verify.add_argument("--public-key", type=Path, help="PEM public key to check signatures "
-                        "with (default: the one beside the archive or in the bundle)")
+                        "with (default: evidence.public_key, the public half of "
+                        "evidence.signing_key, else the one beside the archive or in the bundle)")
     add_common(verify)
     verify.set_defaults(run=run_verify)
     expire = actions.add_parser("expire", help="delete what retention allows now (tombstoned)")
@@ -78,12 +79,15 @@ def _seal_due(settings: Settings) -> None:
 def run_verify(args: argparse.Namespace) -> int:
     from ctrail.audit.trail import record
     from sinks.evidence.export import unpack
-    from sinks.evidence.verify import Result, load_public_key, verify
+    from sinks.evidence.keys import trusted_key
+    from sinks.evidence.open_segment import check_open
+    from sinks.evidence.verify import Result, verify
 
     settings = settings_of(args)
+    config = _config(settings)
     with tempfile.TemporaryDirectory(prefix="ctrail-verify-") as tmp:
         if args.store:
-            root, only = _config(settings).root(settings.data_dir), None
+            root, only = config.root(settings.data_dir), None
             if not (root / "manifests").is_dir():
                 raise UsageError(f"no evidence archive at {root}")
         else:
@@ -92,18 +96,21 @@ def run_verify(args: argparse.Namespace) -> int:
             root = unpack(args.bundle, Path(tmp))
             import json
             only = set(json.loads((root / "EXPORT.json").read_bytes())["segments"])
-        key_file = args.public_key or root / "public_key.pem"
-        key = load_public_key(key_file.read_bytes()) if key_file.exists() else None
-        result: Result = verify(root, key, only)
+        trusted = trusted_key(config, root, args.public_key)
+        result: Result = verify(root, trusted.key, only)
+        if trusted.problem is not None:
+            result.findings.insert(0, trusted.problem)
+        if args.store:
+            check_open(root, trusted.key, result)
     record(settings, "evidence-verify", {
         "target": "store" if args.store else str(args.bundle.resolve()), "ok": result.ok,
         "findings": len(result.findings), "segments": result.segments,
-        "records": result.records, "signatures_checked": key is not None})
+        "records": result.records, "signatures_checked": trusted.key is not None})
     for finding in result.findings:
         print(finding)
     state = "OK" if result.ok else f"{len(result.findings)} problems"
     print(f"{result.manifests} manifests, {result.segments} segments, {result.records} records, "
-          f"{result.tombstoned} expired; signatures {'checked' if key else 'not checked'}: {state}")
+          f"{result.tombstoned} expired; {trusted.describe()}: {state}")
     return 0 if result.ok else 1
 
 

@@ -69,6 +69,14 @@ class EvidenceConfig(_Section):
     signing_key: SecretRef | None = Field(
         None, description="Ed25519 private key (PEM, PKCS#8) that signs every manifest, as a "
                           "reference: {file: PATH} or {env: NAME}. Unsigned when absent.")
+    public_key: Path | None = Field(
+        None, description="The Ed25519 public key (PEM) that `verify --store` trusts, kept where "
+                          "the host cannot change it: an archive re-signed with another key "
+                          "fails. Default: the public half of signing_key.")
+    public_key_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$",
+        description="Pin by fingerprint instead (SHA-256 of the key's DER form, as `verify` "
+                    "prints it): the key beside the archive is trusted only when it matches.")
     retention: EvidenceRetentionConfig = EvidenceRetentionConfig()
     legal_holds: tuple[LegalHold, ...] = ()
     expire_schedule: str = Field("30 3 * * *", description="Cron schedule of the expiry run "

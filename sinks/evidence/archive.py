@@ -3,7 +3,8 @@ sealed into a hash chain (the `evidence` stage writes it; `ctrail evidence` read
 
 Layout of DATA_DIR/evidence:
   open/<bucket epoch>-<class>.jsonl   the open segment of one hour and data class (appended,
-                                      fsynced per batch; a torn last line is cut at startup)
+                                      fsynced per batch; a torn last line is cut at startup),
+                                      hash-chained per record (.chain, .head.json: open_segment.py)
   segments/NNNNNNNN.jsonl.gz, .idx    sealed segments and their record index (verify.py)
   manifests/NNNNNNNN.json, head.json  the chain (chain.py)
 A record is the event or alert as the bus carries it (ECS JSON), one a line.
@@ -21,7 +22,6 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Final, Sequence
@@ -33,7 +33,9 @@ from ctrail.components import WriteResult
 from ctrail.durable import lock_directory
 from ctrail.event import Alert, Event
 from sinks.evidence.chain import Chain, Signer
-from sinks.evidence.verify import index_name, record_hash, segment_name
+from sinks.evidence.keys import check_signer
+from sinks.evidence.open_segment import OpenSegment
+from sinks.evidence.verify import index_name, record_hash, record_id, segment_name
 
 if TYPE_CHECKING:
     from sinks.evidence import EvidenceConfig
@@ -60,46 +62,8 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-@dataclass
-class OpenSegment:
-    path: Path
-    ids: list[str] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)
-    pending: bytearray = field(default_factory=bytearray)
-
-    @classmethod
-    def load(cls, path: Path) -> "OpenSegment":
-        data = path.read_bytes() if path.exists() else b""
-        whole = data[:data.rfind(b"\n") + 1]
-        if whole != data:                  # a crash tore the last line: it was never acked
-            with open(path, "r+b") as out:
-                out.truncate(len(whole))
-        segment = cls(path)
-        for line in whole.splitlines():
-            segment.ids.append(orjson.loads(line)["event"]["id"])
-        segment.seen.update(segment.ids)
-        return segment
-
-    def add(self, event_id: str, line: bytes) -> None:
-        self.ids.append(event_id)
-        self.seen.add(event_id)
-        self.pending += line + b"\n"
-
-    def sync(self) -> None:
-        if self.pending:
-            write_append(self.path, bytes(self.pending))
-            self.pending.clear()
-
-
 def _fsync(path: Path) -> None:
     with open(path, "rb+") as out:
-        os.fsync(out.fileno())
-
-
-def write_append(path: Path, data: bytes) -> None:
-    with open(path, "ab") as out:
-        out.write(data)
-        out.flush()
         os.fsync(out.fileno())
 
 
@@ -109,12 +73,14 @@ class EvidenceArchive:
         self.config = config
         self.root = root
         self.clock = clock
+        self.signer = Signer(config.signing_key) if config.signing_key is not None else None
+        if self.signer is not None:
+            check_signer(config, self.signer.public_key)
         self._lock_file = lock_directory(
             root, f"the evidence archive {root} is being written by another process")
         self._lock = threading.RLock()
         self._users = 1
-        signer = Signer(config.signing_key) if config.signing_key is not None else None
-        self.chain = Chain(root, signer)
+        self.chain = Chain(root, self.signer)
         self.sealed: dict[Key, list[dict]] = {}
         for manifest in self.chain.manifests():
             if manifest["type"] == "segment":
@@ -144,12 +110,12 @@ class EvidenceArchive:
     def _recover(self, path: Path) -> None:
         epoch, klass = path.stem.split("-", 1)
         key = (int(epoch), klass)
-        segment = OpenSegment.load(path)
+        segment = OpenSegment.load(path, self.signer)
         sealed = self.sealed.get(key)
         last = sealed[-1] if sealed else None
         if not segment.ids or (last is not None and last["first_id"] == segment.ids[0]
                                and last["records"] == len(segment.ids)):
-            path.unlink()                  # empty, or sealed just before a crash
+            segment.unlink()               # empty, or sealed just before a crash
             return
         self.open[key] = segment
 
@@ -181,7 +147,8 @@ class EvidenceArchive:
 
     def _open_segment(self, key: Key) -> OpenSegment:
         if key not in self.open:
-            self.open[key] = OpenSegment(self.root / "open" / f"{key[0]}-{key[1]}.jsonl")
+            self.open[key] = OpenSegment(self.root / "open" / f"{key[0]}-{key[1]}.jsonl",
+                                         self.signer)
         return self.open[key]
 
     def _ids_sealed(self, key: Key) -> set[str]:
@@ -229,9 +196,10 @@ class EvidenceArchive:
         with open(segment.path, "rb") as source, open(index_path, "wb") as idx, \
                 open(packed_path, "wb") as raw, \
                 gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=COMPRESS_LEVEL, mtime=0) as out:
-            count, first, last = 0, b"", b""
-            for line, event_id in zip(source, segment.ids):
-                entry = f"{event_id} {record_hash(line[:-1])}\n".encode()
+            count, first, last, found = 0, b"", b"", []
+            for line in source:
+                found.append((record_id(line[:-1]), record_hash(line[:-1])))
+                entry = f"{found[-1][0]} {found[-1][1]}\n".encode()
                 idx.write(entry)
                 index.update(entry)
                 content.update(line)
@@ -243,20 +211,25 @@ class EvidenceArchive:
             for chunk in iter(lambda: written.read(1 << 20), b""):
                 packed.update(chunk)
         previous = self.sealed.get(key, [])
+        altered = segment.changes(found)
         manifest = self.chain.append({
             "type": "segment", "bucket": iso(key[0]), "bucket_secs": self.config.bucket_secs,
             "data_class": key[1], "part": len(previous), "late": bool(previous),
             "file": segment_name(seq), "sha256": packed.hexdigest(),
             "bytes": packed_path.stat().st_size, "content_sha256": content.hexdigest(),
             "index_sha256": index.hexdigest(), "records": count,
-            "first_id": segment.ids[0], "last_id": segment.ids[count - 1],
-            "first_ts": orjson.loads(first)["@timestamp"], "last_ts": orjson.loads(last)["@timestamp"],
+            # The file, as sealed; an open file emptied by hand has no first record to show.
+            "first_id": found[0][0] if found else segment.ids[0],
+            "last_id": found[-1][0] if found else segment.ids[-1],
+            "first_ts": orjson.loads(first)["@timestamp"] if first else None,
+            "last_ts": orjson.loads(last)["@timestamp"] if last else None,
             "sealed_at": iso(self.clock().timestamp()),
+            **({"altered_before_seal": altered} if altered else {}),
         })
         self.sealed.setdefault(key, []).append(manifest)
         if key in self._sealed_ids:           # keep late-event dedup warm: no index re-read
             self._sealed_ids[key].update(segment.ids)
-        segment.path.unlink()
+        segment.unlink()
 
     def check(self) -> None:
         pass

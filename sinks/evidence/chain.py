@@ -40,6 +40,7 @@ class Signer:
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigError("evidence.signing_key must be an Ed25519 key")
         self._key = key
+        self.public_key = key.public_key()
         self.public_pem = key.public_key().public_bytes(Encoding.PEM,
                                                         PublicFormat.SubjectPublicKeyInfo)
         self.key_id = hashlib.sha256(self.public_pem).hexdigest()[:16]

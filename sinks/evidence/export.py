@@ -9,7 +9,6 @@ yet sealed and so not exported.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ctrail.errors import UsageError
-from sinks.evidence.verify import index_name, segment_name
+from sinks.evidence.verify import index_name, key_fingerprint, load_public_key, segment_name
 
 VERIFY_MD = """# Verifying this evidence bundle
 
@@ -32,9 +31,11 @@ Requirements: Python 3.10+ and the `cryptography` package (`pip install cryptogr
 
     mkdir bundle && tar -xf {name} -C bundle
     python3 bundle/verify.py bundle --public-key KEY.pem
+    python3 bundle/verify.py bundle --fingerprint SHA256   (or: pin the bundled key's)
 
-Use a public key obtained from the archive's owner out of band; `public_key.pem` in the bundle
-only proves the bundle is self-consistent (its SHA-256 fingerprint is {fingerprint}).
+Use a public key, or its fingerprint, obtained from the archive's owner out of band;
+`public_key.pem` in the bundle only proves the bundle is self-consistent (its fingerprint, the
+SHA-256 of its DER form, is {fingerprint}).
 Without any key the hashes and the chain are still checked, the signatures are not.
 
 What is checked:
@@ -79,7 +80,8 @@ def export(root: Path, time_from: datetime, time_to: datetime, out: Path) -> Exp
     key = root / "public_key.pem"
     info = {"from": time_from.isoformat(), "to": time_to.isoformat(), "created": created,
             "segments": [m["seq"] for m in chosen], "records": sum(m["records"] for m in chosen)}
-    fingerprint = hashlib.sha256(key.read_bytes()).hexdigest() if key.exists() else "(unsigned)"
+    fingerprint = (key_fingerprint(load_public_key(key.read_bytes())) if key.exists()
+                   else "(unsigned)")
     readme = VERIFY_MD.format(created=created, time_from=info["from"], time_to=info["to"],
                               segments=len(chosen), records=info["records"], name=out.name,
                               fingerprint=fingerprint)

@@ -2,7 +2,8 @@
 
 Standalone on purpose: this file needs only the standard library and `cryptography` (for the
 Ed25519 signatures), because the same source is shipped inside every export bundle for an
-auditor to run without ContainerTrail:  python3 verify.py DIR [--public-key PEM]
+auditor to run without ContainerTrail:
+  python3 verify.py DIR [--public-key PEM | --fingerprint SHA256-OF-THE-KEY]
 
 The format it checks (the archive writes it, sinks/evidence/archive.py):
   manifests/NNNNNNNN.json   one per sealed segment or tombstone, in chain order (seq 1, 2, ...);
@@ -65,7 +66,8 @@ class Finding:
 
     def __str__(self) -> str:
         what = f" record {self.record}" if self.record else ""
-        return f"{self.kind.upper()}: segment {self.seq}{what}: {self.detail}"
+        where = f": segment {self.seq}" if self.seq else ""   # 0: the archive, an open segment
+        return f"{self.kind.upper()}{where}{what}: {self.detail}"
 
 
 @dataclass
@@ -85,6 +87,13 @@ class Result:
 def load_public_key(pem: bytes):
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
     return load_pem_public_key(pem)
+
+
+def key_fingerprint(public_key) -> str:
+    """SHA-256 of the key's DER SubjectPublicKeyInfo: what an operator pins (and prints)."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    return hashlib.sha256(public_key.public_bytes(Encoding.DER,
+                                                  PublicFormat.SubjectPublicKeyInfo)).hexdigest()
 
 
 def signature_ok(public_key, digest_hex: str, signature: str | None) -> bool:
@@ -119,7 +128,12 @@ def read_lines(data: bytes) -> tuple[list, str]:
 
 def diff_records(seq: int, expected: list, lines: list, state: str) -> list:
     """Name what changed between the sealed index [(id, hash)] and the records found."""
-    actual = [(record_id(line), record_hash(line)) for line in lines]
+    return diff_pairs(seq, expected, [(record_id(line), record_hash(line)) for line in lines],
+                      state)
+
+
+def diff_pairs(seq: int, expected: list, actual: list, state: str) -> list:
+    """diff_records over the (id, hash) pairs of the records found."""
     exp_ids = {rid for rid, _ in expected}
     act_hash = {rid: h for rid, h in actual}
     findings = []
@@ -159,6 +173,9 @@ def check_segment(root: Path, m: dict, result: Result) -> None:
     result.bytes_hashed += len(data)
     result.segments += 1
     result.records += m["records"]
+    for change in m.get("altered_before_seal", ()):
+        result.findings.append(Finding(change["kind"], seq, f"{change['detail']} (changed in the "
+                                       "open segment, before it was sealed)", change.get("record")))
     if hashlib.sha256(data).hexdigest() == m["sha256"]:
         return
     idx_path = root / index_name(seq)
@@ -234,6 +251,12 @@ def main(argv: list) -> int:
     bundle = root / "EXPORT.json"
     only = set(json.loads(bundle.read_bytes())["segments"]) if bundle.exists() else None
     result = verify(root, key, only)
+    if "--fingerprint" in argv:          # the key's owner gave its fingerprint out of band
+        pinned = argv[argv.index("--fingerprint") + 1].lower()
+        actual = key_fingerprint(key) if key is not None else "(no key)"
+        if actual != pinned:
+            result.findings.insert(0, Finding("key_untrusted", 0, f"the key {key_path} has "
+                                              f"fingerprint {actual}, not {pinned}: re-signed?"))
     for finding in result.findings:
         print(finding)
     print(f"{result.manifests} manifests, {result.segments} segments, {result.records} records, "
