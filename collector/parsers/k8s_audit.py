@@ -39,7 +39,10 @@ from ctrail.runtime.deadletter import redacted_bytes, rejection
 # in AKS's string-encoded `properties.log` and GKE's protoPayload), self-evident credentials in
 # a user agent or annotation, or a credential-like query parameter in a request URI.
 BODY_HINTS: Final = (b"requestObject", b"responseObject", b"protoPayload", b'"properties"')
-SELF_EVIDENT_BYTES: Final = re.compile(SELF_EVIDENT.pattern.encode())
+# SELF_EVIDENT is an alternation of plain words: looking each up with `in` (a fast byte search)
+# costs a third of the regex, whose alternation cannot skip ahead.
+SELF_EVIDENT_WORDS: Final = tuple(word.encode() for word in SELF_EVIDENT.pattern.split("|"))
+URI_KEY: Final = b'"requestURI"'
 URI_QUERY: Final = re.compile(rb'"requestURI"\s*:\s*"[^"?]*\?([^"]*)"')
 HINT_BYTES: Final = re.compile(HINT.pattern.encode())
 COLLECT_STAGE: Final = "collect"       # the stage of item dead letters (ctrail.runtime.collect)
@@ -250,9 +253,15 @@ class K8sAuditParser(RedactingParser):
 
 def may_hold_secret(data: bytes) -> bool:
     """A cheap superset test on the raw bytes: False means the redactor would change nothing."""
-    if any(hint in data for hint in BODY_HINTS) or SELF_EVIDENT_BYTES.search(data):
+    if any(hint in data for hint in BODY_HINTS) or any(w in data for w in SELF_EVIDENT_WORDS):
         return True
-    return any(HINT_BYTES.search(query) for query in URI_QUERY.findall(data))
+    at = data.find(URI_KEY)             # one per Event; an EventList has one per item
+    while at >= 0:
+        query = URI_QUERY.match(data, at)
+        if query is not None and HINT_BYTES.search(query.group(1)):
+            return True
+        at = data.find(URI_KEY, at + len(URI_KEY))
+    return False
 
 
 def with_list_type(item: dict[str, Any], event_list: dict[str, Any]) -> dict[str, Any]:
