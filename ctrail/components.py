@@ -36,7 +36,9 @@ class Source(Protocol):
     """Reads raw records from outside. Blocking.
 
     commit() is called only after the records' events are durable on the bus; a source that
-    cannot re-read (a webhook) answers its client only then."""
+    cannot re-read (a webhook) answers its client only then. read() again without commit()
+    means that batch failed (a full disk): a source that can re-read (a tailed file) gives the
+    same records again, one that cannot tells its senders to retry (503)."""
 
     def read(self, max_records: int) -> list[RawRecord]: ...
 

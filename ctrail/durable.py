@@ -17,10 +17,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     temporary file, fsync, rename, fsync of the directory (so the rename itself is durable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError:
+        tmp.unlink(missing_ok=True)         # a full disk: leave no half file taking space
+        raise
     os.replace(tmp, path)
     fsync_dir(path.parent)
 

@@ -73,11 +73,14 @@ class ContainerLogsSource:
         self.cap = max_record_bytes
         self.poll_interval_secs = poll_interval_secs
         self._files: dict[str, _Followed] = {}
+        self._uncommitted = False                 # read since the last commit
         self._next_scan = 0.0
         self._turn = 0
         self._scan(forget_missing=True)
 
     def read(self, max_records: int) -> list[RawRecord]:
+        if self._uncommitted:
+            self._rewind()
         if time.monotonic() >= self._next_scan:
             self._scan()
         followed = list(self._files.values())
@@ -90,9 +93,23 @@ class ContainerLogsSource:
             out.extend(self._read_file(item, max_records - len(out)))
         if not out:
             time.sleep(self.poll_interval_secs)
+        self._uncommitted = any(item.dirty for item in self._files.values())
         return out
 
+    def _rewind(self) -> None:
+        """The last batch was not made durable (a full disk): read it again from each file's
+        checkpoint, with the pieces held since then forgotten (they are read again too)."""
+        for item in self._files.values():
+            if item.dirty:
+                item.tail.rewind()
+                item.joiner = CriReassembler()
+                item.generation = item.tail.generation
+                item.dirty = item.ending = False
+                item.missing_since = None
+        self._uncommitted = False
+
     def commit(self, records: Sequence[RawRecord]) -> None:
+        self._uncommitted = False
         for path, item in list(self._files.items()):
             if not item.dirty:
                 continue

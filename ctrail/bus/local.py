@@ -9,12 +9,22 @@ acts on something a crash can take back). A kill -9 can leave a torn frame at th
 segment: opening the topic truncates back to the last whole, CRC-valid record. Offsets are written
 to a temporary file, fsynced and renamed over the old one, so a committed offset is never torn.
 
+A full disk (ENOSPC, EFBIG, EDQUOT) fails `flush` with Unavailable and nothing else: the bytes
+of the failed write are cut off again at once (the segment ends at its last durable record, so a
+later append is never written behind a torn one), the pending appends are discarded, and every
+producer that had appended to them gets Unavailable from its own flush too, so no caller takes a
+discarded record for durable. Callers keep their input unacknowledged and retry; the log
+carries on by itself once space returns. ctrail.raw, intake's topic, also refuses appends while
+the filesystem has less than `intake_min_free_bytes` free, so the processing chain (store, dead
+letters, alerts) still has room to drain what intake took.
+
 One process owns a data directory at a time (an exclusive flock); all stages in that process
 share the bus across threads.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
@@ -23,8 +33,9 @@ import zlib
 from pathlib import Path
 from typing import Final, Iterator, Sequence
 
-from ctrail.bus import Record
+from ctrail.bus import RAW, Record
 from ctrail.durable import fsync_dir, lock_directory, write_atomic
+from ctrail.errors import Unavailable
 
 HEADER: Final = struct.Struct("<IIH")
 DEFAULT_SEGMENT_BYTES: Final = 256 * 1024 * 1024
@@ -33,6 +44,7 @@ END_FILE: Final = ".end"          # the writer's durable end, for readers in oth
 END_BYTES: Final = 24
 READER_WAIT_SECS: Final = 0.01    # how often a reader looks for another process's appends
 WRITER_WAIT_SECS: Final = 10.0    # how long a writer waits for the previous one to end
+DEFAULT_INTAKE_MIN_FREE_BYTES: Final = 64 * 1024 * 1024
 
 
 def _segment_name(base: int) -> str:
@@ -75,13 +87,16 @@ class LocalTopic:
     topic's END_FILE, so a process that only reads the topic (`written_elsewhere`: `ctrail run`
     reading what its intake process appends) follows it there, never past what is durable."""
 
-    def __init__(self, directory: Path, segment_bytes: int, writer: bool = True) -> None:
+    def __init__(self, directory: Path, segment_bytes: int, writer: bool = True,
+                 min_free_bytes: int = 0) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.writer = writer
+        self.min_free_bytes = min_free_bytes
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._pending = bytearray()
+        self.epoch = 0                  # +1 each time a failed flush discards the pending appends
         self.bases = sorted(int(p.stem) for p in directory.glob("*.log")) or [0]
         self._end_fd = os.open(directory / END_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         # One writing process per topic: an intake process of a `ctrail run` killed a moment
@@ -114,38 +129,86 @@ class LocalTopic:
         path = self.directory / _segment_name(base)
         data = path.read_bytes() if path.exists() else b""
         valid = scan_valid_end(data)
-        self._file = open(path, "ab")
+        self._file = open(path, "ab", buffering=0)   # unbuffered: a failed write is ours to cut
         if valid < len(data):                   # a torn write from a crash: drop it
             self._file.truncate(valid)
             os.fsync(self._file.fileno())
         self._file.seek(valid)
         self.durable_end = base + valid
 
-    def append(self, key: bytes, value: bytes) -> None:
+    def append(self, key: bytes, value: bytes) -> int:
+        """Queue a record for the next flush; returns the epoch it belongs to (see flush)."""
         body = key + value
         frame = HEADER.pack(len(value), zlib.crc32(body), len(key)) + body
         with self._lock:
             self._pending += frame
+            return self.epoch
 
-    def flush(self) -> None:
+    def flush(self, epoch: int | None = None) -> None:
+        """Make the pending appends durable. `epoch`: the one the caller's appends got; if a
+        failed flush has discarded them since, raises Unavailable (they were never written).
+        Raises Unavailable when the disk is full (nothing of this flush stays written)."""
         with self._lock:
+            if epoch is not None and epoch != self.epoch:
+                raise Unavailable(f"{self.directory.name}: the appends were discarded by a "
+                                  "failed write; send them again")
             if not self._pending:
                 return
-            self._file.write(self._pending)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            try:
+                self._check_free_space()
+                self._write_pending()
+            except OSError as exc:
+                self._discard_pending()
+                raise Unavailable(f"cannot append to {self.directory.name}: "
+                                  f"{exc.strerror or exc}") from exc
             self.durable_end += len(self._pending)
             self._pending.clear()
             if self.durable_end - self.bases[-1] >= self.segment_bytes:
                 self._roll()
             self._publish_end()
 
+    def _check_free_space(self) -> None:
+        if not self.min_free_bytes:
+            return
+        stats = os.statvfs(self.directory)
+        free = stats.f_bavail * stats.f_frsize - len(self._pending)
+        if free < self.min_free_bytes:
+            raise OSError(errno.ENOSPC, f"{free // 1024**2} MiB free after this write, below "
+                                        f"intake_min_free_bytes ({self.min_free_bytes // 1024**2}"
+                                        " MiB)")
+
+    def _write_pending(self) -> None:
+        with memoryview(self._pending) as pending:
+            written = 0
+            while written < len(pending):
+                written += self._file.write(pending[written:]) or 0
+        os.fsync(self._file.fileno())
+
+    def _discard_pending(self) -> None:
+        """Cut the segment back to its durable end (a partial write would tear the next
+        record), and drop the pending appends; their producers learn it from the epoch."""
+        self._pending.clear()
+        self.epoch += 1
+        try:
+            os.ftruncate(self._file.fileno(), self.durable_end - self.bases[-1])
+            os.fsync(self._file.fileno())
+        except OSError:
+            # Shrinking needs no space, so this is rare; opening the topic cuts a torn tail too.
+            pass
+
     def _roll(self) -> None:
+        try:
+            new = open(self.directory / _segment_name(self.durable_end), "ab", buffering=0)
+        except OSError:
+            return                      # no room for a new file now: roll at the next flush
         self._file.close()
+        self._file = new
         self.bases.append(self.durable_end)
-        self._file = open(self.directory / _segment_name(self.durable_end), "ab")
-        fsync_dir(self.directory)
-        self._delete_consumed_segments()
+        try:
+            fsync_dir(self.directory)
+            self._delete_consumed_segments()
+        except OSError:
+            pass                        # retried at the next roll; nothing is lost meanwhile
 
     def _delete_consumed_segments(self) -> None:
         """Delete whole segments that every consumer group has committed past."""
@@ -176,16 +239,16 @@ class LocalTopic:
 class LocalProducer:
     def __init__(self, bus: "LocalBus") -> None:
         self._bus = bus
-        self._touched: set[str] = set()
+        self._touched: dict[str, int] = {}        # topic -> epoch of this producer's appends
 
     def send(self, topic: str, key: str, value: bytes) -> None:
-        self._bus.topic(topic).append(key.encode(), value)
-        self._touched.add(topic)
+        epoch = self._bus.topic(topic).append(key.encode(), value)
+        self._touched.setdefault(topic, epoch)
 
     def flush(self) -> None:
-        for name in sorted(self._touched):
-            self._bus.topic(name).flush()
-        self._touched.clear()
+        touched, self._touched = self._touched, {}   # a failed flush discarded them: resend
+        for name in sorted(touched):
+            self._bus.topic(name).flush(touched[name])
 
 
 class _TopicCursor:
@@ -241,7 +304,11 @@ class _TopicCursor:
         self._buffer_start = self.position
 
     def save(self, offset: int) -> None:
-        write_atomic(self.offset_path, str(offset).encode())
+        try:
+            write_atomic(self.offset_path, str(offset).encode())
+        except OSError as exc:          # a full disk: the batch is processed again later
+            raise Unavailable(f"cannot save the offset {self.offset_path.name}: "
+                              f"{exc.strerror or exc}") from exc
         self.committed = offset
 
 
@@ -306,11 +373,13 @@ class LocalBus:
     single_process: Final = True        # the data directory's lock lets one process in
 
     def __init__(self, root: Path, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-                 guest: bool = False) -> None:
+                 guest: bool = False,
+                 intake_min_free_bytes: int = DEFAULT_INTAKE_MIN_FREE_BYTES) -> None:
         """`guest`: a process its owner started to write topics the owner reads (see
         `written_elsewhere`); it takes no lock, the owner holds it for both."""
         self.root = root
         self.segment_bytes = segment_bytes
+        self.intake_min_free_bytes = intake_min_free_bytes
         self._lock_file = None if guest else lock_directory(
             root, f"the data directory {root.parent} is in use by another ctrail process; "
                   "stop it or use another --data-dir")
@@ -322,8 +391,9 @@ class LocalBus:
     def topic(self, name: str) -> LocalTopic:
         with self._topics_lock:
             if name not in self._topics:
-                self._topics[name] = LocalTopic(self.root / name, self.segment_bytes,
-                                                writer=name not in self._elsewhere)
+                self._topics[name] = LocalTopic(
+                    self.root / name, self.segment_bytes, writer=name not in self._elsewhere,
+                    min_free_bytes=self.intake_min_free_bytes if name == RAW else 0)
             return self._topics[name]
 
     def written_elsewhere(self, topic: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 if TYPE_CHECKING:
     from ctrail.bus.local import LocalBus
@@ -23,11 +23,16 @@ class LocalBusConfig(BaseModel):
     single_process: ClassVar[bool] = True       # as LocalBus
     segment_bytes: PositiveInt = Field(256 * 1024 * 1024,
                                        description="Roll a topic's segment file at this size.")
+    intake_min_free_bytes: NonNegativeInt = Field(
+        64 * 1024 * 1024,
+        description="Intake stops taking records (webhooks answer 503, tailers wait) while the "
+                    "data directory's filesystem has less free space than this, so processing "
+                    "can still store what was taken. 0: only a full disk stops it.")
 
     def build(self, data_dir: Path, guest: bool = False) -> "LocalBus":
         from ctrail.bus.local import LocalBus
 
-        return LocalBus(data_dir / "bus", self.segment_bytes, guest)
+        return LocalBus(data_dir / "bus", self.segment_bytes, guest, self.intake_min_free_bytes)
 
     def read_topic(self, data_dir: Path, topic: str, reader: str,
                    timeout_secs: float) -> Iterator[bytes]:

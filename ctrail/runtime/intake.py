@@ -34,7 +34,7 @@ from typing import IO, Callable, Final
 from ctrail.audit.spool import SpoolPickup
 from ctrail.bus import Bus
 from ctrail.durable import lock_directory
-from ctrail.errors import ConfigError, CtrailError, Unavailable
+from ctrail.errors import ConfigError, CtrailError, Retryable, Unavailable
 from ctrail.runtime.collect import Collector, collector_for
 from ctrail.runtime.telemetry import Telemetry
 from ctrail.settings import Settings
@@ -85,6 +85,12 @@ def collect_until(collector: Collector, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             collector.run_once()
+        except Retryable as exc:
+            # A full disk, most often: the batch was not acknowledged (webhooks answer 503,
+            # tailers read it again); intake takes records again once the bus writes.
+            log.warning("Intake cannot append; retrying.", extra={"source": collector.name,
+                                                                   "error": str(exc)})
+            stop.wait(1.0)
         except Exception:
             # The input stays uncommitted, so nothing is lost; try again shortly.
             log.exception("Collecting failed; retrying.", extra={"source": collector.name})

@@ -52,7 +52,9 @@ def test_the_tail_waits_for_a_line_being_written(tmp_path: Path) -> None:
     log = tmp_path / "audit.log"
     log.write_bytes(b"whole\npart")
     tail = _tail(log, tmp_path)
-    assert [r.data for r in tail.read(10)] == [b"whole"]
+    records = tail.read(10)
+    assert [r.data for r in records] == [b"whole"]
+    tail.commit(records)
     with open(log, "ab") as handle:
         handle.write(b"ial\n")
     assert [r.data for r in tail.read(10)] == [b"partial"]
@@ -62,12 +64,16 @@ def test_the_tail_finishes_a_rotated_file_then_follows_the_new_one(tmp_path: Pat
     log = tmp_path / "audit.log"
     log.write_bytes(b"old-1\n")
     tail = _tail(log, tmp_path)
-    assert [r.data for r in tail.read(10)] == [b"old-1"]
+    records = tail.read(10)
+    assert [r.data for r in records] == [b"old-1"]
+    tail.commit(records)
     with open(log, "ab") as handle:
         handle.write(b"old-2\n")
     os.rename(log, tmp_path / "audit-2026-01-01.log")       # kube-apiserver's rotation
     log.write_bytes(b"new-1\n")
-    assert [r.data for r in tail.read(10)] == [b"old-2"]
+    records = tail.read(10)
+    assert [r.data for r in records] == [b"old-2"]
+    tail.commit(records)
     assert [r.data for r in tail.read(10)] == [b"new-1"]
 
 
