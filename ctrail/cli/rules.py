@@ -1,10 +1,15 @@
-"""`ctrail rules list | validate PATH... | test RULE FILE`: the detection rules, offline.
+"""`ctrail rules list | validate PATH... | test RULE FILE | lint --audit-policy FILE`: the
+detection rules, offline.
 
 - list: the configured rules (detection.rule_paths): id, title, level, ATT&CK, source file.
 - validate: load rule files with pySigma as the detector does (correlation rules included);
   print every broken rule with its file, line and reason; exit 1 when any is broken.
 - test: run one rule (a configured rule id, or a rule file) over a file of raw records in any
   `--source` format, with the configured detection lists and exceptions, and print the alerts.
+- lint --audit-policy FILE: name each Kubernetes audit rule (and each correlation needing one)
+  that the kube-apiserver audit policy in FILE can never feed: the requests the rule is about
+  are not logged, or not at the level that keeps the fields it reads (detectors.policy_coverage);
+  exit 1 when there is any.
 """
 
 from __future__ import annotations
@@ -22,10 +27,14 @@ from ctrail.cli.common import add_common, print_docs, settings_of
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, UsageError
 from ctrail.event import Alert, Event
+from detectors.audit_policy import load_policy
 from detectors.correlation import load_correlations
+from detectors.policy_coverage import audit_rules, unfed_correlations, unfed_rules
 from detectors.sigma_rules import CompiledRule, LoadError, load_rules
 
 RULE_COLUMNS = (("id", "id"), ("title", "title"), ("level", "level"), ("ATT&CK", "attack"),
+                ("file", "file"))
+LINT_COLUMNS = (("rule", "rule.id"), ("why the policy never feeds it", "reason"),
                 ("file", "file"))
 ALERT_COLUMNS = (("time", "@timestamp"), ("rule", "rule.id"), ("severity", "alert.severity"),
                  ("user", "user.name"), ("namespace", "kubernetes.namespace"),
@@ -51,6 +60,13 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="the format of the file (default k8s-audit)")
     add_common(test)
     test.set_defaults(run=run_test)
+    lint = actions.add_parser("lint", help="rules an audit policy can never feed; exit 1 if any")
+    lint.add_argument("--audit-policy", type=Path, required=True, metavar="FILE",
+                      help="kube-apiserver's audit policy (--audit-policy-file)")
+    lint.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                      help="rule files or folders (default: the configured detection.rule_paths)")
+    add_common(lint)
+    lint.set_defaults(run=run_lint)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -82,6 +98,21 @@ def run_validate(args: argparse.Namespace) -> int:
 def report_errors(errors: list[LoadError] | tuple[LoadError, ...]) -> None:
     for error in errors:
         print(f"{error}", file=sys.stderr)
+
+
+def run_lint(args: argparse.Namespace) -> int:
+    detection = settings_of(args).detection
+    paths = args.paths or list(detection.rule_paths)
+    policy = load_policy(args.audit_policy)
+    rules = audit_rules(paths, detection.variables())
+    findings = unfed_rules(rules, policy)
+    findings += unfed_correlations(paths, findings)
+    print_docs(({"rule": {"id": f.rule}, "reason": f.reason,
+                 "file": str(f.path) if f.path else None} for f in findings),
+               args.format, "Rules the policy never feeds", LINT_COLUMNS)
+    print(f"{len(rules)} audit rules checked against {args.audit_policy}: {len(findings)} "
+          "never fed", file=sys.stderr)
+    return 1 if findings else 0
 
 
 def run_test(args: argparse.Namespace) -> int:
