@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from collector.redact import RedactionConfig
@@ -25,7 +25,7 @@ from enrich import EnrichConfig
 from sinks import StoreConfig
 from sinks.evidence import EvidenceConfig
 from sinks.fluentd import FluentdConfig
-from sinks.notify.config import NotifyConfig
+from sinks.notify.config import REPORT_RECEIVER_TYPES, NotifyConfig
 from sinks.reports import ReportConfig
 from sinks.sqlite import SqliteConfig
 
@@ -59,7 +59,8 @@ class Settings(BaseSettings):
         default_factory=dict, description="Where the `forward` stage also sends events and "
         "alerts, by name (a discriminated union once there is a second output type).")
     notify: NotifyConfig | None = Field(
-        None, description="Slack, PagerDuty and webhook notifications of alerts (the `notify` "
+        None, description="Slack, PagerDuty, webhook, email, Teams, Opsgenie and Jira "
+        "notifications of alerts (the `notify` "
         "stage, built only when `notify.receivers` names one).")
     reports: dict[str, ReportConfig] = Field(
         default_factory=dict, description="Reports by name, rendered on their schedule inside "
@@ -67,6 +68,18 @@ class Settings(BaseSettings):
     evidence: EvidenceConfig | None = Field(
         None, description="The append-only, hash-chained evidence archive of every event and "
         "alert (the `evidence` stage); off when absent.")
+
+    @model_validator(mode="after")
+    def _reports_name_report_receivers(self) -> "Settings":
+        receivers = self.notify.receivers if self.notify is not None else {}
+        for name, report in self.reports.items():
+            for receiver in report.deliver_to:
+                kind = getattr(receivers.get(receiver), "type", None)
+                if kind not in REPORT_RECEIVER_TYPES:
+                    raise ValueError(
+                        f"reports.{name}.deliver_to: {receiver!r} is not a receiver under "
+                        f"notify.receivers of type {', '.join(REPORT_RECEIVER_TYPES)}")
+        return self
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

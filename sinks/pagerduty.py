@@ -14,7 +14,6 @@ rejected, with the API's reasons); 429 and 5xx retried later, as are network err
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Final, Literal, Sequence
 
 import httpx
@@ -23,7 +22,7 @@ from pydantic import Field, PositiveFloat
 
 from ctrail.event import Alert
 from ctrail.secrets import SecretRef, resolve_secret
-from sinks.notify.context import kibana_link, next_steps, subject, where, who
+from sinks.notify.context import bounded_key, kibana_link, next_steps, subject, where, who
 from sinks.notify.message import (
     Message,
     Outcome,
@@ -60,10 +59,7 @@ class PagerDutyConfig(ReceiverBase):
 
 
 def dedup_key(group_key: str) -> str:
-    if len(group_key) <= DEDUP_KEY_MAX:
-        return group_key
-    digest = hashlib.blake2b(group_key.encode(), digest_size=16).hexdigest()
-    return f"{group_key[:DEDUP_KEY_MAX - 33]}#{digest}"
+    return bounded_key(group_key, DEDUP_KEY_MAX)
 
 
 def pagerduty_event(alert: Alert, routing_key: str, *, count: int, first_seen: str,

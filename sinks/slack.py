@@ -34,6 +34,7 @@ from sinks.notify.message import (
     redact,
     register_secret,
 )
+from sinks.notify.report_notice import ReportNotice
 from sinks.notify.routing import alert_severity
 
 HEADER_MAX: Final = 150
@@ -151,6 +152,26 @@ def digest_message(digest: Digest, kibana_url: str | None) -> dict[str, Any]:
             "blocks": blocks}
 
 
+def report_message(notice: ReportNotice) -> dict[str, Any]:
+    """A rendered report: its title, period, headline figures and a link (pure)."""
+    facts = [_text("mrkdwn", f"*{_escape(label)}*\n{_escape(value)}", FIELD_MAX)
+             for label, value in notice.summary[:MAX_FIELDS]]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _text("plain_text", notice.title, HEADER_MAX)},
+        {"type": "section", "text": _text("mrkdwn", f"{notice.period}, generated "
+                                          f"{notice.generated:%Y-%m-%d %H:%M} UTC.", SECTION_MAX),
+         **({"fields": facts} if facts else {})}]
+    if notice.link and len(notice.link) <= 3000:
+        blocks.append({"type": "actions", "elements": [{
+            "type": "button", "text": _text("plain_text", "Open the report", 75),
+            "url": notice.link, "action_id": "open_report"}]})
+    else:
+        blocks.append({"type": "context", "elements": [_text(
+            "mrkdwn", "Files: " + _escape(", ".join(p.name for p in notice.files)),
+            SECTION_MAX)]})
+    return {"text": _escape(f"{notice.title}: {notice.period}"), "blocks": blocks}
+
+
 class SlackNotifier:
     def __init__(self, name: str, config: SlackConfig, kibana_url: str | None) -> None:
         self.name = name
@@ -176,6 +197,9 @@ class SlackNotifier:
             return [Message(tuple(p.seq for p in batch), body, "digest")]
         return [Message((p.seq,), alert_message(p.alert, self.kibana_url), "alert",
                         p.alert.event.id, p.alert.alert.group_key) for p in batch[:budget]]
+
+    def report_message(self, seq: int, notice: ReportNotice) -> Message:
+        return Message((seq,), report_message(notice), "report", notice.delivery_id)
 
     def post(self, message: Message) -> Result:
         if self._url is not None:

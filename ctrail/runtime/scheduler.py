@@ -1,5 +1,6 @@
-"""The scheduler inside `ctrail run`: configured reports on their cron schedules, and the
-evidence archive's sealing and expiry.
+"""The scheduler inside `ctrail run`: configured reports on their cron schedules (each, once
+rendered, queued in the notify outbox for the receivers in its `deliver_to`), and the evidence
+archive's sealing and expiry.
 
 APScheduler 3 with its documented persistent store (SQLAlchemyJobStore over
 DATA_DIR/scheduler.sqlite3): a job's next run time survives a restart, so a run that fell due
@@ -46,7 +47,7 @@ _ACTIVE: list["Scheduler"] = []          # the process's scheduler, for run_job 
 
 def default_runner(settings: Settings, name: str, time_from: datetime, time_to: datetime) -> Any:
     from sinks.reports.run import run_report
-    return run_report(settings, name, time_from, time_to)
+    return run_report(settings, name, time_from, time_to, deliver=True)
 
 
 def run_job(job_id: str) -> None:

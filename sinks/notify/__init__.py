@@ -1,4 +1,5 @@
-"""Notifications: alerts to Slack, PagerDuty and signed webhooks, never lost and never repeated.
+"""Notifications: alerts to Slack, PagerDuty, signed webhooks, email, Teams, Opsgenie and Jira,
+never lost and never repeated; rendered reports to email, Slack and Teams.
 
 How an alert travels (the `notify` stage, then the sender loop in the same process):
 
@@ -12,12 +13,14 @@ How an alert travels (the `notify` stage, then the sender loop in the same proce
 - Nothing is repeated: the outbox is keyed by (receiver, alert id), so an alert redelivered by
   the bus after a crash is not enqueued twice; a row is sent until one 2xx, then never again.
   The one window left is a crash between a 2xx and the mark (one SQLite commit): that message
-  goes out again. PagerDuty absorbs it (same dedup_key); webhooks carry an idempotency key.
+  goes out again. PagerDuty and Opsgenie absorb it (same dedup_key, alias); webhooks carry an
+  idempotency key; a mail carries the same Message-ID.
 
 Modules: `routing` (routes, quiet hours), `outbox` (the table), `policy` (token bucket, circuit
 breaker, backoff), `delivery` (the sender loop), `message` (the receiver protocol, HTTP outcome
 classification, secret redaction), `digest` (storm summaries), `config` (the `notify:` section),
-`service` (the stage handler and the sender thread). The receivers themselves are
-sinks/slack.py, sinks/pagerduty.py and sinks/webhook.py. This package imports none of them at
+`service` (the stage handler and the sender thread), `report_notice` (a rendered report on its
+way). The receivers themselves are sinks/slack.py, sinks/pagerduty.py, sinks/webhook.py,
+sinks/smtp.py, sinks/teams.py, sinks/opsgenie.py and sinks/jira.py. This package imports none of them at
 import time, so they can import from it.
 """

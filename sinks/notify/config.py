@@ -7,6 +7,13 @@ notify:
   receivers:
     chat:   {type: slack, webhook_url: {env: CTRAIL_SLACK_WEBHOOK_URL}}
     oncall: {type: pagerduty, routing_key: {file: /run/secrets/pagerduty}}
+    mail:   {type: email, host: smtp.example.com, username: ctrail,
+             password: {env: CTRAIL_SMTP_PASSWORD}, from_address: ctrail@example.com,
+             to: [secops@example.com]}
+    teams:  {type: teams, webhook_url: {env: CTRAIL_TEAMS_WEBHOOK_URL}}
+    pager:  {type: opsgenie, api_key: {env: CTRAIL_OPSGENIE_API_KEY}}
+    tickets: {type: jira, url: https://acme.atlassian.net, user: ctrail@example.com,
+              token: {env: CTRAIL_JIRA_TOKEN}, project: SEC}
   routes:
     - match: {severity_min: high, namespaces: [prod-*]}
       receivers: [oncall, chat]
@@ -30,16 +37,23 @@ from pydantic import (
     model_validator,
 )
 
+from sinks.jira import JiraConfig
 from sinks.notify.delivery import Patience
 from sinks.notify.routing import QuietHours, Route, severity_of
 from sinks.notify.service import NotifyService
+from sinks.opsgenie import OpsgenieConfig
 from sinks.pagerduty import PagerDutyConfig
 from sinks.slack import SlackConfig
+from sinks.smtp import EmailConfig
+from sinks.teams import TeamsConfig
 from sinks.webhook import WebhookConfig
 
 # One member per receiver type; `type` picks it.
-ReceiverConfig = Annotated[SlackConfig | PagerDutyConfig | WebhookConfig,
+ReceiverConfig = Annotated[SlackConfig | PagerDutyConfig | WebhookConfig | EmailConfig |
+                           TeamsConfig | OpsgenieConfig | JiraConfig,
                            Field(discriminator="type")]
+# Receivers that can carry a rendered report (`reports.NAME.deliver_to`).
+REPORT_RECEIVER_TYPES = ("email", "slack", "teams")
 
 
 class DeliveryConfig(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from datetime import timedelta
 from urllib.parse import quote
@@ -66,3 +67,12 @@ def kibana_link(kibana_url: str | None, alert: Alert) -> str | None:
     state = (f"_g=(time:(from:'{start}',to:'{end}'))"
              f"&_a=(query:(language:kuery,query:'{rison}'))")
     return f"{kibana_url.rstrip('/')}/app/discover#/?{quote(state, safe='=&()/:,!')}"
+
+
+def bounded_key(key: str, limit: int) -> str:
+    """`key` when it fits in `limit` characters, else its head and a hash of the whole: the
+    same group always gets the same key (PagerDuty dedup_key, Opsgenie alias)."""
+    if len(key) <= limit:
+        return key
+    digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+    return f"{key[:limit - 33]}#{digest}"

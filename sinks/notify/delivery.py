@@ -7,7 +7,9 @@ Per receiver, in outbox order (so one group's alerts go out in the order they we
 3. send them one by one; a 2xx marks the rows delivered, a 4xx marks them rejected (kept,
    with the reason), anything else stops this receiver until its backoff (Retry-After when
    given) has passed. A failing receiver never delays the others.
-PagerDuty receivers also get a resolve for every group quiet for `resolve_after_secs`.
+PagerDuty, Opsgenie and Jira receivers also get a resolve for every group quiet for
+`resolve_after_secs`. Receivers that can show a report (email, Slack, Teams) then get the
+rendered reports queued for them, one request each, paced and retried like alerts.
 
 Time is read from an injected clock, so tests can run a two-minute outage in milliseconds.
 """
@@ -21,12 +23,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from pydantic import ValidationError
+
 from sinks.notify.message import Message, Notifier, Outcome, Result
 from sinks.notify.outbox import Outbox
 from sinks.notify.policy import Backoff, Breaker, TokenBucket
+from sinks.notify.report_notice import ReportNotice
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_SECS = 3600.0
+# Kinds of message whose delivery opens (or keeps open) the group's incident at the receiver.
+INCIDENT_KINDS = frozenset({"trigger", "comment"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,7 @@ class ReceiverState:
     failures: int = 0
     not_before: float = 0.0
     sent: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
 
 
 class Sender:
@@ -97,7 +105,30 @@ class Sender:
                     return state.not_before
             now = self.clock()
             wake = state.bucket.next_token_at(now)
-        return min(wake, self._resolve(state, now))
+        resolve = self._resolve(state, now)
+        now = self.clock()
+        if now < state.not_before:              # a resolve failed: the receiver waits
+            return min(wake, resolve)
+        return min(wake, resolve, self._reports(state, now))
+
+    def _reports(self, state: ReceiverState, now: float) -> float:
+        plan = getattr(state.notifier, "report_message", None)
+        if plan is None:
+            return math.inf
+        name = state.notifier.name
+        for seq, raw in self.outbox.pending_reports(name, 10):
+            if state.bucket.available(now) < 1:
+                return state.bucket.next_token_at(now)
+            try:
+                notice = ReportNotice.model_validate_json(raw)
+            except ValidationError as exc:      # never retried: it would block the rest
+                self.outbox.mark_rejected(name, (seq,), f"unreadable notice: {exc}"[:300],
+                                          "report")
+                continue
+            if not self._send(state, plan(seq, notice)):
+                return state.not_before
+            now = self.clock()
+        return math.inf
 
     def _resolve(self, state: ReceiverState, now: float) -> float:
         notifier = state.notifier
@@ -124,10 +155,11 @@ class Sender:
             return False
         if result.outcome is Outcome.DELIVERED:
             self.outbox.mark_delivered(name, message.seqs, now, message.kind)
-            if message.kind == "trigger" and message.group_key is not None:
-                self.outbox.incident_opened(name, message.group_key, message.key)
+            if message.kind in INCIDENT_KINDS and message.group_key is not None:
+                self.outbox.incident_opened(name, message.group_key,
+                                            result.reference or message.key)
         else:
-            self.outbox.mark_rejected(name, message.seqs, result.detail)
+            self.outbox.mark_rejected(name, message.seqs, result.detail, message.kind)
             log.warning("A receiver rejected a message; its alerts are kept as rejected.",
                         extra={"receiver": name, "status": result.status, "kind": message.kind,
                                "alerts": len(message.seqs), "detail": result.detail})
@@ -141,12 +173,13 @@ class Sender:
     def _failed(self, state: ReceiverState, message: Message, result: Result, now: float) -> None:
         name = state.notifier.name
         state.failures += 1
+        state.failed[message.kind] = state.failed.get(message.kind, 0) + 1
         delay = self.backoff.delay(state.failures, result.retry_after_secs)
         state.not_before = now + delay
         if result.status == 429:
             state.bucket.drain(now)
         if message.seqs:
-            self.outbox.note_failure(name, message.seqs, result.detail)
+            self.outbox.note_failure(name, message.seqs, result.detail, message.kind)
         if state.breaker.failure(now):
             state.not_before = max(state.not_before, state.breaker.reopens_at())
             log.warning("A receiver keeps failing; its circuit is open.", extra={

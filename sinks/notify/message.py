@@ -36,6 +36,7 @@ class Result:
     status: int | None = None
     retry_after_secs: float | None = None
     detail: str = ""            # redacted; stored in the outbox and logged
+    reference: str = ""         # what the receiver named what it created (a Jira issue key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,8 @@ class Pending:
     seq: int
     alert: Alert
     digest: bool = False        # released after quiet hours: goes out in a digest
+    incident: str | None = None  # the receiver's open incident for the alert's group, if any
+                                 # (PagerDuty dedup key, Opsgenie alias, Jira issue key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,7 @@ class Message:
 
     seqs: tuple[int, ...]
     body: dict[str, Any]
-    kind: str = "alert"         # alert | digest | trigger | resolve
+    kind: str = "alert"         # alert | digest | trigger | comment | resolve | report
     key: str = ""               # idempotency key (webhook), dedup_key (PagerDuty)
     group_key: str | None = None
 

@@ -8,7 +8,9 @@ synchronous=FULL makes every committed enqueue survive kill -9 and power loss; t
                                    └─► rejected           (the receiver refused the message: 4xx)
 
 Rows are kept after delivery (`prune` removes old ones) so a replay of the bus finds them and
-sends nothing twice. `incidents` tracks PagerDuty groups for the resolve after a quiet period.
+sends nothing twice. `incidents` tracks PagerDuty, Opsgenie and Jira groups (their dedup key,
+alias or issue key) for the resolve after a quiet period. `report_outbox` holds rendered reports
+waiting for their receivers (email, Slack, Teams), with the same life minus `held`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,18 @@ CREATE TABLE IF NOT EXISTS incidents (
     last_alert_at REAL NOT NULL,
     state         TEXT NOT NULL,                     -- waiting | open | resolved
     PRIMARY KEY (receiver, group_key)
+);
+CREATE TABLE IF NOT EXISTS report_outbox (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    receiver     TEXT NOT NULL,
+    delivery_id  TEXT NOT NULL,                      -- report name and period end
+    state        TEXT NOT NULL,                      -- pending | delivered | rejected
+    enqueued_at  REAL NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    delivered_at REAL,
+    last_error   TEXT,                               -- redacted
+    notice       BLOB NOT NULL,                      -- ReportNotice JSON: paths, no contents
+    UNIQUE (receiver, delivery_id)
 );
 """
 
@@ -123,10 +137,13 @@ class Outbox:
         return self._query("SELECT min(release_at) FROM outbox WHERE state = 'held'")[0][0]
 
     def pending(self, receiver: str, limit: int) -> list[Pending]:
-        rows = self._query("SELECT seq, alert_id, alert, digest FROM outbox WHERE receiver = ?"
-                           " AND state = 'pending' ORDER BY seq LIMIT ?", (receiver, limit))
-        return [Pending(seq, self._decoded(alert_id, alert), bool(digest))
-                for seq, alert_id, alert, digest in rows]
+        rows = self._query(
+            "SELECT o.seq, o.alert_id, o.alert, o.digest, i.dedup_key FROM outbox o LEFT JOIN"
+            " incidents i ON i.receiver = o.receiver AND i.group_key = o.group_key AND"
+            " i.state = 'open' WHERE o.receiver = ? AND o.state = 'pending' ORDER BY o.seq"
+            " LIMIT ?", (receiver, limit))
+        return [Pending(seq, self._decoded(alert_id, alert), bool(digest), incident)
+                for seq, alert_id, alert, digest, incident in rows]
 
     def _decoded(self, alert_id: str, raw: bytes) -> Alert:
         # A backlog is read again on every pass (and once per receiver); decoding dominated a
@@ -138,17 +155,24 @@ class Outbox:
         return alert
 
     def mark_delivered(self, receiver: str, seqs: Sequence[int], now: float, sent_as: str) -> None:
+        if sent_as == "report":
+            self._tx([("UPDATE report_outbox SET state = 'delivered', delivered_at = ?,"
+                       " attempts = attempts + 1, last_error = NULL WHERE receiver = ? AND"
+                       " seq = ? AND state = 'pending'", (now, receiver, seq)) for seq in seqs])
+            return
         self._tx([("UPDATE outbox SET state = 'delivered', delivered_at = ?, sent_as = ?,"
                    " attempts = attempts + 1, last_error = NULL WHERE receiver = ? AND seq = ?"
                    " AND state = 'pending'", (now, sent_as, receiver, seq)) for seq in seqs])
 
-    def mark_rejected(self, receiver: str, seqs: Sequence[int], detail: str) -> None:
-        self._tx([("UPDATE outbox SET state = 'rejected', attempts = attempts + 1,"
+    def mark_rejected(self, receiver: str, seqs: Sequence[int], detail: str,
+                      kind: str = "alert") -> None:
+        self._tx([(f"UPDATE {_table(kind)} SET state = 'rejected', attempts = attempts + 1,"
                    " last_error = ? WHERE receiver = ? AND seq = ?", (detail, receiver, seq))
                   for seq in seqs])
 
-    def note_failure(self, receiver: str, seqs: Sequence[int], detail: str) -> None:
-        self._tx([("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE"
+    def note_failure(self, receiver: str, seqs: Sequence[int], detail: str,
+                     kind: str = "alert") -> None:
+        self._tx([(f"UPDATE {_table(kind)} SET attempts = attempts + 1, last_error = ? WHERE"
                    " receiver = ? AND seq = ?", (detail, receiver, seq)) for seq in seqs])
 
     def incident_opened(self, receiver: str, group_key: str, dedup_key: str) -> None:
@@ -173,6 +197,24 @@ class Outbox:
         self._tx([("UPDATE incidents SET state = 'resolved' WHERE receiver = ? AND"
                    " group_key = ? AND last_alert_at <= ?", (receiver, group_key, resolved_before))])
 
+    def enqueue_report(self, receivers: Sequence[str], delivery_id: str, notice: bytes,
+                       now: float) -> int:
+        """One row per receiver, durably; a delivery already there is not added again (a
+        report run repeated after a crash). Returns how many were new."""
+        return sum(self._tx([(
+            "INSERT OR IGNORE INTO report_outbox (receiver, delivery_id, state, enqueued_at,"
+            " notice) VALUES (?, ?, 'pending', ?, ?)", (receiver, delivery_id, now, notice))
+            for receiver in receivers]))
+
+    def pending_reports(self, receiver: str, limit: int) -> list[tuple[int, bytes]]:
+        return self._query("SELECT seq, notice FROM report_outbox WHERE receiver = ? AND"
+                           " state = 'pending' ORDER BY seq LIMIT ?", (receiver, limit))
+
+    def report_counts(self) -> dict[tuple[str, str], int]:
+        """(receiver, state) -> report deliveries: what /metrics shows of them."""
+        return {(receiver, state): count for receiver, state, count in self._query(
+            "SELECT receiver, state, count(*) FROM report_outbox GROUP BY receiver, state")}
+
     def counts_by_receiver(self) -> dict[tuple[str, str], int]:
         """(receiver, state) -> rows: what /metrics shows of the outbox."""
         return {(receiver, state): count for receiver, state, count in self._query(
@@ -186,9 +228,15 @@ class Outbox:
     def prune(self, older_than: float) -> int:
         """Forget delivered and rejected rows older than `older_than` (the bus's own
         retention makes a replay of them unlikely after that)."""
-        return self._tx([("DELETE FROM outbox WHERE state IN ('delivered', 'rejected') AND"
-                          " enqueued_at < ?", (older_than,))])[0]
+        return sum(self._tx([(f"DELETE FROM {table} WHERE state IN ('delivered', 'rejected')"
+                              " AND enqueued_at < ?", (older_than,))
+                             for table in ("outbox", "report_outbox")]))
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _table(kind: str) -> str:
+    """Report deliveries have their own table (their rows are not alerts)."""
+    return "report_outbox" if kind == "report" else "outbox"

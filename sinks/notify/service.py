@@ -118,7 +118,8 @@ class NotifyService:
 
     def samples(self) -> list[Sample]:
         """For /metrics: the outbox by receiver and state, what each receiver was sent (single
-        messages and digests), its circuit breaker, and alerts routed to nobody."""
+        messages and digests) and what failed, its circuit breaker, report deliveries by
+        state, and alerts routed to nobody."""
         out = [Sample("notify_outbox_items", "gauge", "alerts in the notify outbox, by state "
                       "(pending, held for quiet hours, delivered, rejected)", count,
                       {"receiver": receiver, "state": state})
@@ -127,9 +128,17 @@ class NotifyService:
             out += [Sample("notify_sent_total", "counter", "requests a receiver accepted, by "
                            "kind (alert, digest, trigger, resolve)", count, {"receiver": name, "kind": kind})
                     for kind, count in dict(state.sent).items()]   # a copy: the sender adds
+            out += [Sample("notify_failed_total", "counter", "requests that failed and will be "
+                           "retried, by kind (alert, digest, trigger, comment, resolve, report)",
+                           count, {"receiver": name, "kind": kind})
+                    for kind, count in dict(state.failed).items()]
             out.append(Sample("notify_circuit_open", "gauge", "1 while the receiver's circuit "
                               "breaker is open (deliveries paused)",
                               1.0 if state.breaker.state == "open" else 0.0, {"receiver": name}))
+        out += [Sample("notify_report_deliveries", "gauge", "rendered reports in the notify "
+                       "outbox, by state (pending: not delivered yet, retried)", count,
+                       {"receiver": receiver, "state": state})
+                for (receiver, state), count in self.outbox.report_counts().items()]
         out.append(Sample("notify_not_routed_total", "counter", "alerts no route sent anywhere",
                           self.counters["not_routed"]))
         return out

@@ -39,6 +39,14 @@ class ReportConfig(BaseModel):
     gap_hours: PositiveInt = Field(6, description="compliance: name a cluster with no audit "
                                                   "events for this long as a gap.")
     max_rows: PositiveInt = Field(50_000, description="Most documents read per query.")
+    deliver_to: tuple[str, ...] = Field(
+        (), description="Receivers under `notify.receivers` (email, slack or teams) that get each "
+        "scheduled run once rendered: by email the HTML as the body and the files attached; "
+        "to Slack or Teams a summary with a link. Through the notify outbox: retried until "
+        "delivered.")
+    link_url: str | None = Field(
+        None, description="Where out_dir is published (e.g. https://reports.example.com/weekly): "
+        "the link Slack, Teams and the mail give to the rendered HTML.")
 
     @field_validator("schedule")
     @classmethod

@@ -9,6 +9,7 @@ from typing import Callable, Final
 from ctrail.errors import UsageError
 from ctrail.settings import Settings
 from enrich.today import explain, load_graph
+from sinks.notify.report_notice import ReportNotice, enqueue_report
 from sinks.reports import TEMPLATES, ReportConfig, activity, compliance, weekly
 from sinks.reports.model import Report
 from sinks.reports.render import render
@@ -33,8 +34,10 @@ def resolve(settings: Settings, name: str) -> ReportConfig:
 
 
 def run_report(settings: Settings, name: str, time_from: datetime | None = None,
-               time_to: datetime | None = None, out_dir: Path | None = None) -> list[Path]:
-    """Render report `name` over [time_from, time_to) (default: its period up to now)."""
+               time_to: datetime | None = None, out_dir: Path | None = None,
+               deliver: bool = False) -> list[Path]:
+    """Render report `name` over [time_from, time_to) (default: its period up to now); with
+    `deliver`, queue it for the receivers in its `deliver_to` (the scheduled runs do)."""
     config = resolve(settings, name)
     time_to = time_to or datetime.now(timezone.utc)
     time_from = time_from or time_to - timedelta(days=config.period_days)
@@ -51,7 +54,22 @@ def run_report(settings: Settings, name: str, time_from: datetime | None = None,
     report.name = name
     report.notes += [truncation_note(cut, config.max_rows)
                      for cut in dict.fromkeys(source.truncated)]
-    return render(report, out_dir or config.directory(settings.data_dir, name), config.formats)
+    written = render(report, out_dir or config.directory(settings.data_dir, name),
+                     config.formats)
+    if deliver and config.deliver_to:
+        enqueue_report(settings.data_dir, config.deliver_to, notice(report, written,
+                                                                    config.link_url))
+    return written
+
+
+def notice(report: Report, written: list[Path], link_url: str | None) -> ReportNotice:
+    """What receivers are told about a rendered report."""
+    target = next((p for p in written if p.suffix == ".html"), written[0] if written else None)
+    link = f"{link_url.rstrip('/')}/{target.name}" if link_url and target else None
+    return ReportNotice(name=report.name, title=report.title, time_from=report.time_from,
+                        time_to=report.time_to, generated=report.generated,
+                        summary=tuple((str(label), str(value)) for label, value in report.summary),
+                        files=tuple(written), link=link)
 
 
 def truncation_note(cut: Truncation, max_rows: int) -> str:
