@@ -28,7 +28,7 @@ from ctrail.bus.codec import Item
 from ctrail.components import WriteResult
 from ctrail.errors import ConfigError, Retryable, Unavailable
 from ctrail.event import Alert, DeadLetterReplay, Event, Rejection
-from ctrail.query import Text, parse_query
+from ctrail.query import Query, Text, as_query
 from sinks.sqlite.search import HOT, Condition, fts_match, micros, regexp
 
 KINDS: Final = ("events", "alerts", "dead_letters", "dead_letter_replays")
@@ -72,6 +72,9 @@ class SqliteStore:
             raise ConfigError(f"cannot open the store {path}: {exc}") from None
         self._lock = threading.Lock()
         self._db.create_function("regexp", 2, regexp, deterministic=True)
+        # A new store's pages hold ~10 of its 1.5 KB event rows instead of 2 (a 4 KB page left a
+        # third of itself empty); it takes effect only before the first table is created.
+        self._db.execute("PRAGMA page_size = 16384")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")   # durable at commit: the bus commits next
         # A checkpoint syncs the WAL and the database file: every ~64 MiB, not every ~4 MiB
@@ -211,8 +214,9 @@ class SqliteStore:
 
     # ── the search side ──────────────────────────────────────────────────────────────────────
 
-    def search(self, query: str, kind: str = "events", time_from: datetime | None = None,
-               time_to: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def search(self, query: str | Query, kind: str = "events",
+               time_from: datetime | None = None, time_to: datetime | None = None,
+               limit: int = 100) -> list[dict[str, Any]]:
         """The newest `limit` matching documents, oldest first; time_to is exclusive."""
         where, params = self._where(query, kind, time_from, time_to)
         sql = (f"SELECT {READ[kind]} FROM {kind} WHERE {where} "
@@ -221,9 +225,9 @@ class SqliteStore:
             rows = self._db.execute(sql, (*params, limit)).fetchall()
         return [document(*row) for row in reversed(rows)]
 
-    def count(self, query: str, kind: str = "events", time_from: datetime | None = None,
-              time_to: datetime | None = None) -> int:
-        tree = parse_query(query) if kind in KINDS else None
+    def count(self, query: str | Query, kind: str = "events",
+              time_from: datetime | None = None, time_to: datetime | None = None) -> int:
+        tree = as_query(query) if kind in KINDS else None
         if isinstance(tree, Text) and time_from is None and time_to is None:
             # Free text alone: the text index has one row per document, count its matches.
             sql = f"SELECT count(*) FROM {kind}_text WHERE {kind}_text MATCH ?"
@@ -236,12 +240,12 @@ class SqliteStore:
                                         params).fetchone()
         return int(found)
 
-    def _where(self, query: str, kind: str, time_from: datetime | None,
+    def _where(self, query: str | Query, kind: str, time_from: datetime | None,
                time_to: datetime | None) -> tuple[str, list[Any]]:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
         condition = Condition(kind)
-        tree = parse_query(query)
+        tree = as_query(query)
         where = condition.sql(tree)
         if time_from is not None:
             where += f" AND ts >= {micros(time_from.astimezone(timezone.utc))}"
