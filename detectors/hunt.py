@@ -26,7 +26,8 @@ seen are skipped), so `limit` counts confirmed matches, the newest `limit`, prin
 as `ctrail search` prints them. Stateful derived values (a registry tag's previous digest) need
 the history replayed in order and are not reproduced here.
 
-Correlation rules are not supported by hunt yet (UsageError).
+A file holding a correlation rule is hunted by detectors.hunt_correlation (the stored events
+replayed through the detector and the correlation windows); load_hunt_rule refuses it.
 """
 
 from __future__ import annotations
@@ -62,9 +63,8 @@ def load_hunt_rule(path: Path, variables: dict[str, list[str]] | None = None) ->
     rule does not load."""
     if not path.is_file():
         raise ConfigError(f"rule file {path} does not exist")
-    if _has_correlation(path):
-        raise UsageError(f"{path} is a correlation rule; hunt supports single-event rules only "
-                         "(not yet correlation rules)")
+    if has_correlation(path):
+        raise UsageError(f"{path} is a correlation rule (detectors.hunt_correlation hunts it)")
     rules = load_rules([path], variables)
     if rules.errors:
         raise ConfigError(str(rules.errors[0]))
@@ -73,7 +73,7 @@ def load_hunt_rule(path: Path, variables: dict[str, list[str]] | None = None) ->
     return rules.rules[0]
 
 
-def _has_correlation(path: Path) -> bool:
+def has_correlation(path: Path) -> bool:
     try:
         collection = SigmaCollection.from_yaml(path.read_text(encoding="utf-8"),
                                                collect_errors=True)

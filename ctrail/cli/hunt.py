@@ -1,23 +1,32 @@
 """`ctrail hunt RULE.yml`: run a Sigma rule retroactively over the stored events (detectors.hunt
-says how, per store)."""
+says how, per store). A correlation rule's file prints the alerts its correlations raise over
+the stored events (detectors.hunt_correlation), the newest `--limit`."""
 
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from pathlib import Path
 
+import orjson
+
 from ctrail.audit.trail import period, record
+from ctrail.bus.codec import encode
+from ctrail.cli.alerts import COLUMNS as ALERT_COLUMNS
 from ctrail.cli.common import add_common, print_docs, settings_of
 from ctrail.cli.search import COLUMNS
 from ctrail.errors import UsageError
 from ctrail.query import parse_time
+from ctrail.settings import Settings
 from detectors.derived import DerivedContext
-from detectors.hunt import hunt, load_hunt_rule
+from detectors.hunt import has_correlation, hunt, load_hunt_rule
+from detectors.hunt_correlation import hunt_correlations, hunt_detector
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("hunt", help="run a Sigma rule over stored history")
-    parser.add_argument("rule", type=Path, help="a Sigma rule file (one single-event rule)")
+    parser.add_argument("rule", type=Path, help="a Sigma rule file: one single-event rule, or "
+                        "correlation rules (their base rules may be in the configured rules)")
     parser.add_argument("--from", dest="time_from", help="ISO 8601 time, or now-24h")
     parser.add_argument("--to", dest="time_to", help="ISO 8601 time, or now")
     parser.add_argument("--limit", type=int, default=100,
@@ -33,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     time_to = parse_time(args.time_to) if args.time_to else None
     settings = settings_of(args)
     detection = settings.detection
+    if args.rule.is_file() and has_correlation(args.rule):
+        return run_correlations(args, settings, time_from, time_to)
     variables = detection.variables()
     rule = load_hunt_rule(args.rule, variables)
     context = DerivedContext(frozenset(r.lower() for r in detection.trusted_registries))
@@ -45,4 +56,22 @@ def run(args: argparse.Namespace) -> int:
                               **period(time_from, time_to), "limit": args.limit,
                               "results": len(docs)})
     print_docs(docs, args.format, f"events matching {rule.id}", COLUMNS)
+    return 0
+
+
+def run_correlations(args: argparse.Namespace, settings: Settings, time_from: datetime | None,
+                     time_to: datetime | None) -> int:
+    detector = hunt_detector(args.rule, settings.detection)
+    store = settings.store.build(settings.data_dir)
+    try:
+        alerts = hunt_correlations(store, detector, settings.detection.late_events_secs,
+                                   time_from, time_to)[-args.limit:]
+    finally:
+        store.close()
+    ids = [rule.id for rule in detector.correlations.rules]
+    record(settings, "hunt", {"rule": ",".join(ids), "rule_file": str(args.rule.resolve()),
+                              **period(time_from, time_to), "limit": args.limit,
+                              "results": len(alerts)})
+    docs = [orjson.loads(encode(alert)) for alert in alerts]
+    print_docs(docs, args.format, f"alerts of {', '.join(ids)}", ALERT_COLUMNS)
     return 0

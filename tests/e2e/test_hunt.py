@@ -54,7 +54,15 @@ def test_hunt_finds_exactly_the_exec_and_attach_events(ctrail) -> None:  # type:
     assert [d["event"]["id"] for d in before] == [docs[0]["event"]["id"]]
 
 
-def test_a_correlation_rule_is_refused_in_one_line(ctrail) -> None:  # type: ignore[no-untyped-def]
-    refused = ctrail("hunt", str(CORRELATION_RULE))
-    assert refused.status == 2
-    assert refused.err.count("\n") == 1 and "correlation" in refused.err
+def test_a_correlation_rule_hunted_gives_the_alerts_ingest_raised(  # type: ignore[no-untyped-def]
+        ctrail, tmp_path: Path) -> None:
+    from tests.hunt_replay import forbidden
+
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"".join(orjson.dumps(forbidden(i * 0.2, "system:serviceaccount:a:probe"))
+                             + b"\n" for i in range(12)))
+    assert ctrail("ingest", "--source", "k8s-audit", str(log)).status == 0
+    raised = ctrail("alerts", "--rule", "CT-COR-003", "--format", "json").json_lines()
+    hunted = ctrail("hunt", str(CORRELATION_RULE), "--format", "json")
+    assert hunted.status == 0, hunted.err
+    assert len(raised) == 1 and hunted.json_lines() == raised
