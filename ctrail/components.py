@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Protocol, Sequence
 
 from ctrail.errors import InvalidInput
 from ctrail.event import Alert, Event, Rejection
+from ctrail.query import Query
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +103,9 @@ class Store(Sink, Protocol):
     `ctrail dlq replay`); time_from is inclusive, time_to exclusive.
     `search` returns the newest `limit` matching documents, oldest first, as stored (ECS)."""
 
-    def search(self, query: str, kind: str = "events", time_from: datetime | None = None,
-               time_to: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
+    def search(self, query: str | Query, kind: str = "events",
+               time_from: datetime | None = None, time_to: datetime | None = None,
+               limit: int = 100) -> list[dict[str, Any]]: ...
 
-    def count(self, query: str, kind: str = "events", time_from: datetime | None = None,
-              time_to: datetime | None = None) -> int: ...
+    def count(self, query: str | Query, kind: str = "events",
+              time_from: datetime | None = None, time_to: datetime | None = None) -> int: ...

@@ -134,6 +134,12 @@ def parse_query(text: str) -> Query:
     return _convert(parsed, field=None)
 
 
+def as_query(query: str | Query) -> Query:
+    """A query as text (parsed here) or already a tree: the console ANDs a user's scope into
+    the parsed tree, never into the text, so no query text can escape the scope."""
+    return parse_query(query) if isinstance(query, str) else query
+
+
 def _check_size(parsed: tree.Item) -> None:
     """QueryError when the parsed query has more than MAX_TERMS terms or MAX_DEPTH levels;
     walked without recursion, so a query of any shape gets this one-line answer."""

@@ -18,6 +18,7 @@ from collector.redact import RedactionConfig
 from collector.sources import SourceConfig
 from ctrail.bus.kafka_config import KafkaBusConfig
 from ctrail.bus.local_config import LocalBusConfig
+from ctrail.console.config import ConsoleConfig
 from ctrail.errors import ConfigError
 from ctrail.runtime.ops import OpsConfig
 from detectors import SigmaDetectorConfig
@@ -68,6 +69,9 @@ class Settings(BaseSettings):
     evidence: EvidenceConfig | None = Field(
         None, description="The append-only, hash-chained evidence archive of every event and "
         "alert (the `evidence` stage); off when absent.")
+    console: ConsoleConfig | None = Field(
+        None, description="The web console (`ctrail console`, and `ctrail run` when present): "
+        "alerts, search and timelines in the browser for console users (`ctrail users`).")
 
     @model_validator(mode="after")
     def _reports_name_report_receivers(self) -> "Settings":

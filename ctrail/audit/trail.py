@@ -27,7 +27,7 @@ import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 
@@ -40,19 +40,26 @@ from ctrail.settings import Settings
 
 log = logging.getLogger(__name__)
 DATASET: Final = "containertrail.audit"
+Outcome = Literal["success", "failure"]
 # ECS event.category and event.type per action (ECS allowed values); unknown actions are
 # configuration / access.
 CATEGORIES: Final = {
     "search": ("database",), "alerts-search": ("database",), "hunt": ("database",),
     "timeline": ("database",), "dlq-replay": ("database",),
     "evidence-export": ("file",), "evidence-verify": ("file",), "evidence-expire": ("file",),
-    "report-run": ("file",), "rules-change": ("configuration",)}
+    "report-run": ("file",), "rules-change": ("configuration",),
+    "console-login": ("authentication",), "console-logout": ("authentication",),
+    "console-export": ("database",), "alert-triage": ("configuration",),
+    "console-users": ("iam",)}
 TYPES: Final = {"dlq-replay": ("change",), "evidence-expire": ("deletion",),
-                "report-run": ("creation",), "rules-change": ("change",)}
+                "report-run": ("creation",), "rules-change": ("change",),
+                "console-login": ("start",), "console-logout": ("end",),
+                "alert-triage": ("change",), "console-users": ("user", "change")}
 
 
 def audit_event(action: str, details: dict[str, Any], user: str | None = None,
-                now: datetime | None = None, identity: str | None = None) -> Event:
+                now: datetime | None = None, identity: str | None = None,
+                outcome: Outcome = "success") -> Event:
     """The Event recording `action`. Its id hashes the whole record (so two searches are two
     events), or `identity` when given: a caller that may record the same action again after a
     crash passes one, so the stores keep it once."""
@@ -65,16 +72,18 @@ def audit_event(action: str, details: dict[str, Any], user: str | None = None,
         "event": EventInfo(id=event_id(DATASET, (identity or original).encode()), kind="event",
                            category=CATEGORIES.get(action, ("configuration",)),
                            type=TYPES.get(action, ("access",)), action=action,
-                           outcome="success", dataset=DATASET, module="containertrail",
+                           outcome=outcome, dataset=DATASET, module="containertrail",
                            original=original, ingested=now),
         "user": User(name=user), "host": Host(name=socket.gethostname())})
 
 
-def record(settings: Settings, action: str, details: dict[str, Any]) -> Event:
+def record(settings: Settings, action: str, details: dict[str, Any],
+           user: str | None = None, outcome: Outcome = "success") -> Event:
     """Publish one audit event, or spool it (see the module docstring); never fails the
     command it records: a record that can be neither published nor spooled (no write access
-    to the data directory, a full disk) is logged whole, as the last place left for it."""
-    event = audit_event(action, details)
+    to the data directory, a full disk) is logged whole, as the last place left for it.
+    `user` is who acted (a console user), the OS user when not given."""
+    event = audit_event(action, details, user, outcome=outcome)
     try:
         if settings.bus.single_process:
             spool(settings, event)

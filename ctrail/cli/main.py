@@ -11,6 +11,7 @@ from typing import Sequence
 from ctrail import __version__
 from ctrail.cli import (
     alerts,
+    console,
     dlq,
     evidence,
     health,
@@ -21,6 +22,7 @@ from ctrail.cli import (
     run,
     search,
     timeline,
+    users,
     worker,
 )
 from ctrail.errors import ConfigError, CtrailError, QueryError, UsageError
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(commands)
     evidence.register(commands)
     report.register(commands)
+    console.register(commands)
+    users.register(commands)
     return parser
 
 

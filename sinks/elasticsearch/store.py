@@ -17,7 +17,7 @@ from elasticsearch import ApiError, Elasticsearch
 from ctrail.bus.codec import Item
 from ctrail.components import WriteResult
 from ctrail.errors import QueryError, Unavailable
-from ctrail.query import parse_query
+from ctrail.query import Query, as_query
 from ctrail.secrets import resolve_secret
 from sinks.elasticsearch import bulk, templates
 from sinks.elasticsearch.config import ElasticsearchConfig
@@ -88,8 +88,9 @@ class ElasticsearchStore:
 
     # ── the search side ──────────────────────────────────────────────────────────────────────
 
-    def search(self, query: str, kind: str = "events", time_from: datetime | None = None,
-               time_to: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def search(self, query: str | Query, kind: str = "events",
+               time_from: datetime | None = None, time_to: datetime | None = None,
+               limit: int = 100) -> list[dict[str, Any]]:
         """The newest `limit` matching documents, oldest first; time_to is exclusive."""
         index = index_of(kind, self.namespace)
         return self._newest(index, kind, self._query(query, index, time_from, time_to), limit)
@@ -120,16 +121,16 @@ class ElasticsearchStore:
             after = hits[-1]["sort"]
         return found[::-1]
 
-    def count(self, query: str, kind: str = "events", time_from: datetime | None = None,
-              time_to: datetime | None = None) -> int:
+    def count(self, query: str | Query, kind: str = "events",
+              time_from: datetime | None = None, time_to: datetime | None = None) -> int:
         index = index_of(kind, self.namespace)
         body = self._query(query, index, time_from, time_to)
         return int(self._request(self.client.count, index=index, query=body,
                                  **NO_INDEX_FAILS)["count"])
 
-    def _query(self, query: str, index: str, time_from: datetime | None,
+    def _query(self, query: str | Query, index: str, time_from: datetime | None,
                time_to: datetime | None) -> dict[str, Any]:
-        tree = parse_query(query)
+        tree = as_query(query)
         return to_dsl(tree, self._types(fields_of(tree), index), time_from, time_to)
 
     def _types(self, fields: set[str], index: str) -> FieldTypes:

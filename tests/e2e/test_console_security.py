@@ -1,0 +1,174 @@
+"""The console's locks, against a real server (uvicorn on loopback): nothing answers without a
+session or token, state changes need the CSRF token, roles hold, a script in an event is text,
+failed logins are rate limited, and logins and triage are in our own audit trail."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import orjson
+import pytest
+
+from console_scenario import (
+    PASSWORD,
+    SCRIPT_LABEL,
+    SCRIPT_POD,
+    SCRIPT_USER,
+    add_users,
+    incident,
+    ingest,
+    login,
+    serve,
+    write_lines,
+)
+from ctrail.audit.spool import SPOOL as SPOOL_NAME
+from ctrail.console.app import ConsoleServer
+from ctrail.console.users import ConsoleDb
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
+    root = tmp_path_factory.mktemp("console")
+    ingest(root / "data", write_lines(root / "audit.log", incident()))
+    add_users(root / "data")
+    server = serve(root / "data", max_failed_logins=3)
+    yield server
+    server.stop()
+
+
+def spooled(data_dir: Path) -> list[dict]:  # type: ignore[type-arg]
+    path = data_dir / SPOOL_NAME
+    records = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    return [r.get("value", r) for r in records]
+
+
+def test_no_page_or_api_answers_without_a_session_or_token(console: ConsoleServer) -> None:
+    anonymous = httpx.Client(base_url=console.url, timeout=30)
+    paths = ["/", "/alerts", "/search?q=*", "/timeline?kind=user&value=alice", "/events/x",
+             "/alerts/x", "/api/me", "/api/alerts", "/api/alerts/stream", "/api/search?q=*",
+             "/api/events/x", "/api/timeline?kind=user&value=alice", "/api/export?q=*",
+             "/api/suggest", "/api/users", "/api/openapi.json", "/docs", "/openapi.json",
+             "/redoc", "/no-such-page"]
+    for path in paths:
+        response = anonymous.get(path, follow_redirects=False)
+        if path.startswith("/api/"):
+            assert response.status_code == 401, path
+        else:
+            assert response.status_code == 303 and response.headers["location"] == "/login", path
+        assert b"alice" not in response.content and b"payments" not in response.content
+    for path in ("/api/alerts/x/triage", "/api/logout"):
+        assert anonymous.post(path, json={"action": "acknowledge"}).status_code == 401
+    # A made-up session cookie or token is no session or token.
+    forged = httpx.Client(base_url=console.url, cookies={"ctrail_session": "x" * 43})
+    assert forged.get("/api/alerts").status_code == 401
+    assert anonymous.get("/api/alerts", headers={"Authorization": "Bearer ctrail_forged"}
+                         ).status_code == 401
+    forged.close()
+    anonymous.close()
+    # Every route of the app is in the list above, or public (login, static files).
+    routes = {getattr(r, "path", "") for r in console.server.config.app.routes} - {""}
+    assert routes - {p.split("?")[0] for p in paths} <= {
+        "/login", "/api/login", "/static", "/api/logout", "/api/alerts/{alert}",
+        "/api/alerts/{alert}/triage", "/api/events/{event_id}", "/events/{event_id}",
+        "/alerts/{alert}"}
+
+
+def test_the_session_cookie_is_http_only_and_same_site(console: ConsoleServer) -> None:
+    response = httpx.post(console.url + "/api/login", json={"user": "view", "password": PASSWORD})
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    assert "content-security-policy" in response.headers
+
+
+def test_state_changes_need_the_csrf_token(console: ConsoleServer) -> None:
+    client = login(console.url, "admin")
+    alert = client.get("/api/alerts").json()["alerts"][0]["event"]["id"]
+    url = f"/api/alerts/{alert}/triage"
+    assert client.post(url, json={"action": "note", "note": "x"}).status_code == 403
+    assert client.post(url, json={"action": "note", "note": "x"},
+                       headers={"X-CSRF-Token": "wrong"}).status_code == 403
+    assert client.post("/api/logout").status_code == 403          # logout too
+    ok = client.post(url, json={"action": "note", "note": "seen"},
+                     headers={"X-CSRF-Token": client.csrf})       # type: ignore[attr-defined]
+    assert ok.status_code == 200 and ok.json()["note"] == "seen"
+    history = client.get(f"/api/alerts/{alert}").json()["triage"]["history"]
+    assert [h["note"] for h in history if h["action"] == "note"] == ["seen"]
+    client.close()
+
+
+def test_api_tokens_work_without_csrf_and_roles_hold(console: ConsoleServer,
+                                                     tmp_path: Path) -> None:
+    db = ConsoleDb(console.db.path.parent)
+    db.add_token("view", "ctrail_viewer-token-for-the-test", "test")
+    db.close()
+    viewer = httpx.Client(base_url=console.url,
+                          headers={"Authorization": "Bearer ctrail_viewer-token-for-the-test"})
+    assert viewer.get("/api/me").json()["user"]["role"] == "viewer"
+    alert = viewer.get("/api/alerts").json()["alerts"][0]["event"]["id"]
+    refused = viewer.post(f"/api/alerts/{alert}/triage", json={"action": "acknowledge"})
+    assert refused.status_code == 403 and "responder" in refused.text
+    assert viewer.get("/api/users").status_code == 403
+    admin = login(console.url, "admin")
+    assert {u["name"] for u in admin.get("/api/users").json()["users"]} == {"admin", "pay",
+                                                                           "view"}
+    admin.close()
+    viewer.close()
+
+
+def test_a_script_in_an_event_field_is_shown_as_text(console: ConsoleServer) -> None:
+    client = login(console.url, "admin")
+    events = client.get("/api/search", params={"q": "kubernetes.namespace:shop"}).json()["events"]
+    assert events, "the shop events were stored"
+    pages = [client.get("/search", params={"q": "kubernetes.namespace:shop"}).text,
+             client.get("/alerts").text,
+             client.get("/timeline", params={"kind": "user", "value": SCRIPT_USER}).text]
+    pages += [client.get(f"/events/{e['event']['id']}").text for e in events]
+    shop_alert = [a for a in client.get("/api/alerts").json()["alerts"]
+                  if a["kubernetes"]["namespace"] == "shop"][0]
+    pages.append(client.get(f"/alerts/{shop_alert['event']['id']}").text)
+    joined = "\n".join(pages)
+    client.close()
+    for script in (SCRIPT_USER, SCRIPT_POD, SCRIPT_LABEL):
+        assert script not in joined                       # never as markup
+    assert "&lt;script&gt;window.__xss=&#39;user&#39;&lt;/script&gt;" in joined
+    assert "&lt;img src=x onerror=" in joined
+    assert "&lt;script&gt;window.__xss=&#39;label&#39;" in joined or \
+        "\\u003cscript\\u003e" in joined or "&lt;script&gt;window.__xss=\\&#39;label" in joined
+
+
+def test_triage_is_append_only_and_in_the_audit_trail(console: ConsoleServer) -> None:
+    db = ConsoleDb(console.db.path.parent)
+    entry = db.append_triage("some-alert", "note", "admin", {"note": "first"})
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db._db.execute("UPDATE triage SET action = 'close' WHERE seq = ?", (entry["seq"],))
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db._db.execute("DELETE FROM triage")
+    db.close()
+    triage = [r for r in spooled(console.db.path.parent) if r["event"]["action"] == "alert-triage"]
+    assert any(orjson.loads(r["event"]["original"]).get("note") == "seen" for r in triage)
+    assert all(r["user"]["name"] in ("admin", "pay") for r in triage)
+
+
+# Last: it locks the test client's address out for the window.
+def test_failed_logins_are_rate_limited_and_audited(console: ConsoleServer) -> None:
+    url = console.url + "/api/login"
+    for _ in range(3):
+        assert httpx.post(url, json={"user": "pay", "password": "wrong"}).status_code == 401
+    # Past the limit even the right password is refused, for that name...
+    right = httpx.post(url, json={"user": "pay", "password": PASSWORD})
+    assert right.status_code == 429
+    # ...and the page login says the same.
+    page = httpx.post(console.url + "/login", data={"user": "pay", "password": PASSWORD})
+    assert page.status_code == 429 and "too many failed logins" in page.text
+    # The address is limited too: another name from it is refused now.
+    assert httpx.post(url, json={"user": "admin", "password": PASSWORD}).status_code == 429
+    records = [r for r in spooled(console.db.path.parent)
+               if r["event"]["action"] == "console-login"]
+    failures = [r for r in records if r["event"]["outcome"] == "failure"]
+    assert len(failures) >= 5 and {r["user"]["name"] for r in failures} >= {"pay", "admin"}
+    assert any("rate limited" in r["event"]["original"] for r in failures)
+    assert PASSWORD not in str(records) and "wrong" not in [
+        orjson.loads(r["event"]["original"]).get("password") for r in records]
