@@ -22,6 +22,9 @@ small function here, named in rules as a `derived.` field:
   registry is configured (CT-COR-005)
 - `derived.k8s.human_subjects`: names of the User subjects of a binding that are not `system:*`
 - `derived.k8s.configmap_entries`: a ConfigMap's `data` as `key=value` texts (CT-K8S-022)
+- `derived.k8s.namespace_outside_own`: for a request by a service account
+  (system:serviceaccount:NS:NAME), the namespace it acts in when that is not NS, or `*` for a
+  request across all namespaces (CT-NEW-002)
 - `derived.registry.previous_digest`: for a push of repository:tag, the digest the tag pointed
   at before when it differs (CT-REG-002); filled by the detector's TagHistory, which is state
 
@@ -155,12 +158,23 @@ def configmap_entries(event: Event, audit: dict[str, Any] | None,
         if isinstance(data, dict) else []
 
 
+def namespace_outside_own(event: Event, audit: dict[str, Any] | None,
+                          ctx: DerivedContext) -> list[Any]:
+    user = _dig(audit, ("user", "username"))
+    if not isinstance(user, str) or not user.startswith(SERVICE_ACCOUNT_PREFIX):
+        return []
+    own = user[len(SERVICE_ACCOUNT_PREFIX):].split(":", 1)[0]
+    namespace = _dig(audit, ("objectRef", "namespace")) or "*"
+    return [namespace] if isinstance(namespace, str) and namespace != own else []
+
+
 def preset_only(event: Event, audit: dict[str, Any] | None, ctx: DerivedContext) -> list[Any]:
     """A field the detector fills in before matching (state); absent otherwise."""
     return []
 
 
 PREVIOUS_DIGEST: Final = "derived.registry.previous_digest"
+SERVICE_ACCOUNT_PREFIX: Final = "system:serviceaccount:"
 DERIVED: Final[dict[str, DerivedFunction]] = {
     "derived.k8s.pod_specs": pod_specs,
     "derived.k8s.containers": containers,
@@ -169,6 +183,7 @@ DERIVED: Final[dict[str, DerivedFunction]] = {
     "derived.k8s.human_subjects": human_subjects,
     "derived.container.unknown_provenance_digests": unknown_provenance_digests,
     "derived.k8s.configmap_entries": configmap_entries,
+    "derived.k8s.namespace_outside_own": namespace_outside_own,
     PREVIOUS_DIGEST: preset_only,
 }
 

@@ -32,6 +32,12 @@ from detectors.correlation import (
     load_correlations,
 )
 from detectors.derived import DerivedContext, TagHistory
+from detectors.history_rules import (
+    HistoryRouter,
+    HistoryRulesConfig,
+    HistorySet,
+    load_history_rules,
+)
 from detectors.matcher import EventView, Predicate, all_of, any_of, field_predicate
 from detectors.rule_index import RuleIndex
 from detectors.sigma_rules import PACKAGED_RULES, CompiledRule, LoadError, RuleSet, load_rules
@@ -65,6 +71,9 @@ class SigmaDetectorConfig(BaseModel):
     late_events_secs: NonNegativeFloat = Field(
         60, description="How late (event time, behind the newest event seen) an event may "
         "arrive and still count in a correlation window.")
+    history_rules: HistoryRulesConfig = Field(
+        HistoryRulesConfig(), description="First-seen and spike rules (detectors.history_rules): "
+        "their state limits and backfill.")
     suppression: SuppressionConfig | None = Field(
         None, description="Repeats of an alert within a window, grouped by a key, become one "
         "alert and one update with the count. Off when absent (every alert is published).")
@@ -95,8 +104,12 @@ class SigmaDetectorConfig(BaseModel):
         for error in correlations.errors:
             log.warning("Skipped a Sigma correlation rule that does not load.",
                         extra={"path": str(error.path), "reason": error.reason})
+        history = load_history_rules(self.rule_paths, rules, self.history_rules)
+        for error in history.errors:
+            log.warning("Skipped a first-seen or spike rule that does not load.",
+                        extra={"path": str(error.path), "reason": error.reason})
         return SigmaDetector(rules, frozenset(self.production_namespaces), exceptions, context,
-                             correlations)
+                             correlations, history)
 
     def variables(self) -> dict[str, list[str]]:
         """The configuration lists, by placeholder name (detectors.field_mapping.PLACEHOLDERS)."""
@@ -119,11 +132,15 @@ class SigmaDetector:
     def __init__(self, rules: RuleSet, production_namespaces: frozenset[str],
                  exceptions: dict[str, Predicate],
                  context: DerivedContext | None = None,
-                 correlations: CorrelationSet | None = None) -> None:
+                 correlations: CorrelationSet | None = None,
+                 history: HistorySet | None = None) -> None:
         self.rules = rules
         self.correlations = correlations or CorrelationSet()
         self.by_base = self.correlations.by_base
-        self.silent = self.correlations.silent
+        self.history = HistoryRouter(history or HistorySet())
+        self.silent = self.history.rules.silent(
+            {base for rule in self.correlations.rules for base in rule.rules},
+            self.correlations.silent)
         self.indexes = {dataset: RuleIndex(of_dataset)
                         for dataset, of_dataset in rules.by_dataset.items()}
         self.production_namespaces = production_namespaces
@@ -169,6 +186,7 @@ class SigmaDetector:
         routed = [candidate for alert in alerts
                   for correlation in self.by_base.get(alert.rule.id, ())
                   for candidate in correlation_candidates(correlation, alert.rule.id, view, alert)]
+        routed.extend(self.history.candidates(alerts, view))
         return [alert for alert in alerts if alert.rule.id not in self.silent], routed
 
     def advance(self, now: datetime) -> list[Alert]:

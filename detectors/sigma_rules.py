@@ -62,6 +62,8 @@ RULE_SUFFIXES: Final = frozenset({".yml", ".yaml"})
 # What a third-party library may raise on hostile input despite collect_errors; caught per file
 # so one file never takes the others down.
 PARSE_FAILURES: Final = (SigmaError, ValueError, TypeError, AttributeError, KeyError)
+# Correlation-like rule types of our own, which pySigma refuses: detectors.history_rules loads them.
+HISTORY_TYPES: Final = frozenset({"new_terms", "spike"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,7 @@ def parse_file(path: Path) -> tuple[SigmaCollection | None, list[LoadError]]:
         mark = getattr(exc, "problem_mark", None)
         return None, [LoadError(path, f"is not valid YAML: {_first_line(exc)}",
                                 mark.line + 1 if mark is not None else None)]
+    documents = [doc for doc in documents if not is_history_rule(doc)]
     errors = [LoadError(path, f"document {i} is not a mapping")
               for i, doc in enumerate(documents, 1)
               if doc is not None and not isinstance(doc, dict)]
@@ -189,6 +192,12 @@ def parse_file(path: Path) -> tuple[SigmaCollection | None, list[LoadError]]:
         elif not rule.errors:
             valid.append(rule)
     return SigmaCollection(valid, collect_filters=True, resolve_references=False), errors
+
+
+def is_history_rule(doc: Any) -> bool:
+    """A first-seen or spike rule document (detectors.history_rules), not for pySigma."""
+    spec = doc.get("correlation") if isinstance(doc, dict) else None
+    return isinstance(spec, dict) and spec.get("type") in HISTORY_TYPES
 
 
 def compile_all(sigma_rules: Iterable[SigmaRule], pipeline: ProcessingPipeline,

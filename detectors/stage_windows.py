@@ -14,11 +14,14 @@ from detectors.window_state import Checkpoint, CorrelationEngine, StageState, St
 
 class StageWindows:
     def __init__(self, suppression: SuppressionConfig | None, data_dir: Path, stage: str,
-                 engine: CorrelationEngine | None) -> None:
+                 engine: CorrelationEngine | None,
+                 history: Stateful | None = None) -> None:
         self.suppressor = suppression.build() if suppression is not None else None
         parts: dict[str, Stateful] = {"suppression": self.suppressor} if self.suppressor else {}
         if engine is not None:
             parts["windows"] = engine
+        if history is not None:                 # first-seen and spike state
+            parts["history"] = history
         checkpoint = Checkpoint(data_dir / "detection" / f"{stage}.json")
         self.state = StageState(checkpoint, parts) if parts else None
 

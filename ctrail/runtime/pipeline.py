@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Callable, Final, Iterable, Sequence
 
 from ctrail.bus import ALERTS, CORRELATE, DLQ, EVENTS, RAW, Bus
@@ -24,6 +25,8 @@ from ctrail.runtime.rule_audit import record_rule_changes
 from ctrail.runtime.stage import Handler, Output, StageResult, StageWorker, isolate
 from ctrail.runtime.telemetry import Sample, Telemetry
 from ctrail.settings import Settings
+from detectors.history_engine import history_engine
+from detectors.history_replay import backfill
 from detectors.sigma_detector import SigmaDetector
 from detectors.stage_windows import StageWindows
 from detectors.window_state import CorrelationEngine
@@ -73,17 +76,25 @@ def correlate_stage(ctx: "BuildContext") -> Stage:
     settings = ctx.settings
     engine = CorrelationEngine(ctx.detector().correlations.rules,
                                settings.detection.late_events_secs)
+    history = history_engine(ctx.detector(), settings.detection)
     windows = StageWindows(settings.detection.suppression, settings.data_dir, "correlate",
-                           engine)
+                           engine, history)
+    if history.unlearned and settings.detection.history_rules.backfill:
+        backfill(history, ctx.detector(), ctx.store(), sorted(history.unlearned))
 
     def observe(item: Item) -> list[Alert]:
         assert isinstance(item, Alert)
+        if history.handles(item):
+            return windows.admit(history.observe(item))
         return windows.admit(engine.observe(item))
+
+    def advance(now: datetime) -> list[Alert]:
+        return engine.advance(now) + history.advance(now)
 
     def handle(items: Sequence[Item | RawEntry]) -> StageResult:
         rejected: list[Rejection] = []
         found = isolate("correlate", items, observe, rejected)  # type: ignore[arg-type, type-var]
-        alerts = windows.finish([a for alerts in found for a in alerts], engine.advance)
+        alerts = windows.finish([a for alerts in found for a in alerts], advance)
         return StageResult([Output(ALERTS, alert.key, alert) for alert in alerts], rejected)
     return Stage(handle, windows.close)
 

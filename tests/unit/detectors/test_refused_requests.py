@@ -17,7 +17,10 @@ RULES = {rule.id: rule for rule in load_rules([PACKAGED_RULES]).rules}
 # Audit rules that are not about an object created, changed or read: refusals are their
 # evidence (CT-COR-003's base), or they already ask whether the request was allowed (CT-K8S-009:
 # an anonymous request that was allowed, by the authorizer's decision or the status).
-NOT_ABOUT_SUCCESS = {"CT-COR-BASE-FORBIDDEN", "CT-K8S-009"}
+# About refusals (CT-SPK-001 counts them), or about any request at all: a human user's
+# credential used from a new address shows even when the request is refused (CT-NEW-003).
+NOT_ABOUT_SUCCESS = {"CT-COR-BASE-FORBIDDEN", "CT-K8S-009", "CT-SPK-BASE-DENIED",
+                     "CT-NEW-BASE-HUMAN-REQUEST"}
 
 
 def refused(audit: dict[str, Any]) -> dict[str, Any]:
