@@ -59,7 +59,7 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
             sources = threading.Thread(target=serve_sources, name="sources", daemon=True,
                                        args=(settings, pipeline.bus, stop, role == "run"))
             sources.start()
-        scheduler = _start_scheduler(settings) if role == "run" else None
+        scheduler = _start_scheduler(settings, role)
 
         def alive() -> bool:
             return (all_alive([*pipeline.threads, *([sources] if sources else [])])
@@ -88,9 +88,17 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
     return 0
 
 
-def _start_scheduler(settings: Settings) -> Scheduler | None:
-    """Reports on their schedules, evidence sealing and expiry: only `ctrail run` schedules
-    (a distributed `ctrail worker` does not, or each worker would run every report)."""
+def _start_scheduler(settings: Settings, role: str) -> Scheduler | None:
+    """Reports on their schedules, evidence sealing and expiry: `ctrail run` schedules them
+    all. Distributed, the one `ctrail worker scheduler` runs the reports (were every worker to
+    schedule, each would run every report), and the evidence worker seals and expires its own
+    archive (one process holds an archive: its lock)."""
+    if role == "scheduler":
+        settings = settings.model_copy(update={"evidence": None})
+    elif role == "evidence":
+        settings = settings.model_copy(update={"reports": {}})
+    elif role != "run":
+        return None
     if not settings.reports and settings.evidence is None:
         return None
     from ctrail.runtime.scheduler import Scheduler

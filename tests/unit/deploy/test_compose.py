@@ -15,7 +15,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 COMPOSE = REPO / "docker-compose.yml"
 SECRETS = {"ELASTIC_PASSWORD": "e", "KIBANA_PASSWORD": "k", "CTRAIL_ES_PASSWORD": "c",
-           "CTRAIL_AUDIT_WEBHOOK_TOKEN": "t", "CTRAIL_OPS_TOKEN": "o"}
+           "CTRAIL_AUDIT_WEBHOOK_TOKEN": "t", "CTRAIL_OPS_TOKEN": "o",
+           "CTRAIL_SLACK_WEBHOOK_URL": "s"}
+# Every role of a production deployment (forward runs only when outputs are configured).
+ROLES = ("collect", "process", "correlate", "store", "notify", "evidence", "scheduler")
 
 
 def services() -> dict[str, Any]:
@@ -29,11 +32,25 @@ def test_long_running_services_have_health_checks_and_volumes() -> None:
         assert "healthcheck" in service or name.startswith("ctrail-"), name
     for name in ("kafka", "elasticsearch"):
         assert any(str(v).split(":")[0].endswith("-data") for v in services()[name]["volumes"])
-    for name in ("ctrail-collect", "ctrail-process", "ctrail-correlate", "ctrail-store"):
-        worker = services()[name]
-        assert worker["command"][:2] == ["worker", name.removeprefix("ctrail-").split("-")[0]]
+    for role in ROLES:
+        worker = services()[f"ctrail-{role}"]
+        assert worker["command"][:2] == ["worker", role]
         assert worker["user"] == "10001:10001" and worker["read_only"] is True
         assert worker["healthcheck"]["test"][:2] == ["CMD", "ctrail"]
+        # Its own named volume at the data directory, which the non-root user can write.
+        assert f"{role}-data:/var/lib/ctrail/data" in worker["volumes"]
+
+
+def test_every_role_has_a_service_and_the_config_it_needs() -> None:
+    from ctrail.settings import load_settings
+
+    commands = {tuple(s.get("command", ())[:2]) for s in services().values()}
+    assert {("worker", role) for role in ROLES} <= commands
+    production = load_settings(REPO / "config" / "production.yaml")
+    # The workers that refuse to start without their section have it.
+    assert production.notify is not None and production.notify.receivers
+    assert production.reports and production.evidence is not None
+    assert production.evidence.signing_key is not None
 
 
 def test_secrets_come_only_from_the_environment() -> None:
