@@ -91,3 +91,23 @@ def test_alert_counts_and_component_samples_are_served(served) -> None:  # type:
     assert text.count("# TYPE ctrail_notify_outbox_items gauge") == 1
     assert 'ctrail_notify_outbox_items{receiver="chat \\"ops\\"\\\\",state="pending"} 3' in text
     assert 'ctrail_notify_outbox_items{receiver="pager",state="delivered"} 5' in text
+
+
+def test_health_endpoint_probe_sends_the_configured_token(  # type: ignore[no-untyped-def]
+        served, tmp_path, capsys) -> None:
+    from ctrail.cli.main import main
+
+    server, _telemetry, alive = served
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data_dir: {tmp_path}\nops: {{host: 0.0.0.0, port: {server.port}, "
+                      "token: {env: TEST_OPS_TOKEN}}\n")
+    assert main(["health", "--endpoint", "healthz", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.strip() == "healthy: /healthz answered 200"
+    alive[0] = False
+    assert main(["health", "--endpoint", "healthz", "--config", str(config)]) == 1
+    assert capsys.readouterr().out.strip() == "unhealthy: /healthz answered 503"
+    server.close()
+    assert main(["health", "--endpoint", "readyz", "--config", str(config)]) == 1
+    assert "unhealthy: /readyz did not answer" in capsys.readouterr().out
+    config.write_text(f"data_dir: {tmp_path}\n")
+    assert main(["health", "--endpoint", "readyz", "--config", str(config)]) == 2
