@@ -3,10 +3,12 @@
 Being pure, it is idempotent by construction: a replay of the same event rebuilds the same alert,
 with the same id, so the store keeps one.
 
-- `event.id` hashes the rule id and a dedup key. For an audit event the key is its auditID:
-  kube-apiserver logs a long-running request (exec, attach, port-forward, watch) once at
-  ResponseStarted and again at ResponseComplete, and a rule fires once per request, so both
-  stages give the same alert id. Other events use their own event id.
+- `event.id` hashes the rule id and a dedup key. For an audit event the key is the request it
+  records (detectors.request_identity: its auditID and what is fixed when it is received, plus
+  the body for a rule that reads it): kube-apiserver logs a long-running request (exec, attach,
+  port-forward, watch) once at ResponseStarted and again at ResponseComplete, and a rule fires
+  once per request, so both stages give the same alert id, while two requests that share an
+  auditID give two. Other events use their own event id.
 - A rule with `dedup_field` (detectors.sigma_rules) hashes that field's value instead, and its
   group key is the rule id and that value: one alert per value (CT-COR-005: per image digest).
 - `@timestamp` is the event's time; `event.ingested` is the event's own, so the alert does not
@@ -30,6 +32,7 @@ from typing import Final
 
 from ctrail.event import Alert, AlertInfo, Event, EventInfo, Rule, Severity, Threat
 from detectors.attack import threat_from_tags
+from detectors.request_identity import request_key
 from detectors.sigma_rules import CompiledRule
 
 ALERT_DATASET: Final = "containertrail.alerts"
@@ -57,7 +60,9 @@ def build_alert(rule: CompiledRule, event: Event, severity: Severity,
     return Alert(
         timestamp=event.timestamp,
         event=EventInfo(
-            id=alert_id(rule.id, f"value:{key}" if key is not None else dedup_key(event)), kind="alert", category=info.category,
+            id=alert_id(rule.id, f"value:{key}" if key is not None
+                        else dedup_key(event, rule.reads_request_body)),
+            kind="alert", category=info.category,
             type=info.type, action=rule.id, outcome=info.outcome, dataset=ALERT_DATASET,
             module=ALERT_MODULE, original=info.original, ingested=info.ingested,
             severity=int(severity)),
@@ -103,11 +108,12 @@ def alert_id(rule_id: str, key: str) -> str:
     return hashlib.blake2b(f"{rule_id}\x00{key}".encode(), digest_size=16).hexdigest()
 
 
-def dedup_key(event: Event) -> str:
-    """The request's auditID for audit events that have one, else the event id."""
+def dedup_key(event: Event, with_body: bool = False) -> str:
+    """The request an audit event records, the same at each of its stages
+    (detectors.request_identity), else the event id."""
     audit = event.kubernetes.audit if event.kubernetes is not None else None
-    audit_id = audit.get("auditID") if audit else None
-    return f"audit:{audit_id}" if isinstance(audit_id, str) and audit_id else event.event.id
+    key = request_key(audit, with_body) if audit else None
+    return key or event.event.id
 
 
 def group_key(rule_id: str, event: Event) -> str:

@@ -54,6 +54,7 @@ from ctrail.event import Severity, Threat
 from detectors.attack import threat_from_tags
 from detectors.field_mapping import containertrail_pipeline, datasets_of
 from detectors.matcher import FieldPath, Predicate, any_of, compile_condition
+from detectors.request_identity import reads_request_body
 from detectors.rule_index import IndexKey, index_key
 from detectors.values import RuleCompileError
 
@@ -98,6 +99,7 @@ class CompiledRule:
     severity_from_event: bool = False
     dedup_field: str | None = None  # `dedup_field`: one alert per value of this field
     identity_from_event: bool = False   # an external detector's alert, re-raised as itself
+    reads_request_body: bool = False    # its alert id tells requests apart by their body too
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,8 @@ def compile_rule(sigma_rule: SigmaRule, pipeline: ProcessingPipeline) -> Compile
         datasets=datasets if len(datasets) > 1 else (),
         severity_from_event=sigma_rule.custom_attributes.get("severity_from_event") is True,
         identity_from_event=sigma_rule.custom_attributes.get("identity_from_event") is True,
-        dedup_field=dedup_field(rule_id, sigma_rule.custom_attributes))
+        dedup_field=dedup_field(rule_id, sigma_rule.custom_attributes),
+        reads_request_body=reads_request_body(trees))
 
 
 def dedup_field(rule_id: str, attributes: dict[str, Any]) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from pydantic import ValidationError
@@ -86,7 +87,7 @@ def test_the_alert_is_ecs_shaped_and_names_rule_threat_and_entities(
     (alert,) = detector.observe(event)
     assert alert.model_dump(by_alias=True, exclude_none=True, mode="json") == {
         "@timestamp": "2018-10-26T13:38:34.867116Z",
-        "event": {"id": "5ccf0d9b4a025740ba91d4acb76e8734", "kind": "alert",
+        "event": {"id": "17a34aa0b0edb3fa1f7c371c7a3aa075", "kind": "alert",
                   "category": ["configuration"], "type": ["change"], "action": "CT-K8S-004",
                   "outcome": "success", "dataset": "containertrail.alerts",
                   "module": "containertrail", "original": event.event.original,
@@ -123,6 +124,42 @@ def test_both_stages_of_one_request_give_the_same_alert_id(detector: SigmaDetect
     assert first.alert.event_ids != second.alert.event_ids
     (other,) = detector.observe(audit_event(exec_audit(auditID="another-request")))
     assert other.event.id != first.event.id
+
+
+def test_requests_that_share_an_audit_id_are_told_apart(detector: SigmaDetector,
+                                                        falco_traces: Path) -> None:
+    # Falco's traces reuse auditIDs: two of the three privileged pods share one (their specs
+    # differ), and so do an anonymous and a named user's namespace creates.
+    privileged = [alert for name in ("create_nginx_pod_privileged.json",
+                                     "create_nginx_pod_privileged_2nd_container.json",
+                                     "create_nginx_pod_no_secctx_1st_container_privileged_"
+                                     "2nd_container.json")
+                  for event in trace_events(falco_traces / name)
+                  for alert in detector.observe(event) if alert.rule.id == "CT-K8S-001"]
+    assert len({alert.event.id for alert in privileged}) == 3
+    exec_by_other_user = audit_event(exec_audit(user={"username": "bob@example.com"}))
+    (mine,), (other,) = detector.observe(audit_event(exec_audit())), \
+        detector.observe(exec_by_other_user)
+    assert mine.event.id != other.event.id
+
+
+def test_every_stage_of_one_request_gives_one_alert_id(write_rule: Callable[..., Path]) -> None:
+    # A rule that does not read the body fires at RequestReceived (no body recorded yet) and at
+    # ResponseComplete (body recorded) of one request: one alert id.
+    rule = write_rule("    selection:\n        objectRef.resource: pods\n        verb: create\n"
+                      "    condition: selection")
+    detector = SigmaDetectorConfig(rule_paths=(rule,)).build()
+    pod_create = exec_audit(requestURI="/api/v1/namespaces/shop/pods", stage="RequestReceived",
+                            objectRef={"resource": "pods", "namespace": "shop",
+                                       "apiVersion": "v1"}, responseStatus=None)
+    received = audit_event(pod_create)
+    complete = audit_event({**pod_create, "stage": "ResponseComplete",
+                            "stageTimestamp": "2026-11-20T09:14:03.300000Z",
+                            "objectRef": {**pod_create["objectRef"], "name": "web-1"},
+                            "responseStatus": {"metadata": {}, "code": 201},
+                            "requestObject": {"kind": "Pod", "metadata": {"name": "web-1"}}})
+    (first,), (second,) = detector.observe(received), detector.observe(complete)
+    assert first.event.id == second.event.id
 
 
 def test_without_an_audit_id_the_event_id_keys_the_alert(detector: SigmaDetector) -> None:
