@@ -6,6 +6,7 @@ alert stream, the triage buttons and logout (state changes go to the API with th
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -30,8 +31,10 @@ MAX_LOGIN_BODY = 4096
 
 def templates() -> Jinja2Templates:
     env = jinja2.Environment(loader=jinja2.PackageLoader("ctrail.console", "templates"),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
+                             autoescape=True, undefined=jinja2.ChainableUndefined)
     env.filters["field"] = lambda doc, path: _shown(field(doc, path))
+    env.filters["when"] = lambda epoch: datetime.fromtimestamp(epoch, timezone.utc).isoformat(
+        timespec="seconds")
     env.filters["json"] = lambda value: orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
     return Jinja2Templates(env=env)
 

@@ -1,0 +1,64 @@
+"""The console and the CLI give the same answers on the same data: search, alerts and
+timelines, compared document for document (an unscoped admin; the console adds only the
+alerts' triage state)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import orjson
+import pytest
+
+from console_scenario import SCRIPT_USER, add_users, incident, ingest, login, serve, write_lines
+from ctrail.cli.main import main
+from ctrail.console.app import ConsoleServer
+
+QUERIES = ["*", "kubernetes.namespace:payments", "NOT kubernetes.namespace:payments",
+           "exec", "alice", "user.name:b*", "_exists_:kubernetes.pod.name",
+           "event.action:create AND NOT kubernetes.namespace:shop", '"cluster-admin"']
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ConsoleServer, str]]:
+    root = tmp_path_factory.mktemp("parity")
+    ingest(root / "data", write_lines(root / "audit.log", incident()))
+    add_users(root / "data")
+    server = serve(root / "data")
+    yield server, str(root / "data")
+    server.stop()
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], data_dir: str, *args: str) -> list[Any]:
+    capsys.readouterr()
+    assert main([*args, "--format", "json", "--data-dir", data_dir]) == 0
+    return [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+
+
+def test_search_alerts_and_timelines_answer_as_the_cli(
+        setup: tuple[ConsoleServer, str], capsys: pytest.CaptureFixture[str]) -> None:
+    server, data_dir = setup
+    admin = login(server.url, "admin")
+    try:
+        for query in QUERIES:
+            cli = cli_json(capsys, data_dir, "search", query, "--limit", "1000")
+            api = admin.get("/api/search", params={"q": query, "limit": 1000}).json()["events"]
+            assert api == cli, query
+        assert len(cli_json(capsys, data_dir, "search", "*", "--limit", "1000")) == 8
+        cli_alerts = cli_json(capsys, data_dir, "alerts")
+        api_alerts = admin.get("/api/alerts", params={"limit": 1000}).json()["alerts"]
+        assert [{k: v for k, v in a.items() if k != "triage"} for a in api_alerts] == cli_alerts
+        assert len(cli_alerts) == 3
+        rule = cli_json(capsys, data_dir, "alerts", "--rule", "CT-K8S-004")
+        assert admin.get("/api/alerts", params={"rule": "CT-K8S-004"}).json()["alerts"] and \
+            len(rule) == admin.get("/api/alerts", params={"rule": "CT-K8S-004"}).json()["count"]
+        for kind, value in (("user", "alice"), ("pod", "payments/checkout-1"),
+                            ("user", SCRIPT_USER)):
+            subject, *events = cli_json(capsys, data_dir, "timeline", f"--{kind}", value)
+            api = admin.get("/api/timeline", params={"kind": kind, "value": value}).json()
+            assert api["subject"] == subject["subject"], value
+            assert api["events"] == events and events, value
+        export = admin.get("/api/export", params={"q": "exec", "format": "jsonl"}).content
+        assert [orjson.loads(line) for line in export.splitlines()] == cli_json(
+            capsys, data_dir, "search", "exec")
+    finally:
+        admin.close()
