@@ -47,11 +47,13 @@ CATEGORIES: Final = {
     "search": ("database",), "alerts-search": ("database",), "hunt": ("database",),
     "timeline": ("database",), "dlq-replay": ("database",),
     "evidence-export": ("file",), "evidence-verify": ("file",), "evidence-expire": ("file",),
+    "evidence-restore": ("file",),
     "report-run": ("file",), "rules-change": ("configuration",),
     "console-login": ("authentication",), "console-logout": ("authentication",),
     "console-export": ("database",), "alert-triage": ("configuration",),
     "console-users": ("iam",)}
 TYPES: Final = {"dlq-replay": ("change",), "evidence-expire": ("deletion",),
+                "evidence-restore": ("creation",),
                 "report-run": ("creation",), "rules-change": ("change",),
                 "console-login": ("start",), "console-logout": ("end",),
                 "alert-triage": ("change",), "console-users": ("user", "change")}

@@ -1,10 +1,12 @@
-"""`ctrail evidence export --from TS --to TS --out FILE | verify FILE | verify --store | expire`."""
+"""`ctrail evidence export --from TS --to TS --out FILE | verify FILE | verify --store |
+verify --remote | restore | expire`."""
 
 from __future__ import annotations
 
 import argparse
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctrail.cli.common import add_common, settings_of
 from ctrail.errors import CtrailError, Unavailable, UsageError
@@ -12,6 +14,9 @@ from ctrail.query import parse_time
 from ctrail.settings import Settings
 from sinks.evidence import EvidenceConfig
 from sinks.evidence.archive import EvidenceArchive
+
+if TYPE_CHECKING:
+    from sinks.evidence.remote import RemoteArchive
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -28,11 +33,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     target = verify.add_mutually_exclusive_group(required=True)
     target.add_argument("bundle", nargs="?", type=Path, help="an exported bundle")
     target.add_argument("--store", action="store_true", help="the archive in the data directory")
+    target.add_argument("--remote", action="store_true", help="the archive in the data "
+                        "directory and its copy in object storage (evidence.remote)")
     verify.add_argument("--public-key", type=Path, help="PEM public key to check signatures "
                         "with (default: evidence.public_key, the public half of "
                         "evidence.signing_key, else the one beside the archive or in the bundle)")
     add_common(verify)
     verify.set_defaults(run=run_verify)
+    restore = actions.add_parser("restore", help="rebuild a lost archive (or its lost files) "
+                                 "from object storage (evidence.remote), then verify it")
+    restore.add_argument("--public-key", type=Path, help="as for verify")
+    add_common(restore)
+    restore.set_defaults(run=run_restore)
     expire = actions.add_parser("expire", help="delete what retention allows now (tombstoned)")
     add_common(expire)
     expire.set_defaults(run=run_expire)
@@ -85,6 +97,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     config = _config(settings)
+    args.store = args.store or args.remote
     with tempfile.TemporaryDirectory(prefix="ctrail-verify-") as tmp:
         if args.store:
             root, only = config.root(settings.data_dir), None
@@ -102,8 +115,11 @@ def run_verify(args: argparse.Namespace) -> int:
             result.findings.insert(0, trusted.problem)
         if args.store:
             check_open(root, trusted.key, result)
+        if args.remote:
+            result.findings += _verify_remote(config, root)
     record(settings, "evidence-verify", {
-        "target": "store" if args.store else str(args.bundle.resolve()), "ok": result.ok,
+        "target": ("remote" if args.remote else "store") if args.store
+        else str(args.bundle.resolve()), "ok": result.ok,
         "findings": len(result.findings), "segments": result.segments,
         "records": result.records, "signatures_checked": trusted.key is not None})
     for finding in result.findings:
@@ -112,6 +128,44 @@ def run_verify(args: argparse.Namespace) -> int:
     print(f"{result.manifests} manifests, {result.segments} segments, {result.records} records, "
           f"{result.tombstoned} expired; {trusted.describe()}: {state}")
     return 0 if result.ok else 1
+
+
+def _remote(config: EvidenceConfig, root: Path) -> "RemoteArchive":
+    from sinks.evidence.remote import RemoteArchive
+
+    if config.remote is None:
+        raise UsageError("no `evidence.remote` section in the config: no remote copy to read")
+    return RemoteArchive(config.remote, root)
+
+
+def _verify_remote(config: EvidenceConfig, root: Path) -> list:
+    from sinks.evidence.remote_check import verify_remote
+
+    return verify_remote(_remote(config, root), config.legal_holds)
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    from ctrail.audit.trail import record
+    from ctrail.durable import lock_directory
+    from sinks.evidence.remote_check import restore
+
+    settings = settings_of(args)
+    config = _config(settings)
+    root = config.root(settings.data_dir)
+    remote = _remote(config, root)
+    lock = lock_directory(root, f"the evidence archive {root} is being written by another "
+                                "process: stop it before restoring")
+    try:
+        restored, kept = restore(remote)
+    finally:
+        lock.close()
+    record(settings, "evidence-restore", {"bucket": config.remote.bucket if config.remote
+                                          else None, "restored": len(restored),
+                                          "kept": len(kept)})
+    print(f"restored {len(restored)} files from s3://{remote.config.bucket}/"
+          f"{remote.config.prefix}; {len(kept)} already here were kept")
+    args.store, args.remote, args.bundle = True, False, None
+    return run_verify(args)
 
 
 def run_expire(args: argparse.Namespace) -> int:

@@ -192,6 +192,7 @@ class Scheduler:
         try:
             if action == "seal":
                 archive.seal_due()
+                archive.catch_up()
             else:
                 result = expire(archive)
                 log.info("Evidence expiry ran.", extra={"deleted": result.deleted,

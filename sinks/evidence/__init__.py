@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from ctrail.secrets import SecretRef
 
@@ -57,6 +65,37 @@ class LegalHold(_Section):
         return self
 
 
+class EvidenceRemoteConfig(_Section):
+    """A copy of every sealed segment, index, manifest and timestamp token in S3-compatible
+    object storage (AWS S3, MinIO, Ceph RGW) under S3 Object Lock, uploaded by `ctrail run`;
+    `ctrail evidence verify --remote` checks it, `ctrail evidence restore` reads it back."""
+
+    type: Literal["s3"] = "s3"
+    bucket: str = Field(min_length=3, description="A bucket created with Object Lock enabled.")
+    endpoint_url: str | None = Field(None, description="For MinIO or Ceph, e.g. "
+                                                       "https://minio.example:9000 (default AWS).")
+    region: str = "us-east-1"
+    prefix: str = Field("", description="Key prefix, e.g. prod-eu/evidence/.")
+    lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = Field(
+        "COMPLIANCE", description="COMPLIANCE: nobody can delete or shorten the lock, root "
+                                  "included (SEC 17a-4); GOVERNANCE: s3:BypassGovernanceRetention "
+                                  "can.")
+    retain_days: PositiveInt = Field(400, description="Each object is locked this long from "
+                                                      "its upload. Legal holds are mirrored.")
+    access_key_id: SecretRef | None = Field(None, description="Default: boto3's own chain "
+                                                              "(environment, instance role).")
+    secret_access_key: SecretRef | None = None
+    timeout_secs: PositiveFloat = 30.0
+    max_attempts: PositiveInt = Field(5, description="Tries of each request (exponential "
+                                                     "backoff); a failed pass is retried later.")
+
+    @model_validator(mode="after")
+    def _both_keys(self) -> "EvidenceRemoteConfig":
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("give both access_key_id and secret_access_key, or neither")
+        return self
+
+
 class EvidenceConfig(_Section):
     """Archive every stored event and alert in DATA_DIR/evidence (the `evidence` stage)."""
 
@@ -79,6 +118,8 @@ class EvidenceConfig(_Section):
                     "prints it): the key beside the archive is trusted only when it matches.")
     retention: EvidenceRetentionConfig = EvidenceRetentionConfig()
     legal_holds: tuple[LegalHold, ...] = ()
+    remote: EvidenceRemoteConfig | None = Field(
+        None, description="Copy sealed evidence to object storage under a retention lock.")
     expire_schedule: str = Field("30 3 * * *", description="Cron schedule of the expiry run "
                                                              "inside `ctrail run`.")
 
@@ -98,4 +139,4 @@ class EvidenceConfig(_Section):
         return EvidenceArchive(self, self.root(data_dir))
 
 
-__all__ = ["EvidenceConfig", "EvidenceRetentionConfig", "LegalHold"]
+__all__ = ["EvidenceConfig", "EvidenceRemoteConfig", "EvidenceRetentionConfig", "LegalHold"]

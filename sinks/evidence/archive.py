@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 import threading
 from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Final, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Final, Sequence
 
 import orjson
 
 from ctrail.bus.codec import Item, encode
 from ctrail.components import WriteResult
 from ctrail.durable import lock_directory
+from ctrail.errors import Unavailable
 from ctrail.event import Alert, Event
 from sinks.evidence.chain import Chain, Signer
 from sinks.evidence.keys import check_signer
@@ -40,6 +42,7 @@ from sinks.evidence.verify import index_name, record_hash, record_id, segment_na
 if TYPE_CHECKING:
     from sinks.evidence import EvidenceConfig
 
+log = logging.getLogger(__name__)
 AUDIT_DATASETS: Final = frozenset({"kubernetes.audit", "containertrail.audit"})
 COMPRESS_LEVEL: Final = 3           # ~2x faster than 6 on JSON, a few % larger
 SEALED_ID_CACHE: Final = 64          # buckets whose sealed ids are kept for late dedup
@@ -86,6 +89,7 @@ class EvidenceArchive:
             if manifest["type"] == "segment":
                 self.sealed.setdefault(self._key_of(manifest), []).append(manifest)
         self._sealed_ids: OrderedDict[Key, set[str]] = OrderedDict()
+        self._remote: Any = None           # sinks.evidence.remote.RemoteArchive, when configured
         (root / "open").mkdir(exist_ok=True)
         self.open: dict[Key, OpenSegment] = {}
         for path in sorted((root / "open").glob("*.jsonl")):
@@ -230,6 +234,23 @@ class EvidenceArchive:
         if key in self._sealed_ids:           # keep late-event dedup warm: no index re-read
             self._sealed_ids[key].update(segment.ids)
         segment.unlink()
+
+    def catch_up(self) -> None:
+        """After sealing (the scheduler's pass): copy what is sealed to the remote, if one is
+        configured. A failure is logged and retried by a later pass; nothing local changes."""
+        if self.config.remote is None:
+            return
+        from sinks.evidence.remote import RemoteArchive
+        if self._remote is None:
+            self._remote = RemoteArchive(self.config.remote, self.root)
+        try:
+            result = self._remote.sync(self.config.legal_holds)
+        except Unavailable as exc:
+            log.warning("Evidence is not copied to the remote yet.", extra={"error": str(exc)})
+            return
+        if result.uploaded or result.holds_changed:
+            log.info("Evidence copied to the remote.", extra={
+                "uploaded": len(result.uploaded), "holds_changed": result.holds_changed})
 
     def check(self) -> None:
         pass

@@ -11,7 +11,8 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import orjson
 
@@ -67,21 +68,26 @@ def _bucket_end(manifest: dict[str, Any]) -> float:
 
 
 def _held_by(archive: EvidenceArchive, manifest: dict[str, Any]) -> LegalHold | None:
+    return held_by(archive.config.legal_holds, archive.root, manifest)
+
+
+def held_by(holds: Sequence[LegalHold], root: Path, manifest: dict[str, Any]) -> LegalHold | None:
+    """The first legal hold that keeps this segment (also mirrored onto its remote copy)."""
     start = datetime.fromisoformat(manifest["bucket"]).timestamp()
     end = _bucket_end(manifest)
-    for hold in archive.config.legal_holds:
+    for hold in holds:
         if hold.time_from is not None and end <= hold.time_from.timestamp():
             continue
         if hold.time_to is not None and start >= hold.time_to.timestamp():
             continue
-        if hold.subject is None or _holds_subject(archive, manifest, hold.subject):
+        if hold.subject is None or _holds_subject(root, manifest, hold.subject):
             return hold
     return None
 
 
-def _holds_subject(archive: EvidenceArchive, manifest: dict[str, Any], subject: str) -> bool:
+def _holds_subject(root: Path, manifest: dict[str, Any], subject: str) -> bool:
     path, value = subject.split(":", 1)
-    data = gzip.decompress((archive.root / segment_name(manifest["seq"])).read_bytes())
+    data = gzip.decompress((root / segment_name(manifest["seq"])).read_bytes())
     return any(_matches(lookup(orjson.loads(line), path), value) for line in data.splitlines())
 
 

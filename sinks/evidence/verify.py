@@ -57,6 +57,15 @@ def index_name(seq: int) -> str:
     return f"segments/{seq:08d}.idx"
 
 
+def manifest_name(seq: int) -> str:
+    return f"manifests/{seq:08d}.json"
+
+
+def token_name(seq: int) -> str:
+    """The RFC 3161 timestamp token (DER) over the manifest's hash (sinks/evidence/timestamp.py)."""
+    return f"manifests/{seq:08d}.tst"
+
+
 @dataclass(frozen=True)
 class Finding:
     kind: str          # modified, missing, inserted, reordered, truncated, segment_missing, ...

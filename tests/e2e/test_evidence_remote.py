@@ -1,0 +1,197 @@
+"""Evidence off the host (issue 17, item 1): sealed segments, indexes and manifests copied to an
+S3 bucket with Object Lock (moto in server mode on loopback, a real S3 API), with retention and
+mirrored legal holds; a restart neither uploads twice nor forgets; a lost archive directory is
+restored from the bucket and verifies; a changed remote object is named by `verify --remote`."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from moto.server import ThreadedMotoServer
+
+from ctrail.errors import Unavailable
+from ctrail.settings import load_settings
+from sinks.evidence.remote import STATE_FILE, RemoteArchive
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = sorted((REPO / "samples/k8s-audit").glob("*.json"))
+HOLD = '[{name: case-42, from: "2018-10-01T00:00:00Z", to: "2018-11-01T00:00:00Z"}]'
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
+    monkeypatch.setenv("TEST_S3_KEY_ID", "AKIDEVIDENCE")
+    monkeypatch.setenv("TEST_S3_SECRET", "evidence-secret")
+    name = f"evidence-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                      aws_access_key_id="AKIDEVIDENCE", aws_secret_access_key="evidence-secret")
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    return name, s3
+
+
+def write_config(tmp_path: Path, endpoint: str, bucket: str, holds: str = HOLD) -> Path:
+    key = tmp_path / "signing.pem"
+    if not key.exists():
+        key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+            Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    path = tmp_path / "ctrail.yaml"
+    path.write_text(f"""evidence:
+  signing_key: {{file: {key}}}
+  seal_after_secs: 0
+  legal_holds: {holds}
+  remote:
+    bucket: {bucket}
+    endpoint_url: {endpoint}
+    prefix: prod/evidence/
+    lock_mode: GOVERNANCE
+    retain_days: 2
+    access_key_id: {{env: TEST_S3_KEY_ID}}
+    secret_access_key: {{env: TEST_S3_SECRET}}
+""")
+    return path
+
+
+def scheduled_pass(config: Path, data_dir: Path) -> None:
+    """What `ctrail run`'s scheduler does every minute: seal what is due, then copy it."""
+    from ctrail.runtime.scheduler import Scheduler
+    scheduler = Scheduler(load_settings(config, data_dir))
+    try:
+        scheduler.run("evidence:seal")
+    finally:
+        scheduler.stop()
+
+
+def remote_of(config: Path, data_dir: Path) -> RemoteArchive:
+    settings = load_settings(config, data_dir)
+    assert settings.evidence is not None and settings.evidence.remote is not None
+    return RemoteArchive(settings.evidence.remote, settings.evidence.root(data_dir))
+
+
+@pytest.fixture
+def uploaded(ctrail, tmp_path, tmp_data_dir, s3_endpoint, bucket) -> Path:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path, s3_endpoint, bucket[0])
+    result = ctrail("ingest", "--config", str(config), "--source", "k8s-audit", *map(str, SAMPLES))
+    assert result.status == 0, result.err
+    scheduled_pass(config, tmp_data_dir)
+    return config
+
+
+def versions(s3: Any, bucket: str) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for entry in s3.list_object_versions(Bucket=bucket).get("Versions", []):
+        found.setdefault(entry["Key"], []).append(entry)
+    return found
+
+
+def test_sealed_evidence_is_in_the_bucket_locked_and_held(uploaded, bucket, tmp_data_dir) -> None:  # type: ignore[no-untyped-def]
+    name, s3 = bucket
+    archive = tmp_data_dir / "evidence"
+    local = sorted(str(p.relative_to(archive)) for p in archive.glob("*/*") if p.is_file()
+                   and p.parent.name in ("segments", "manifests"))
+    found = versions(s3, name)
+    assert sorted(k.removeprefix("prod/evidence/") for k in found
+                  if k.count("/") == 3) == local
+    assert {"prod/evidence/head.json", "prod/evidence/public_key.pem"} <= set(found)
+    assert all(len(v) == 1 for v in found.values())
+    head = s3.head_object(Bucket=name, Key="prod/evidence/segments/00000001.jsonl.gz")
+    assert head["ObjectLockMode"] == "GOVERNANCE"
+    assert head["ObjectLockRetainUntilDate"] > datetime.now(timezone.utc)
+    assert head["ObjectLockLegalHoldStatus"] == "ON"           # case-42 covers October 2018
+    assert head["Metadata"]["sha256"] == __import__("hashlib").sha256(
+        (archive / "segments/00000001.jsonl.gz").read_bytes()).hexdigest()
+
+
+def test_verify_remote_passes_and_a_restart_uploads_nothing_again(ctrail, uploaded, bucket,  # type: ignore[no-untyped-def]
+                                                                  tmp_data_dir) -> None:
+    result = ctrail("evidence", "verify", "--remote", "--config", str(uploaded))
+    assert result.status == 0, result.out
+    again = remote_of(uploaded, tmp_data_dir).sync(())
+    assert again.uploaded == [] and again.recorded == []
+    # The state file lost (or written before a crash): what is in the bucket is recognised.
+    (tmp_data_dir / "evidence" / STATE_FILE).unlink()
+    again = remote_of(uploaded, tmp_data_dir).sync(load_settings(uploaded).evidence.legal_holds)  # type: ignore[union-attr]
+    assert again.uploaded == [] and len(again.recorded) > 4
+    assert all(len(v) == 1 for v in versions(bucket[1], bucket[0]).values())
+
+
+def test_a_lost_archive_directory_is_restored_and_verifies(ctrail, uploaded, tmp_data_dir) -> None:  # type: ignore[no-untyped-def]
+    archive = tmp_data_dir / "evidence"
+    before = {p.relative_to(archive): p.read_bytes() for p in archive.rglob("*")
+              if p.is_file() and p.parent.name in ("segments", "manifests")}
+    shutil.rmtree(archive)
+    result = ctrail("evidence", "restore", "--config", str(uploaded))
+    assert result.status == 0, result.out + result.err
+    assert f"restored {len(before) + 2} files" in result.out
+    assert "signatures checked with key" in result.out and result.out.rstrip().endswith(": OK")
+    after = {p.relative_to(archive): p.read_bytes() for p in archive.rglob("*")
+             if p.is_file() and p.parent.name in ("segments", "manifests")}
+    assert after == before
+    assert ctrail("evidence", "verify", "--remote", "--config", str(uploaded)).status == 0
+
+
+def test_verify_remote_names_a_changed_remote_object(ctrail, uploaded, bucket) -> None:  # type: ignore[no-untyped-def]
+    name, s3 = bucket
+    key = "prod/evidence/segments/00000002.jsonl.gz"
+    (version,) = versions(s3, name)[key]
+    s3.put_object_legal_hold(Bucket=name, Key=key, VersionId=version["VersionId"],
+                             LegalHold={"Status": "OFF"})
+    s3.delete_object(Bucket=name, Key=key, VersionId=version["VersionId"],
+                     BypassGovernanceRetention=True)           # GOVERNANCE lets this role in
+    s3.put_object(Bucket=name, Key=key, Body=b"rewritten")
+    manifest = "prod/evidence/manifests/00000001.json"
+    s3.put_object(Bucket=name, Key=manifest, Body=b"{}")       # a second version on top
+    result = ctrail("evidence", "verify", "--remote", "--config", str(uploaded))
+    assert result.status == 1
+    lines = result.out.splitlines()
+    assert any(line.startswith("REMOTE_MODIFIED: segment 2: " + key) and "SHA-256 differs" in line
+               for line in lines), result.out
+    assert any(line.startswith("REMOTE_UNLOCKED: segment 2: " + key) for line in lines)
+    assert any(line.startswith("REMOTE_HOLD: segment 2: " + key) for line in lines)
+    assert any(line.startswith(f"REMOTE_MODIFIED: segment 1: {manifest}") and "2 versions" in line
+               for line in lines)
+    named = {line.split(": ")[2].split(" ")[0] for line in lines if line.startswith("REMOTE_")}
+    assert named == {key, manifest}
+
+
+def test_lifting_a_legal_hold_is_mirrored(ctrail, uploaded, bucket, tmp_path, s3_endpoint,  # type: ignore[no-untyped-def]
+                                          tmp_data_dir) -> None:
+    name, s3 = bucket
+    lifted = write_config(tmp_path, s3_endpoint, name, holds="[]")
+    result = remote_of(lifted, tmp_data_dir).sync(())
+    assert result.uploaded == [] and result.holds_changed
+    head = s3.head_object(Bucket=name, Key="prod/evidence/segments/00000001.jsonl.gz")
+    assert head["ObjectLockLegalHoldStatus"] == "OFF"
+    assert ctrail("evidence", "verify", "--remote", "--config", str(lifted)).status == 0
+
+
+def test_an_unreachable_bucket_is_retried_after_a_backoff(uploaded, tmp_data_dir) -> None:  # type: ignore[no-untyped-def]
+    (tmp_data_dir / "evidence" / STATE_FILE).unlink()
+    remote = remote_of(uploaded, tmp_data_dir)
+    remote.config = remote.config.model_copy(update={"endpoint_url": "http://127.0.0.1:9",
+                                                     "max_attempts": 1})
+    from sinks.evidence.remote import client
+    remote.s3 = client(remote.config)
+    with pytest.raises(Unavailable, match="evidence remote"):
+        remote.sync(())
+    assert remote.state["failures"] == 1
+    assert remote.sync(()).skipped                    # waits out its backoff
+    remote.state["retry_at"] = 0
+    remote.s3 = client(remote_of(uploaded, tmp_data_dir).config)
+    assert remote.sync(()).uploaded == [] and "failures" not in remote.state
