@@ -108,19 +108,21 @@ def backfill(engine: HistoryEngine, detector: SigmaDetector, store: Any,
     return learned
 
 
-def load_history_rule(path: Path, detector: SigmaDetector) -> HistoryRule | None:
-    """The first-seen or spike rule in `path` as `detector` loaded it (the detector must load
-    the file); None when the file holds none. UsageError when it holds several."""
+def history_rule_names(path: Path) -> list[str]:
+    """The names of the first-seen and spike rules in `path` (none for a file that does not
+    read: the single-rule path reports it)."""
     try:
         documents = rule_documents(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"rule file {path} cannot be read: {exc}") from None
-    except yaml.YAMLError:                     # the single-rule path reports it
-        return None
-    names = [doc.get("name") or doc.get("id") for doc in documents if is_history_rule(doc)]
-    if not names:
-        return None
-    if len(names) > 1:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    return [str(doc.get("name") or doc.get("id")) for doc in documents if is_history_rule(doc)]
+
+
+def load_history_rule(path: Path, detector: SigmaDetector) -> HistoryRule:
+    """The one first-seen or spike rule in `path` as `detector` loaded it (the detector must
+    load the file). UsageError when the file holds several, ConfigError when it does not load."""
+    names = history_rule_names(path)
+    if len(names) != 1:
         raise UsageError(f"{path} holds {len(names)} first-seen or spike rules; hunt runs one")
     loaded = {rule.id: rule for rule in detector.history.rules.rules}
     if names[0] not in loaded:

@@ -40,10 +40,7 @@ def hunt_detector(path: Path, config: SigmaDetectorConfig) -> SigmaDetector:
     """The detector of the configured rules and `path`, with only `path`'s correlations.
     ConfigError when one of them does not load, UsageError when the file holds none."""
     resolved = path.resolve()
-    inside = any(resolved == p.resolve() or resolved.is_relative_to(p.resolve())
-                 for p in config.rule_paths)
-    paths = config.rule_paths if inside else (*config.rule_paths, path)
-    detector = config.model_copy(update={"rule_paths": paths}).build()
+    detector = with_rule_file(config, path).build()
     errors = [e for e in detector.correlations.errors if e.path.resolve() == resolved]
     if errors:
         raise ConfigError(str(errors[0]))
@@ -53,6 +50,16 @@ def hunt_detector(path: Path, config: SigmaDetectorConfig) -> SigmaDetector:
         raise UsageError(f"{path} holds no correlation rule")
     return SigmaDetector(detector.rules, detector.production_namespaces, detector.exceptions,
                          detector.context, CorrelationSet(chosen))
+
+
+def with_rule_file(config: SigmaDetectorConfig, path: Path) -> SigmaDetectorConfig:
+    """The configured rules and `path` (a file inside the configured paths is not loaded
+    twice)."""
+    resolved = path.resolve()
+    inside = any(resolved == p.resolve() or resolved.is_relative_to(p.resolve())
+                 for p in config.rule_paths)
+    return config if inside else config.model_copy(
+        update={"rule_paths": (*config.rule_paths, path)})
 
 
 def base_datasets(detector: SigmaDetector) -> list[str]:

@@ -1,6 +1,7 @@
 """`ctrail hunt RULE.yml`: run a Sigma rule retroactively over the stored events (detectors.hunt
 says how, per store). A correlation rule's file prints the alerts its correlations raise over
-the stored events (detectors.hunt_correlation), the newest `--limit`."""
+the stored events (detectors.hunt_correlation), and a first-seen or spike rule's the alerts it
+raises after learning its history window (detectors.history_replay), the newest `--limit`."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from ctrail.errors import UsageError
 from ctrail.query import parse_time
 from ctrail.settings import Settings
 from detectors.derived import DerivedContext
+from detectors.history_replay import history_rule_names, hunt_history, load_history_rule
 from detectors.hunt import has_correlation, hunt, load_hunt_rule
-from detectors.hunt_correlation import hunt_correlations, hunt_detector
+from detectors.hunt_correlation import hunt_correlations, hunt_detector, with_rule_file
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -42,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     time_to = parse_time(args.time_to) if args.time_to else None
     settings = settings_of(args)
     detection = settings.detection
+    if args.rule.is_file() and history_rule_names(args.rule):
+        return run_history(args, settings, time_from, time_to)
     if args.rule.is_file() and has_correlation(args.rule):
         return run_correlations(args, settings, time_from, time_to)
     variables = detection.variables()
@@ -74,4 +78,24 @@ def run_correlations(args: argparse.Namespace, settings: Settings, time_from: da
                               "results": len(alerts)})
     docs = [orjson.loads(encode(alert)) for alert in alerts]
     print_docs(docs, args.format, f"alerts of {', '.join(ids)}", ALERT_COLUMNS)
+    return 0
+
+
+def run_history(args: argparse.Namespace, settings: Settings, time_from: datetime | None,
+                time_to: datetime | None) -> int:
+    detection = settings.detection
+    detector = with_rule_file(detection, args.rule).build()
+    rule = load_history_rule(args.rule, detector)
+    store = settings.store.build(settings.data_dir)
+    try:
+        alerts = hunt_history(store, detector, rule, time_from, time_to, args.limit,
+                              detection.late_events_secs,
+                              frozenset(detection.production_namespaces))
+    finally:
+        store.close()
+    record(settings, "hunt", {"rule": rule.id, "rule_file": str(args.rule.resolve()),
+                              **period(time_from, time_to), "limit": args.limit,
+                              "results": len(alerts)})
+    docs = [orjson.loads(encode(alert)) for alert in alerts]
+    print_docs(docs, args.format, f"alerts of {rule.id}", ALERT_COLUMNS)
     return 0

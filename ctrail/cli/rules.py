@@ -29,6 +29,7 @@ from ctrail.errors import InvalidInput, UsageError
 from ctrail.event import Alert, Event
 from detectors.audit_policy import load_policy
 from detectors.correlation import load_correlations
+from detectors.history_rules import load_history_rules
 from detectors.policy_coverage import audit_rules, unfed_correlations, unfed_rules
 from detectors.sigma_rules import CompiledRule, LoadError, load_rules
 
@@ -89,7 +90,8 @@ def rule_doc(rule: CompiledRule) -> dict[str, Any]:
 def run_validate(args: argparse.Namespace) -> int:
     variables = settings_of(args).detection.variables()
     rules = load_rules(args.paths, variables)
-    errors = [*rules.errors, *load_correlations(args.paths, rules).errors]
+    errors = [*rules.errors, *load_correlations(args.paths, rules).errors,
+              *load_history_rules(args.paths, rules).errors]
     report_errors(errors)
     print(f"{len(rules.rules)} rules loaded, {len(errors)} broken")
     return 1 if errors else 0
