@@ -16,6 +16,7 @@ from ctrail.runtime.pipeline import STAGE_NAMES, Pipeline
 from ctrail.settings import Settings
 
 if TYPE_CHECKING:
+    from ctrail.console.app import ConsoleServer
     from ctrail.runtime.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
     intake: IntakeProcess | None = None
     sources: threading.Thread | None = None
     scheduler: Scheduler | None = None
+    console: ConsoleServer | None = None
     try:
         pipeline.start()
         if intake_apart:
@@ -60,6 +62,7 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
                                        args=(settings, pipeline.bus, stop, role == "run"))
             sources.start()
         scheduler = _start_scheduler(settings, role)
+        console = _start_console(settings) if role == "run" else None
 
         def alive() -> bool:
             return (all_alive([*pipeline.threads, *([sources] if sources else [])])
@@ -84,6 +87,8 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
             sources.join()
         if scheduler is not None:
             scheduler.stop()
+        if console is not None:
+            console.stop()
         pipeline.close()
     return 0
 
@@ -106,6 +111,17 @@ def _start_scheduler(settings: Settings, role: str) -> Scheduler | None:
     scheduler = Scheduler(settings)
     scheduler.start()
     return scheduler
+
+
+def _start_console(settings: Settings) -> ConsoleServer | None:
+    """The web console beside the pipeline, when the config has a `console:` section."""
+    if settings.console is None:
+        return None
+    from ctrail.console.app import ConsoleServer
+
+    console = ConsoleServer(settings, settings.console)
+    console.start()
+    return console
 
 
 def _on_signals(stop: threading.Event) -> None:

@@ -1,0 +1,134 @@
+"""`ctrail users` and `ctrail run` with a `console:` section, as a user runs them: the first
+admin made from the shell, then the console served over TLS beside the pipeline."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import orjson
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from console_scenario import PASSWORD, incident, write_lines
+from tests.waiting import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+EXE = Path(sys.executable).with_name("ctrail")
+
+
+def ctrail(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EXE), *args], input=stdin, capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "console.crt", directory / "console.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_users_add_list_set_role_token_and_remove(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path / "data")]
+    short = ctrail("users", "add", "root", "--password-stdin", *data, stdin="short\n")
+    assert short.returncode == 2 and "at least 12 characters" in short.stderr
+    added = ctrail("users", "add", "root", "--role", "admin", "--password-stdin", *data,
+                   stdin=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    again = ctrail("users", "add", "root", "--password-stdin", *data, stdin=PASSWORD + "\n")
+    assert again.returncode == 2 and "exists already" in again.stderr
+    assert ctrail("users", "add", "pay", "--role", "responder", "--namespace", "payments",
+                  "--password-stdin", *data, stdin=PASSWORD + "\n").returncode == 0
+    listed = [orjson.loads(line) for line in ctrail("users", "list", "--format", "json",
+                                                    *data).stdout.splitlines()]
+    assert listed == [
+        {"name": "pay", "role": "responder", "namespaces": ["payments"], "clusters": []},
+        {"name": "root", "role": "admin", "namespaces": [], "clusters": []}]
+    assert ctrail("users", "set-role", "pay", "viewer", *data).returncode == 0
+    kept = ctrail("users", "list", "--format", "json", *data).stdout.splitlines()[0]
+    assert orjson.loads(kept)["role"] == "viewer"
+    assert orjson.loads(kept)["namespaces"] == ["payments"]          # scope unchanged
+    assert ctrail("users", "set-role", "pay", "viewer", "--unscoped", *data).returncode == 0
+    token = ctrail("users", "token", "pay", "--label", "ci", *data)
+    assert token.returncode == 0 and token.stdout.startswith("ctrail_")
+    assert ctrail("users", "remove", "ghost", *data).returncode == 2
+    assert ctrail("users", "remove", "pay", *data).returncode == 0
+    assert [orjson.loads(x)["name"] for x in ctrail("users", "list", "--format", "json",
+                                                     *data).stdout.splitlines()] == ["root"]
+    stored = (tmp_path / "data" / "console.db").read_bytes()
+    assert PASSWORD.encode() not in stored and token.stdout.strip().encode() not in stored
+    assert b"$argon2id$" in stored
+    spool = (tmp_path / "data" / "audit-spool.jsonl").read_text()
+    assert spool.count('"action":"console-users"') == 6 and PASSWORD not in spool
+
+
+def test_run_serves_the_console_over_tls_when_configured(tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    cert, key = self_signed(tmp_path)
+    audit_log = write_lines(tmp_path / "audit.log", incident())
+    config = tmp_path / "ctrail.yaml"
+    config.write_text(f"""
+sources:
+  apiserver-log: {{type: k8s_audit_file, path: {audit_log}, poll_interval_secs: 0.1}}
+console: {{port: {port}, tls_cert_file: {cert}, tls_key_file: {key}}}
+""")
+    assert ctrail("users", "add", "root", "--role", "admin", "--password-stdin", "--data-dir",
+                  str(data_dir), stdin=PASSWORD + "\n").returncode == 0
+    proc = subprocess.Popen([str(EXE), "run", "--config", str(config), "--data-dir",
+                             str(data_dir)], cwd=REPO, env=os.environ.copy(),
+                            stderr=subprocess.PIPE, text=True)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    url = f"https://127.0.0.1:{port}"
+    try:
+        def alerts_stored() -> bool:
+            try:
+                with httpx.Client(base_url=url, verify=trusted, timeout=10) as client:
+                    login = client.post("/api/login", json={"user": "root",
+                                                             "password": PASSWORD})
+                    return login.status_code == 200 and \
+                        client.get("/api/alerts").json()["count"] == 3
+            except httpx.TransportError:
+                return False
+        wait_for(alerts_stored, timeout=60)
+        with httpx.Client(base_url=url, verify=trusted, timeout=10) as client:
+            login = client.post("/api/login", json={"user": "root", "password": PASSWORD})
+            assert "secure" in login.headers["set-cookie"].lower()   # Secure under TLS
+        # Plain HTTP on the TLS port gets no answer.
+        try:
+            plain = httpx.get(f"http://127.0.0.1:{port}/login", timeout=5).status_code
+        except httpx.TransportError:
+            plain = None
+        assert plain is None or plain >= 400
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
