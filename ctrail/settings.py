@@ -21,6 +21,7 @@ from ctrail.bus.local_config import LocalBusConfig
 from ctrail.console.config import ConsoleConfig
 from ctrail.errors import ConfigError
 from ctrail.runtime.ops import OpsConfig
+from ctrail.runtime.self_watch import WatchConfig
 from detectors import SigmaDetectorConfig
 from enrich import EnrichConfig
 from sinks import StoreConfig
@@ -66,6 +67,9 @@ class Settings(BaseSettings):
     reports: dict[str, ReportConfig] = Field(
         default_factory=dict, description="Reports by name, rendered on their schedule inside "
         "`ctrail run` and on demand by `ctrail report run NAME`.")
+    watch: WatchConfig = Field(
+        WatchConfig(), description="The pipeline watching itself (CT-OPS-001..004): silent "
+        "sources, dead-letter rate, evidence sealing and verification, notification circuits.")
     evidence: EvidenceConfig | None = Field(
         None, description="The append-only, hash-chained evidence archive of every event and "
         "alert (the `evidence` stage); off when absent.")

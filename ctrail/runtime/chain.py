@@ -19,6 +19,7 @@ leaves the detector's state (suppression, tag history) untouched by the retried 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Callable, Sequence
 
 from collector import build_parser
@@ -37,6 +38,7 @@ from detectors.stage_windows import StageWindows
 from enrich import GraphEnricher
 
 log = logging.getLogger(__name__)
+Heard = Callable[[str, datetime, datetime | None], None]
 # The chain's steps, as dead letters name them (and `dlq replay` gives their items back).
 ENRICH, DETECT, STORE = "enrich", "detect", "store"
 CHAIN_STEPS = (PARSE_STEP, ENRICH, DETECT, STORE)
@@ -61,8 +63,12 @@ class Chain:
     """The handler of the `process` stage (see the module docstring)."""
 
     def __init__(self, settings: Settings, enricher: GraphEnricher, detector: SigmaDetector,
-                 store: Store, telemetry: Telemetry) -> None:
+                 store: Store, telemetry: Telemetry, heard: Heard | None = None) -> None:
+        """`heard`: told, once per batch and configured source, when its newest record
+        arrived and its newest event's time (CT-OPS-001, ctrail.runtime.self_watch)."""
         self.parsers = Parsers(settings)
+        self.heard = heard
+        self.watched = frozenset(settings.sources)
         self.enricher = enricher
         self.detector = detector
         self.windows = StageWindows(settings.detection.suppression, settings.data_dir,
@@ -97,10 +103,14 @@ class Chain:
         (what `ctrail ingest` reports, and /metrics' collect.<source>)."""
         events: list[Event] = []
         counts: dict[str, list[int]] = {}
+        newest: dict[str, list[datetime | None]] = {}     # source -> [arrival, event time]
         for entry in entries:
             assert isinstance(entry, RawEntry)
             outcome = parse_entry(entry, self.parsers)
             tally = counts.setdefault(entry.source, [0, 0])
+            if entry.source in self.watched:
+                times = newest.setdefault(entry.source, [entry.received, None])
+                times[0] = max(times[0] or entry.received, entry.received)
             if isinstance(outcome, Rejection):
                 rejected.append(outcome)
                 tally[1] += 1
@@ -112,6 +122,13 @@ class Chain:
                 else:
                     events.append(item)
                     tally[0] += 1
+                    if entry.source in self.watched:
+                        times[1] = item.timestamp if times[1] is None \
+                            else max(times[1], item.timestamp)
+        if self.heard is not None:
+            for source, (arrival, event_time) in newest.items():
+                assert arrival is not None
+                self.heard(source, arrival, event_time)
         for source, (parsed, dead) in counts.items():
             self.telemetry.record(f"{PARSE_STEP}.{source}", sent=parsed, dead_lettered=dead)
             if dead:

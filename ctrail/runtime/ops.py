@@ -6,7 +6,10 @@ probe's header), unless `allow_unauthenticated: true` is set for a private netwo
 
   /healthz   200 while every thread of the process is alive, else 503 (restart me)
   /readyz    200 while no stage is backing off from a failing dependency, else 503
-             (Kafka or the store is down: keep me, but do not count on me)
+             (Kafka or the store is down: keep me, but do not count on me). Sources silent
+             for longer than their quiet period (CT-OPS-001) are named in the body, one line
+             each, without failing the probe: a webhook's sender cannot come back to a
+             receiver taken out of its Service for being silent
   /metrics   counters per stage (records in, out, dead-lettered, retries), consumer lag,
              alerts raised by rule and severity, and the notify outbox per receiver
 """
@@ -76,9 +79,13 @@ class OpsServer:
             return (200, "text/plain", "ok\n") if self.alive() else (503, "text/plain", "dead\n")
         if path == "/readyz":
             failing = self.telemetry.failing()
+            silent = "".join(f"silent source: {source} ({', '.join(sorted(c for c, s in clocks.items() if s))} time)\n"
+                             for source, clocks in self.telemetry.silent().items()
+                             if any(clocks.values()))
             if self.alive() and not failing:
-                return 200, "text/plain", "ready\n"
-            return 503, "text/plain", f"not ready: {', '.join(failing) or 'a thread died'}\n"
+                return 200, "text/plain", "ready\n" + silent
+            return 503, "text/plain", (f"not ready: {', '.join(failing) or 'a thread died'}\n"
+                                       + silent)
         if path == "/metrics":
             return 200, "text/plain; version=0.0.4", prometheus_text(self.telemetry)
         return 404, "text/plain", "not found\n"
@@ -104,6 +111,12 @@ def prometheus_text(telemetry: Telemetry) -> str:
               "severity", "# TYPE ctrail_alerts_total counter"]
     lines += [f'ctrail_alerts_total{{rule="{_label(rule)}",severity="{_label(severity)}"}} {n}'
               for (rule, severity), n in sorted(telemetry.alerts().items())]
+    lines += ["# HELP ctrail_source_silent 1 while a source that was sending is silent for "
+              "longer than its quiet period (CT-OPS-001), by clock (arrival or event time)",
+              "# TYPE ctrail_source_silent gauge"]
+    lines += [f'ctrail_source_silent{{source="{_label(source)}",clock="{clock}"}} {int(silent)}'
+              for source, clocks in sorted(telemetry.silent().items())
+              for clock, silent in sorted(clocks.items())]
     described: set[str] = set()
     for sample in sorted(telemetry.samples(), key=lambda s: (s.name, sorted(s.labels.items()))):
         name = f"ctrail_{sample.name}"

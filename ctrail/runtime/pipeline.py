@@ -15,13 +15,14 @@ from datetime import datetime
 from typing import Callable, Final, Iterable, Sequence
 
 from ctrail.bus import ALERTS, CORRELATE, DLQ, EVENTS, RAW, Bus
-from ctrail.bus.codec import Item, RawEntry
+from ctrail.bus.codec import Item, RawEntry, encode
 from ctrail.components import Source, Store
 from ctrail.errors import Retryable
 from ctrail.event import Alert, Rejection
 from ctrail.runtime.chain import Chain
 from ctrail.runtime.collect import Collector, collector_for
 from ctrail.runtime.rule_audit import record_rule_changes
+from ctrail.runtime.self_watch import SelfWatch, checkpoint_path
 from ctrail.runtime.stage import Handler, Output, StageResult, StageWorker, isolate
 from ctrail.runtime.telemetry import Sample, Telemetry
 from ctrail.settings import Settings
@@ -29,7 +30,7 @@ from detectors.history_engine import history_engine
 from detectors.history_replay import backfill
 from detectors.sigma_detector import SigmaDetector
 from detectors.stage_windows import StageWindows
-from detectors.window_state import CorrelationEngine
+from detectors.window_state import Checkpoint, CorrelationEngine
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class Stage:
     handler: Handler
     close: Callable[[], None] = lambda: None
     metrics: Callable[[], Iterable[Sample]] | None = None    # its own figures, for /metrics
-    idle: Callable[[], None] | None = None      # called when no input waits (StageWorker)
+    # Called when no input waits (StageWorker); what it returns is published like a batch's.
+    idle: Callable[[], StageResult | None] | None = None
 
 
 def process_stage(ctx: "BuildContext") -> Stage:
@@ -53,7 +55,8 @@ def process_stage(ctx: "BuildContext") -> Stage:
     try:
         detector = ctx.detector()
         record_rule_changes(settings, detector, ctx.bus)
-        chain = Chain(settings, enricher, detector, ctx.store(), ctx.telemetry)
+        chain = Chain(settings, enricher, detector, ctx.store(), ctx.telemetry,
+                      ctx.watch.heard if ctx.watch is not None else None)
     except BaseException:
         enricher.close()
         raise
@@ -96,7 +99,9 @@ def correlate_stage(ctx: "BuildContext") -> Stage:
         found = isolate("correlate", items, observe, rejected)  # type: ignore[arg-type, type-var]
         alerts = windows.finish([a for alerts in found for a in alerts], advance)
         return StageResult([Output(ALERTS, alert.key, alert) for alert in alerts], rejected)
-    return Stage(handle, windows.close)
+    # With no input, event time still moves with the wall clock (CorrelationEngine.watermark):
+    # absence windows close and their alerts go out without waiting for the next candidate.
+    return Stage(handle, windows.close, idle=lambda: handle([]))
 
 
 def store_stage(ctx: "BuildContext") -> Stage:
@@ -174,6 +179,7 @@ class BuildContext:
     settings: Settings
     bus: Bus
     telemetry: Telemetry
+    watch: SelfWatch | None = None              # the pipeline's own rules (CT-OPS-*)
     _detector: SigmaDetector | None = None
     _store: Store | None = None
 
@@ -247,7 +253,8 @@ class Pipeline:
         self.stages: list[Stage] = []
         self.workers: list[StageWorker] = []
         batch = settings.pipeline.batch_events
-        self.context = BuildContext(settings, self.bus, self.telemetry)
+        self.watch = self._self_watch(stages) if settings.watch.enabled else None
+        self.context = BuildContext(settings, self.bus, self.telemetry, self.watch)
         try:
             for spec in STAGES:
                 if spec.name in stages and spec.enabled(settings):
@@ -265,6 +272,17 @@ class Pipeline:
         _tune_gc()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    def _self_watch(self, stages: Sequence[str]) -> SelfWatch:
+        producer = self.bus.producer()
+
+        def publish(alerts: list[Alert]) -> None:
+            for alert in alerts:
+                producer.send(ALERTS, key=alert.key, value=encode(alert))
+            producer.flush()
+            self.telemetry.count_alerts((a.rule.id, a.alert.severity) for a in alerts)
+        return SelfWatch(self.settings.watch, self.telemetry,
+                         Checkpoint(checkpoint_path(self.settings.data_dir, stages)), publish)
 
     def collector(self, name: str, source: Source, format: str) -> Collector:
         """Intake for `source` in this process, whose records the chain parses as `format`."""
@@ -303,6 +321,11 @@ class Pipeline:
         for worker in self.workers:
             thread = threading.Thread(target=worker.run, args=(self._stop,),
                                       name=f"stage-{worker.name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if self.watch is not None:
+            thread = threading.Thread(target=self.watch.run, args=(self._stop,),
+                                      name="self-watch", daemon=True)
             thread.start()
             self._threads.append(thread)
 

@@ -35,6 +35,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from ctrail.audit.trail import record
 from ctrail.errors import Unavailable
+from ctrail.runtime.evidence_watch import EvidenceWatch
 from ctrail.settings import Settings
 from sinks.reports import cron_trigger
 
@@ -111,6 +112,7 @@ class Scheduler:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         path = settings.data_dir / "scheduler.sqlite3"
         self.runs = RunLog(path)
+        self.evidence_watch = EvidenceWatch()
         self._aps = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{path}")},
             executors={"default": executor or ThreadPoolExecutor(1)},   # one job at a time
@@ -191,7 +193,7 @@ class Scheduler:
             return                  # another process writes the archive and seals it
         try:
             if action == "seal":
-                archive.seal_due()
+                self.evidence_watch.seal(archive)      # CT-OPS-003 hears of a failure
                 archive.catch_up()
             else:
                 result = expire(archive)

@@ -71,37 +71,42 @@ def _reject_item(step: str, item: Item, reason: Reason, detail: str) -> Rejectio
 class StageWorker:
     def __init__(self, name: str, consumer: Consumer, producer: Producer, handler: Handler,
                  telemetry: Telemetry, batch_size: int = 1000,
-                 idle: Callable[[], None] | None = None) -> None:
+                 idle: Callable[[], StageResult | None] | None = None) -> None:
         self.name = name
         self.consumer = consumer
         self.producer = producer
         self.handler = handler
         self.telemetry = telemetry
         self.batch_size = batch_size
-        self.idle = idle            # work of the stage's own, done when no input waits
+        # Work of the stage's own, done when no input waits; its result is published.
+        self.idle = idle
 
     def run_once(self, timeout_secs: float = 1.0) -> int:
         """Process one batch; returns how many records it consumed (0 when idle)."""
         records = self.consumer.poll(self.batch_size, timeout_secs=timeout_secs)
         if not records:
-            if self.idle is not None:
-                self.idle()
+            due = self.idle() if self.idle is not None else None
+            if due is not None and (due.outputs or due.rejected):
+                self._publish(due, [])            # what became due as time moved
             return 0
         items, undecodable = self._decode(records)
         result = self.handler(items)
+        self._publish(result, undecodable)
+        self.consumer.commit(records)
+        self.telemetry.record(self.name, received=len(records))
+        return len(records)
+
+    def _publish(self, result: StageResult, undecodable: list[Rejection]) -> None:
         for out in result.outputs:
             self.producer.send(out.topic, key=out.key, value=encode(out.item))
         dead = [*undecodable, *result.rejected]
         for dead_letter in dead:
             self.producer.send(DLQ, key=dead_letter.key, value=encode(dead_letter))
         self.producer.flush()                     # durable before we let go of the input
-        self.consumer.commit(records)
-        self.telemetry.record(self.name, received=len(records), sent=len(result.outputs),
-                              dead_lettered=len(dead))
+        self.telemetry.record(self.name, sent=len(result.outputs), dead_lettered=len(dead))
         self.telemetry.count_alerts((out.item.rule.id, out.item.alert.severity)
                                     for out in result.outputs
                                     if out.topic == ALERTS and isinstance(out.item, Alert))
-        return len(records)
 
     def _decode(self, records: Sequence[Record]) -> tuple[list[Item | RawEntry], list[Rejection]]:
         items: list[Item | RawEntry] = []

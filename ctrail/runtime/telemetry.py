@@ -35,6 +35,7 @@ class Telemetry:
         self._failing: set[str] = set()
         self._alerts: Counter[tuple[str, str]] = Counter()
         self._sources: list[Callable[[], Iterable[Sample]]] = []
+        self._silent: dict[str, dict[str, bool]] = {}
 
     def count_alerts(self, alerts: Iterable[tuple[str, str]]) -> None:
         """Alerts raised (after suppression), by (rule id, severity word)."""
@@ -80,6 +81,16 @@ class Telemetry:
         """A stage backing off from a failing dependency is not ready (see /readyz)."""
         with self._lock:
             (self._failing.add if failing else self._failing.discard)(stage)
+
+    def set_silent(self, status: dict[str, dict[str, bool]]) -> None:
+        """Each source heard from, and whether it is silent per clock (CT-OPS-001,
+        ctrail.runtime.self_watch): /readyz and /metrics both read this."""
+        with self._lock:
+            self._silent = {source: dict(clocks) for source, clocks in status.items()}
+
+    def silent(self) -> dict[str, dict[str, bool]]:
+        with self._lock:
+            return {source: dict(clocks) for source, clocks in self._silent.items()}
 
     def failing(self) -> list[str]:
         with self._lock:
