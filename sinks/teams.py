@@ -44,8 +44,11 @@ TEXT_MAX: Final = 2000
 MAX_FACTS: Final = 12
 COLOUR: Final = {"critical": "Attention", "high": "Attention", "medium": "Warning"}
 # CommonMark's backslash escapes for what Teams' Markdown subset acts on in a TextBlock or a
-# fact: a pod or user name cannot make a link, emphasis or a list.
-MARKDOWN: Final = re.compile(r"([\\`*_\[\]()#+\-!~>|])")
+# fact: a pod or user name cannot make a link, emphasis, code or a list (a list or quote only
+# starts a line; a hyphen inside a name is left alone).
+MARKDOWN: Final = re.compile(r"([\\`*_\[\]~])")
+LINE_START: Final = re.compile(r"(?m)^(\s*)([-+#>])")
+NUMBERED: Final = re.compile(r"(?m)^(\s*\d+)\.")
 
 
 class TeamsConfig(ReceiverBase):
@@ -62,7 +65,8 @@ class TeamsConfig(ReceiverBase):
 
 def plain(text: str, limit: int = TEXT_MAX) -> str:
     text = text if len(text) <= limit else text[:limit - 1] + "…"
-    return MARKDOWN.sub(r"\\\1", text)
+    text = LINE_START.sub(r"\1\\\2", MARKDOWN.sub(r"\\\1", text))
+    return NUMBERED.sub(r"\1\\.", text)
 
 
 def text_block(text: str, **style: Any) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class Delivery:
     path: str
     headers: dict[str, str]
     body: Any
+    method: str = "POST"
 
 
 @dataclass
@@ -88,9 +89,13 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+                self.do_POST("GET")
+
+            def do_POST(self, method: str = "POST") -> None:  # noqa: N802
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, headers, body = receiver.answer(self.path, dict(self.headers), raw)
+                status, headers, body = receiver.answer(self.path, dict(self.headers), raw,
+                                                        method)
                 payload = body if isinstance(body, bytes) else orjson.dumps(body)
                 self.send_response(status)
                 for name, value in headers.items():
@@ -110,14 +115,14 @@ class Receiver:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def answer(self, path: str, headers: dict[str, str], raw: bytes
+    def answer(self, path: str, headers: dict[str, str], raw: bytes, method: str = "POST"
                ) -> tuple[int, dict[str, str], bytes | dict[str, Any]]:
         now = self.clock()
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = None
-        delivery = Delivery(now, path, {k.lower(): v for k, v in headers.items()}, body)
+        delivery = Delivery(now, path, {k.lower(): v for k, v in headers.items()}, body, method)
         fault = self.fault(now) if self.fault else None
         with self.lock:
             if fault is not None:
