@@ -5,7 +5,8 @@ alert for it (`expect: match | no_match`), the alert's severity, and optional de
 (production_namespaces, exceptions, trusted_registries, ci_actors, system_namespaces).
 `source` (file or case level) names the record's format as `ctrail ingest --source` does
 (default k8s-audit); `before` lists records the same detector sees first (state: a tag pushed
-earlier). Files with `type: history` (first-seen and spike rules) are test_history_rule_cases'. A record that yields several events (a registry envelope) must raise one alert in all."""
+earlier). Files with `type: history` (first-seen and spike rules) are test_history_rule_cases', with
+`type: correlation` or `type: watch` (CT-COR-009, CT-OPS-*) test_timeline_rule_cases'. A record that yields several events (a registry envelope) must raise one alert in all."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def cases() -> list[Any]:
     params = []
     for path in CASE_FILES:
         spec = yaml.safe_load(path.read_text())
-        if spec.get("type") == "history":       # test_history_rule_cases runs these
+        if spec.get("type", "event") != "event":    # history, correlation, watch: their own runners
             continue
         for case in spec["cases"]:
             case = {"source": spec.get("source", "k8s-audit"), **case}
@@ -64,7 +65,7 @@ def test_every_rule_in_the_pack_has_a_positive_and_a_negative_case() -> None:
     covered: dict[str, set[str]] = {}
     for path in CASE_FILES:
         spec = yaml.safe_load(path.read_text())
-        if spec.get("type") == "history":
+        if spec.get("type", "event") != "event":
             continue
         covered.setdefault(spec["rule"], set()).update(c["expect"] for c in spec["cases"])
     # Single-event catalog rules; correlation rules and their base rules have their own tests.
