@@ -108,8 +108,17 @@ class Receiver:
                 pass
 
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.handler = Handler
+        self.listen(0)
+
+    def listen(self, port: int) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self.handler)
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def restart(self) -> None:
+        """Back on the same port after close(): a receiver that was down (refusing
+        connections) and returns, keeping what it received before."""
+        self.listen(self.server.server_address[1])
 
     @property
     def base(self) -> str:

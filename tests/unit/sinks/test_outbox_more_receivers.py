@@ -125,3 +125,45 @@ def test_an_outage_of_two_minutes_loses_and_repeats_nothing_on_every_new_receive
     for secret in secrets:
         assert secret.encode() not in stored
         assert secret not in caplog.text
+
+
+def test_receivers_that_refuse_connections_for_two_minutes_get_every_alert_once_after(
+        tmp_path: Path, clock: Clock, world) -> None:  # type: ignore[no-untyped-def]
+    """Down for real: the SMTP server and the HTTP receivers stop listening (connection
+    refused), then listen again on the same ports."""
+    smtp, teams, og, jira = world
+    http = (teams, og, jira)
+    smtp.stop()
+    for server in http:
+        server.close()
+    svc = service(tmp_path, clock, world)
+    alerts = [make_alert(i, pod=f"web-{i % 2}") for i in range(20)]
+    pending = {START + 6 * i: [a] for i, a in enumerate(alerts)}     # 0 s to 114 s
+    down = True
+    try:
+        while clock.now < START + 400:
+            for at in [t for t in pending if t <= clock.now]:
+                svc.enqueue(pending.pop(at))
+            if down and clock.now >= START + 120:
+                smtp.restart()
+                for server in http:
+                    server.restart()
+                down = False
+            wake = svc.sender.tick()
+            nxt = min([*pending, START + 120 if down else START + 400])
+            clock.now = max(clock.now + 0.01, min(wake, nxt, START + 400))
+        assert svc.outbox.counts() == {"delivered": 80}
+        status = svc.status()["receivers"]
+        assert all(s["breaker"] == "closed" for s in status.values())       # it closed again
+        assert max(svc.sender.receivers["mail"].failed.values()) >= 3
+        ids = sorted(a.event.id for a in alerts)
+        mailed = [i for m in smtp.mails for i in re.findall(r"alert-\d{6}",
+                                                             parts(m.message)["text"])]
+        assert sorted(mailed) == ids and all(m.at >= START + 120 for m in smtp.mails)
+        assert teams.alerts_covered() == 20 and og.created == 2 and len(jira.issues) == 2
+        assert jira.alerts_covered() == 20
+        assert sorted(sum(int(c["details"]["count"]) for c in a["creates"])
+                      for a in og.alerts.values()) == [10, 10]
+        assert not (teams.problems or og.problems or jira.problems)
+    finally:
+        svc.close()
