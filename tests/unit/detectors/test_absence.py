@@ -179,3 +179,49 @@ def test_value_sum_is_still_refused_and_gte_rules_are_unchanged(
         "    condition:\n        gte: 3\n        field: verb\nlevel: low\n"))
     (error,) = SigmaDetectorConfig(rule_paths=(path,)).build().correlations.errors
     assert "not supported" in error.reason
+
+
+def test_the_correlate_stage_closes_a_window_with_no_new_input(
+        tmp_path: Path, write_rule: Callable[..., Path]) -> None:
+    """The stage's idle hook: event time moves with the wall clock when nothing arrives, and
+    the alert of a window that closed is published without waiting for another candidate."""
+    import time
+
+    import orjson
+
+    from ctrail.bus import RAW
+    from ctrail.bus.codec import RawEntry
+    from ctrail.runtime.pipeline import Pipeline
+    from ctrail.settings import Settings
+    from tests.hunt_replay import exec_into
+
+    rules = write_rule("    sel:\n        objectRef.subresource: exec\n    condition: sel\n",
+                       extra="generate: false\n", name="rules.yml")
+    rules.write_text(rules.read_text() + (
+        "---\ntitle: Exec with no follow-up\nname: TEST-QUIET\ncorrelation:\n"
+        "    type: event_count\n    rules: [TEST-001]\n    group-by: [user.name]\n"
+        "    timespan: 1s\n    condition:\n        lt: 2\nlevel: low\n"))
+    settings = Settings(data_dir=tmp_path / "data",  # type: ignore[arg-type]
+                        detection={"rule_paths": [str(rules)], "late_events_secs": 0.5},
+                        watch={"enabled": False})
+    pipeline = Pipeline(settings, ("process", "correlate", "store"))
+    try:
+        now = datetime.now(timezone.utc)
+        record = exec_into(0, "alice@example.com", "web-0")
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        record["requestReceivedTimestamp"] = record["stageTimestamp"] = stamp
+        entry = RawEntry("k8s-audit", "test", "test:1", now, orjson.dumps(record))
+        producer = pipeline.bus.producer()
+        producer.send(RAW, key=entry.key, value=entry.encode())
+        producer.flush()
+        pipeline.drain()
+        store = pipeline.context.store()
+        assert store.search('rule.id:"TEST-QUIET"', "alerts", None, None, 10) == []
+        deadline = time.monotonic() + 15
+        while not (found := store.search('rule.id:"TEST-QUIET"', "alerts", None, None, 10)):
+            assert time.monotonic() < deadline, "the window was never closed"
+            pipeline.step()                              # no input: each stage's idle hook
+            time.sleep(0.1)
+        assert found[0]["alert"]["group_key"] == "TEST-QUIET|alice@example.com"
+    finally:
+        pipeline.close()
