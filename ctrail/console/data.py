@@ -19,13 +19,16 @@ from ctrail.components import Store
 from ctrail.console.scopes import NAMESPACE, in_scope, scoped
 from ctrail.console.users import ConsoleDb, User
 from ctrail.errors import UsageError
+from ctrail.query import parse_time
 from ctrail.settings import Settings
 from enrich.today import explain, load_graph
+from sinks.reports.model import Chart
 
 TRIAGE_ACTIONS: Final = ("acknowledge", "assign", "note", "close", "reopen")
 CLOSE_REASONS: Final = ("true_positive", "benign", "duplicate")
 SUBJECTS: Final = ("container", "pod", "image", "user")
 LIVE_OVERLAP: Final = timedelta(seconds=10)     # an alert stored late is still seen live
+HISTOGRAM_BUCKETS: Final = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,25 @@ class ConsoleData:
                user=user.name)
         return docs
 
+    def histogram(self, user: User, query: str, time_from: datetime | None,
+                  time_to: datetime | None, shown: list[dict[str, Any]],
+                  buckets: int = HISTOGRAM_BUCKETS) -> Chart | None:
+        """Hits over time, counted by the store in equal buckets of [time_from, time_to), or of
+        the shown results' span when the search named no range; None without hits."""
+        times = [parse_time(str(d["@timestamp"])) for d in shown if d.get("@timestamp")]
+        start = time_from or (min(times) if times else None)
+        end = time_to or (max(times) + timedelta(microseconds=1) if times else None)
+        if start is None or end is None or end <= start:
+            return None
+        step = (end - start) / buckets
+        edges = [start + step * i for i in range(buckets)] + [end]
+        tree = scoped(query, user)
+        values = [self.store.count(tree, "events", low, high)
+                  for low, high in zip(edges, edges[1:])]
+        labels = [edge.isoformat(timespec="seconds") for edge in edges[:-1]]
+        return Chart(f"hits from {labels[0]} to {end.isoformat(timespec='seconds')}", labels,
+                     values, kind="time")
+
     def event(self, user: User, event_id: str) -> dict[str, Any] | None:
         found = self.store.search(scoped(q.Equals("event.id", event_id), user), "events",
                                   None, None, 1)
@@ -79,6 +101,10 @@ class ConsoleData:
     def alerts(self, user: User, wanted: AlertFilter) -> list[dict[str, Any]]:
         docs = self.store.search(scoped(wanted.tree(), user), "alerts", wanted.time_from,
                                  wanted.time_to, wanted.limit)
+        record(self.settings, "alerts-search", {
+            "query": wanted.query, "severity": wanted.severity, "rule": wanted.rule,
+            "namespace": wanted.namespace, **period(wanted.time_from, wanted.time_to),
+            "limit": wanted.limit, "results": len(docs), "console": True}, user=user.name)
         return self.with_triage(docs)
 
     def alert(self, user: User, alert_id: str) -> dict[str, Any] | None:

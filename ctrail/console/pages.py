@@ -25,6 +25,7 @@ from ctrail.console.auth import Authenticator, LoginRefused, client_address, set
 from ctrail.console.data import CLOSE_REASONS, AlertFilter, ConsoleData, flatten
 from ctrail.console.users import Role
 from ctrail.errors import QueryError, UsageError
+from sinks.reports.render import draw
 
 MAX_LOGIN_BODY = 4096
 
@@ -112,8 +113,11 @@ def build_pages(data: ConsoleData, auth: Authenticator) -> APIRouter:
                                    max(1, min(limit, 10_000)))
             except (QueryError, UsageError) as exc:
                 error = str(exc)
+        chart = data.histogram(who.user, q, time_of(time_from), time_of(to), docs) \
+            if docs else None
         return page(request, "search.html", q=q, time_from=time_from, to=to, limit=limit,
                     events=docs, columns=SEARCH_COLUMNS, error=error,
+                    histogram=draw(chart) if chart else None,
                     fields=data.suggest(who.user, "") if q else [])
 
     @router.get("/events/{event_id}")

@@ -5,6 +5,7 @@ itself (SQLite here; the real Elasticsearch under the integration marker)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,6 +32,12 @@ ESCAPES = [
 
 def namespaces_of(docs: list[dict[str, Any]]) -> set[Any]:
     return {(d.get("kubernetes") or {}).get("namespace") for d in docs}
+
+
+def histogram_total(page: str) -> int:
+    """The sum of the search page's histogram bars (each bar's <title> is `label: count`)."""
+    figure = page.split('<figure class="chart" id="histogram">', 1)[1].split("</figure>", 1)[0]
+    return sum(int(n) for n in re.findall(r"<title>[^<]*: (\d+)</title>", figure))
 
 
 def check_scope(server: ConsoleServer) -> None:
@@ -86,6 +93,10 @@ def check_scope(server: ConsoleServer) -> None:
         # A page says the same as the API.
         page = pay.get("/search", params={"q": "NOT kubernetes.namespace:payments"}).text
         assert "shop" not in page and "ledger" not in page
+        # The histogram is counted by the store within the scope too.
+        hits = pay.get("/api/search", params={"q": "*", "limit": 1000}).json()["count"]
+        assert histogram_total(pay.get("/search", params={"q": "*"}).text) == hits
+        assert histogram_total(admin.get("/search", params={"q": "*"}).text) == len(everything)
     finally:
         admin.close()
         pay.close()
