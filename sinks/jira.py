@@ -190,6 +190,7 @@ class JiraNotifier:
         self.rate_per_sec, self.burst = config.rate_per_sec, config.burst
         self.max_digest_alerts = config.max_digest_alerts
         self.resolve_after_secs = config.resolve_after_secs
+        self.keeps_incidents = True          # its issue key, even when it never resolves
         self.kibana_url = kibana_url
         token = resolve_secret(config.token).get_secret_value()
         register_secret(token)

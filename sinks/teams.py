@@ -145,8 +145,9 @@ def digest_card(digest: Digest, kibana_url: str | None) -> dict[str, Any]:
 def report_card(notice: ReportNotice) -> dict[str, Any]:
     """A rendered report: its title, period, headline figures and a link (pure)."""
     body = [text_block(plain(notice.title, 300), weight="Bolder", size="Medium"),
-            text_block(f"{notice.period}, generated {notice.generated:%Y-%m-%d %H:%M} UTC."),
-            fact_set(list(notice.summary))]
+            text_block(f"{notice.period}, generated {notice.generated:%Y-%m-%d %H:%M} UTC.")]
+    if notice.summary:
+        body.append(fact_set(list(notice.summary)))
     if not notice.link:
         body.append(text_block(plain("Files: " + ", ".join(p.name for p in notice.files)),
                                isSubtle=True))

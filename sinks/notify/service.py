@@ -46,8 +46,11 @@ class NotifyService:
         self.clock = clock or time.time
         self.notifiers = [receiver.build(name, config.kibana_url)
                           for name, receiver in config.receivers.items()]
+        # Groups are tracked for receivers that resolve them, or that need to know the
+        # incident they opened (Jira comments on its issue, resolved or not).
         self._incident_receivers = {n.name for n in self.notifiers
-                                    if getattr(n, "resolve_after_secs", None) is not None}
+                                    if getattr(n, "resolve_after_secs", None) is not None
+                                    or getattr(n, "keeps_incidents", False)}
         self.directory = data_dir / "notify"
         self.outbox = Outbox(self.directory / "outbox.sqlite3")
         self.sender = Sender(self.outbox, self.notifiers, config.delivery.patience(),

@@ -69,7 +69,7 @@ def notice(report: Report, written: list[Path], link_url: str | None) -> ReportN
     return ReportNotice(name=report.name, title=report.title, time_from=report.time_from,
                         time_to=report.time_to, generated=report.generated,
                         summary=tuple((str(label), str(value)) for label, value in report.summary),
-                        files=tuple(written), link=link)
+                        files=tuple(p.resolve() for p in written), link=link)
 
 
 def truncation_note(cut: Truncation, max_rows: int) -> str:

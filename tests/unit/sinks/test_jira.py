@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from chat_ops_receivers import JiraReceiver, adf_problems, adf_text
 from receivers import make_alert
 from sinks.jira import JiraConfig, JiraNotifier, document, pick_transition, to_adf, to_wiki
+from sinks.notify.config import NotifyConfig
 from sinks.notify.message import Message, Outcome, Pending
 
 
@@ -122,3 +124,20 @@ def test_auth_failures_are_retried_and_bad_requests_rejected_with_jiras_reasons(
     pat.post(Message((1,), {"issue": None, "create": {"fields": {}}}, "trigger"))
     assert jira.refused[-1].headers["authorization"] == "Bearer wrong-token"
     assert jira.refused[-1].path == "/rest/api/2/issue"
+
+
+def test_without_resolving_later_alerts_still_comment_on_the_groups_issue(
+        jira: JiraReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T_JIRA", jira.token)
+    config = NotifyConfig.model_validate({"receivers": {"tickets": {
+        "type": "jira", "url": jira.base, "user": jira.user, "token": {"env": "T_JIRA"},
+        "project": "SEC", "resolve_after_secs": None}}})
+    service = config.build(tmp_path)
+    try:
+        for i in range(3):
+            service.enqueue([make_alert(i)])
+            service.sender.tick()
+    finally:
+        service.close()
+    assert len(jira.issues) == 1 and len(jira.issues["SEC-1"]["comments"]) == 2
+    assert jira.alerts_covered() == 3 and jira.issues["SEC-1"]["status"] == "To Do"
