@@ -7,6 +7,7 @@ A file rather than an HTTP endpoint, so that no port is opened just to say "aliv
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ import orjson
 
 INTERVAL_SECS: Final = 5.0
 STALE_AFTER_SECS: Final = 60.0
+log = logging.getLogger(__name__)
 
 
 def health_dir(data_dir: Path) -> Path:
@@ -46,7 +48,10 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.is_set():
             if self._alive():                       # a dead thread stops the heartbeat
-                self._beat()
+                try:
+                    self._beat()
+                except OSError as exc:              # a full disk: beat again next time
+                    log.warning("Cannot write the heartbeat.", extra={"error": str(exc)})
             self._stop.wait(INTERVAL_SECS)
 
     def _beat(self) -> None:

@@ -1,0 +1,158 @@
+"""`ctrail run` with its data directory on a small filesystem that fills up (issue 14).
+
+What must hold: no event answered 200 (or read from a tailed file) is lost across fill, free and
+a kill -9 restart; while the disk is full the webhook answers 503 with Retry-After (the sender
+retries) and the process keeps running; it takes records again by itself once space returns;
+the log is never left with a torn record in front of later ones. The filesystem is a real tmpfs
+(tests/small_filesystem.py says why not RLIMIT_FSIZE)."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from ctrail.bus.local import scan_valid_end
+from tests.e2e.test_run import REPO, free_port
+from tests.small_filesystem import fill, small_filesystem
+from tests.waiting import wait_for
+
+EVENT = ('{{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"{id}","verb":"get",'
+         '"stage":"ResponseComplete","requestReceivedTimestamp":"2026-05-01T00:00:00Z",'
+         '"requestURI":"/api/v1/namespaces/default/pods/{id}","objectRef":{{"resource":"pods",'
+         '"namespace":"default","name":"{id}"}},"user":{{"username":"system:serviceaccount:ci:'
+         'deployer","groups":["system:serviceaccounts"]}},"sourceIPs":["10.0.0.7"],'
+         '"responseStatus":{{"code":200}}}}')
+BATCH = 100
+
+
+def batch_body(number: int) -> tuple[bytes, list[str]]:
+    ids = [f"hook-{number:05d}-{i:03d}" for i in range(BATCH)]
+    items = ",".join(EVENT.format(id=i) for i in ids)
+    return f'{{"kind":"EventList","items":[{items}]}}'.encode(), ids
+
+
+def post(port: int, body: bytes) -> tuple[int, str | None]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("POST", "/", body=body, headers={"Authorization": "Bearer disk-token"})
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("Retry-After")
+    except OSError:
+        return 0, None                          # refused while the intake restarts
+    finally:
+        conn.close()
+
+
+def stored_audit_ids(data_dir: Path) -> set[str]:
+    try:
+        with sqlite3.connect(f"file:{data_dir / 'store.sqlite3'}?mode=ro", uri=True,
+                             timeout=10) as db:
+            return {row[0] for row in db.execute(
+                "SELECT json_extract(doc, '$.orchestrator.resource.name') FROM events")}
+    except sqlite3.Error:
+        return set()
+
+
+def wait_stored(wanted: set[str], data_dir: Path, proc: subprocess.Popen[str],
+                timeout: float = 120) -> None:
+    try:
+        wait_for(lambda: wanted <= stored_audit_ids(data_dir), timeout=timeout)
+    except AssertionError:
+        missing = sorted(wanted - stored_audit_ids(data_dir))
+        proc.kill()
+        _out, err = proc.communicate(timeout=30)
+        raise AssertionError(f"{len(missing)} not stored, e.g. {missing[:3]}; "
+                             f"ctrail run said: {err[-4000:]}") from None
+
+
+def start(config: Path, data_dir: Path) -> subprocess.Popen[str]:
+    exe = Path(sys.executable).with_name("ctrail")
+    return subprocess.Popen([str(exe), "run", "--config", str(config), "--data-dir",
+                             str(data_dir)], cwd=REPO, env={**os.environ,
+                             "DISK_TOKEN": "disk-token"}, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_full_disk_loses_no_acknowledged_event_across_fill_free_and_restart(
+        tmp_path: Path) -> None:
+    audit_log, port = tmp_path / "audit.log", free_port()
+    audit_log.write_bytes(b"")
+    config = tmp_path / "ctrail.yaml"
+    config.write_text(f"""
+bus: {{type: local, intake_min_free_bytes: 0}}
+sources:
+  apiserver-log: {{type: k8s_audit_file, path: {audit_log}, poll_interval_secs: 0.1}}
+  apiserver-webhook: {{type: k8s_audit_webhook, port: {port}, token: {{env: DISK_TOKEN}}}}
+""")
+    tailed: list[str] = []
+
+    def tail_lines(count: int) -> None:
+        with open(audit_log, "a") as out:
+            for _ in range(count):
+                tailed.append(f"file-{len(tailed):05d}")
+                out.write(EVENT.format(id=tailed[-1]) + "\n")
+
+    with small_filesystem(tmp_path / "fs", 24 * 1024 * 1024) as fs:
+        data_dir = fs / "data"
+        proc = start(config, data_dir)
+        acked: set[str] = set()
+        try:
+            number = 0
+            wait_for(lambda: post(port, b'{"kind":"EventList","items":[]}')[0] == 200)
+            tail_lines(200)
+            ballast = fill(fs, leave_bytes=3 * 1024 * 1024)
+            refusals: list[tuple[int, str | None]] = []
+            deadline = time.monotonic() + 120
+            while len(refusals) < 5 and time.monotonic() < deadline:
+                body, ids = batch_body(number)
+                status, retry_after = post(port, body)
+                if status == 200:
+                    acked.update(ids)
+                    number += 1
+                else:
+                    refusals.append((status, retry_after))
+                    time.sleep(0.2)
+            assert refusals and all(s == 503 and r for s, r in refusals), refusals
+            tail_lines(200)                       # appended while the disk is full
+            time.sleep(2)
+            assert proc.poll() is None, "ctrail run died on a full disk"
+
+            ballast.unlink()
+            freed = time.monotonic()
+            body, ids = batch_body(number)
+            while post(port, body)[0] != 200:
+                assert time.monotonic() - freed < 90, "intake did not take records again"
+                time.sleep(0.2)
+            recovered = time.monotonic() - freed
+            acked.update(ids)
+            wanted = acked | set(tailed)
+            wait_stored(wanted, data_dir, proc)
+            drained = time.monotonic() - freed
+            print(f"acknowledged {len(acked)} webhook events and {len(tailed)} tailed lines; "
+                  f"webhook answered 200 again {recovered:.1f} s after space returned, "
+                  f"everything stored {drained:.1f} s after")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
+        for segment in (data_dir / "bus").glob("*/*.log"):
+            data = segment.read_bytes()
+            assert scan_valid_end(data) == len(data), f"torn record in {segment}"
+        proc = start(config, data_dir)          # after a kill -9: nothing is lost either
+        try:
+            tail_lines(10)
+            wanted = acked | set(tailed)
+            wait_for(lambda: wanted <= stored_audit_ids(data_dir), timeout=120)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err, err[-3000:]
+        assert orjson.dumps(sorted(wanted - stored_audit_ids(data_dir))) == b"[]"
