@@ -91,7 +91,7 @@ def _seal_due(settings: Settings) -> None:
 def run_verify(args: argparse.Namespace) -> int:
     from ctrail.audit.trail import record
     from sinks.evidence.export import unpack
-    from sinks.evidence.keys import trusted_key
+    from sinks.evidence.keys import trusted_key, tsa_trust
     from sinks.evidence.open_segment import check_open
     from sinks.evidence.verify import Result, verify
 
@@ -110,7 +110,8 @@ def run_verify(args: argparse.Namespace) -> int:
             import json
             only = set(json.loads((root / "EXPORT.json").read_bytes())["segments"])
         trusted = trusted_key(config, root, args.public_key)
-        result: Result = verify(root, trusted.key, only)
+        tsa, tsa_state = tsa_trust(config, root)
+        result: Result = verify(root, trusted.key, only, tsa)
         if trusted.problem is not None:
             result.findings.insert(0, trusted.problem)
         if args.store:
@@ -121,12 +122,13 @@ def run_verify(args: argparse.Namespace) -> int:
         "target": ("remote" if args.remote else "store") if args.store
         else str(args.bundle.resolve()), "ok": result.ok,
         "findings": len(result.findings), "segments": result.segments,
-        "records": result.records, "signatures_checked": trusted.key is not None})
+        "records": result.records, "signatures_checked": trusted.key is not None,
+        "timestamps_checked": result.timestamps})
     for finding in result.findings:
         print(finding)
     state = "OK" if result.ok else f"{len(result.findings)} problems"
     print(f"{result.manifests} manifests, {result.segments} segments, {result.records} records, "
-          f"{result.tombstoned} expired; {trusted.describe()}: {state}")
+          f"{result.tombstoned} expired; {trusted.describe()}; {tsa_state}: {state}")
     return 0 if result.ok else 1
 
 

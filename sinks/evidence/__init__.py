@@ -96,6 +96,25 @@ class EvidenceRemoteConfig(_Section):
         return self
 
 
+class EvidenceTimestampConfig(_Section):
+    """RFC 3161 trusted timestamps: each manifest's hash is stamped by a Time Stamping
+    Authority when it is sealed; the token is kept beside the manifest and checked by
+    `ctrail evidence verify` and by an export's standalone verifier. Needs `openssl`."""
+
+    url: str = Field(pattern=r"^https?://", description="The TSA's RFC 3161 HTTP endpoint.")
+    ca_file: Path | None = Field(None, description="The TSA's CA certificate(s), PEM: a token "
+                                                   "must chain to it.")
+    tsa_cert: Path | None = Field(None, description="The TSA's own certificate, PEM: a token "
+                                                    "must be signed by exactly it.")
+    timeout_secs: PositiveFloat = 10.0
+
+    @model_validator(mode="after")
+    def _trusts_someone(self) -> "EvidenceTimestampConfig":
+        if self.ca_file is None and self.tsa_cert is None:
+            raise ValueError("give ca_file, tsa_cert or both: whom a token must come from")
+        return self
+
+
 class EvidenceConfig(_Section):
     """Archive every stored event and alert in DATA_DIR/evidence (the `evidence` stage)."""
 
@@ -118,6 +137,8 @@ class EvidenceConfig(_Section):
                     "prints it): the key beside the archive is trusted only when it matches.")
     retention: EvidenceRetentionConfig = EvidenceRetentionConfig()
     legal_holds: tuple[LegalHold, ...] = ()
+    timestamp: EvidenceTimestampConfig | None = Field(
+        None, description="Stamp every sealed manifest by an RFC 3161 TSA.")
     remote: EvidenceRemoteConfig | None = Field(
         None, description="Copy sealed evidence to object storage under a retention lock.")
     expire_schedule: str = Field("30 3 * * *", description="Cron schedule of the expiry run "
@@ -139,4 +160,5 @@ class EvidenceConfig(_Section):
         return EvidenceArchive(self, self.root(data_dir))
 
 
-__all__ = ["EvidenceConfig", "EvidenceRemoteConfig", "EvidenceRetentionConfig", "LegalHold"]
+__all__ = ["EvidenceConfig", "EvidenceRemoteConfig", "EvidenceRetentionConfig",
+           "EvidenceTimestampConfig", "LegalHold"]

@@ -7,6 +7,7 @@ Layout of DATA_DIR/evidence:
                                       hash-chained per record (.chain, .head.json: open_segment.py)
   segments/NNNNNNNN.jsonl.gz, .idx    sealed segments and their record index (verify.py)
   manifests/NNNNNNNN.json, head.json  the chain (chain.py)
+  manifests/NNNNNNNN.tst              RFC 3161 timestamp tokens (timestamp.py)
 A record is the event or alert as the bus carries it (ECS JSON), one a line.
 
 Delivery is at least once, so writes are idempotent by event id: a redelivered record is
@@ -37,6 +38,7 @@ from ctrail.event import Alert, Event
 from sinks.evidence.chain import Chain, Signer
 from sinks.evidence.keys import check_signer
 from sinks.evidence.open_segment import OpenSegment
+from sinks.evidence.timestamp import Timestamps
 from sinks.evidence.verify import index_name, record_hash, record_id, segment_name
 
 if TYPE_CHECKING:
@@ -79,6 +81,9 @@ class EvidenceArchive:
         self.signer = Signer(config.signing_key) if config.signing_key is not None else None
         if self.signer is not None:
             check_signer(config, self.signer.public_key)
+        self.timestamps: Timestamps | None = None
+        if config.timestamp is not None:
+            self.timestamps = Timestamps(config.timestamp, root)
         self._lock_file = lock_directory(
             root, f"the evidence archive {root} is being written by another process")
         self._lock = threading.RLock()
@@ -231,6 +236,8 @@ class EvidenceArchive:
             **({"altered_before_seal": altered} if altered else {}),
         })
         self.sealed.setdefault(key, []).append(manifest)
+        if self.timestamps is not None:
+            self.timestamps.sealed(manifest["seq"])
         if key in self._sealed_ids:           # keep late-event dedup warm: no index re-read
             self._sealed_ids[key].update(segment.ids)
         segment.unlink()
@@ -238,6 +245,9 @@ class EvidenceArchive:
     def catch_up(self) -> None:
         """After sealing (the scheduler's pass): copy what is sealed to the remote, if one is
         configured. A failure is logged and retried by a later pass; nothing local changes."""
+        if self.timestamps is not None:
+            with self._lock:
+                self.timestamps.stamp_waiting(rescan=True)
         if self.config.remote is None:
             return
         from sinks.evidence.remote import RemoteArchive
@@ -264,4 +274,6 @@ class EvidenceArchive:
         with self._lock:
             for segment in self.open.values():
                 segment.sync()
+            if self.timestamps is not None:
+                self.timestamps.close()
             self._lock_file.close()

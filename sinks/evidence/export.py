@@ -20,14 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from ctrail.errors import UsageError
-from sinks.evidence.verify import index_name, key_fingerprint, load_public_key, segment_name
+from sinks.evidence.verify import (
+    index_name,
+    key_fingerprint,
+    load_public_key,
+    segment_name,
+    token_name,
+)
 
 VERIFY_MD = """# Verifying this evidence bundle
 
 Exported by ContainerTrail on {created} for {time_from} .. {time_to}:
 {segments} sealed segments, {records} records.
 
-Requirements: Python 3.10+ and the `cryptography` package (`pip install cryptography`).
+Requirements: Python 3.10+ and the `cryptography` package (`pip install cryptography`); the
+`openssl` command (1.1 or later) when the bundle holds timestamp tokens (manifests/*.tst).
 
     mkdir bundle && tar -xf {name} -C bundle
     python3 bundle/verify.py bundle --public-key KEY.pem
@@ -38,6 +45,10 @@ Use a public key, or its fingerprint, obtained from the archive's owner out of b
 SHA-256 of its DER form, is {fingerprint}).
 Without any key the hashes and the chain are still checked, the signatures are not.
 
+Timestamp tokens are checked against the TSA certificates given with `--tsa-ca CA.pem` and/or
+`--tsa-cert TSA.pem` (obtain them from the TSA), else against the copies in the bundle
+(tsa_ca.pem, tsa_cert.pem), which again only show self-consistency.
+
 What is checked:
 - every manifest (manifests/NNNNNNNN.json) links to the one before it: `prev` equals the SHA-256
   of the previous manifest's canonical JSON (sorted keys, no spaces) without `signature`;
@@ -46,7 +57,10 @@ What is checked:
 - each exported segment's SHA-256 equals its manifest's `sha256`; when not, each record is
   compared with segments/NNNNNNNN.idx (itself hashed in the manifest) and every modified,
   missing, inserted, reordered or truncated record is named by its event id;
-- segments named in a tombstone manifest were deleted by retention expiry, not lost.
+- segments named in a tombstone manifest were deleted by retention expiry, not lost;
+- each manifest has an RFC 3161 timestamp token (manifests/NNNNNNNN.tst) whose message imprint
+  is the manifest's hash and which the trusted TSA signed (`openssl ts -verify`): a third
+  party's word that the manifest existed at the token's time.
 
 The verifier prints one line per problem and exits 1, or a summary ending in OK and exits 0.
 """
@@ -92,11 +106,14 @@ def export(root: Path, time_from: datetime, time_to: datetime, out: Path) -> Exp
         _add_bytes(tar, "VERIFY.md", readme.encode())
         _add_bytes(tar, "verify.py", verifier)
         _add_bytes(tar, "EXPORT.json", json.dumps(info, indent=2).encode())
-        for name in ("head.json", "public_key.pem"):
+        for name in ("head.json", "public_key.pem", "tsa_ca.pem", "tsa_cert.pem"):
             if (root / name).exists():
                 tar.add(root / name, arcname=name)
         for path in sorted((root / "manifests").glob("*.json")):
             tar.add(path, arcname=f"manifests/{path.name}")
+            token = root / token_name(int(path.stem))
+            if token.exists():
+                tar.add(token, arcname=token_name(int(path.stem)))
         for m in chosen:
             for name in (segment_name(m["seq"]), index_name(m["seq"])):
                 tar.add(root / name, arcname=name)

@@ -1,4 +1,4 @@
-"""Which public key `ctrail evidence verify` trusts.
+"""Which public key (and which TSA) `ctrail evidence verify` trusts.
 
 The `public_key.pem` beside an archive proves only that the archive is self-consistent: whoever
 can rewrite the archive can re-sign it and replace that file. So the key comes from where the
@@ -15,7 +15,7 @@ from typing import Any
 
 from ctrail.errors import UsageError
 from sinks.evidence import EvidenceConfig
-from sinks.evidence.verify import Finding, key_fingerprint, load_public_key
+from sinks.evidence.verify import Finding, TsaTrust, key_fingerprint, load_public_key
 
 
 @dataclass(frozen=True)
@@ -77,3 +77,17 @@ def check_signer(config: EvidenceConfig, public_key: Any) -> None:
     if config.public_key_sha256 not in (None, fingerprint):
         raise ConfigError(f"evidence.signing_key has fingerprint {fingerprint}, not the pinned "
                           "evidence.public_key_sha256")
+
+
+def tsa_trust(config: EvidenceConfig, root: Path) -> tuple[TsaTrust | None, str]:
+    """Whom timestamp tokens must come from: the configured TSA certificates, else the copies
+    beside the archive or in the bundle (self-consistency only), else nobody (not checked)."""
+    if config.timestamp is not None:
+        return (TsaTrust(config.timestamp.ca_file, config.timestamp.tsa_cert),
+                "timestamps checked against evidence.timestamp")
+    ca_file, tsa_cert = root / "tsa_ca.pem", root / "tsa_cert.pem"
+    if ca_file.exists() or tsa_cert.exists():
+        return (TsaTrust(ca_file if ca_file.exists() else None,
+                         tsa_cert if tsa_cert.exists() else None),
+                "timestamps checked against the TSA certificates beside the archive: NOT pinned")
+    return None, "timestamps NOT checked (no TSA configured)"

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STATE_FILE: Final = "remote-state.json"
-MUTABLE: Final = ("head.json", "public_key.pem")      # rewritten locally: new remote versions
+# Rewritten locally (each seal, or a new key or TSA certificate): new remote versions.
+MUTABLE: Final = ("head.json", "public_key.pem", "tsa_ca.pem", "tsa_cert.pem")
 PASS_BACKOFF_SECS: Final = (30.0, 3600.0)             # a failed pass: first and longest wait
 
 

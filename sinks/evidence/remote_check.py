@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from sinks.evidence import LegalHold
 
 ARCHIVE_NAME: Final = re.compile(r"^(manifests/\d{8}\.(json|tst)|segments/\d{8}\.(jsonl\.gz|idx)"
-                                 r"|head\.json|public_key\.pem)$")
+                                 r"|head\.json|public_key\.pem|tsa_ca\.pem|tsa_cert\.pem)$")
 
 
 def _seq_of(name: str) -> int:

@@ -2,8 +2,9 @@
 
 Standalone on purpose: this file needs only the standard library and `cryptography` (for the
 Ed25519 signatures), because the same source is shipped inside every export bundle for an
-auditor to run without ContainerTrail:
+auditor to run without ContainerTrail (and the `openssl` command, for timestamp tokens):
   python3 verify.py DIR [--public-key PEM | --fingerprint SHA256-OF-THE-KEY]
+                        [--tsa-ca PEM] [--tsa-cert PEM]
 
 The format it checks (the archive writes it, sinks/evidence/archive.py):
   manifests/NNNNNNNN.json   one per sealed segment or tombstone, in chain order (seq 1, 2, ...);
@@ -12,6 +13,8 @@ The format it checks (the archive writes it, sinks/evidence/archive.py):
   segments/NNNNNNNN.jsonl.gz  the records, one ECS document a line, gzip
   segments/NNNNNNNN.idx     "<event id> <sha256 of the line>" per record, in order
   head.json                 the last seq and its hash (signed): catches a chain cut at its end
+  manifests/NNNNNNNN.tst    an RFC 3161 timestamp token over the manifest's hash (when a TSA
+                            is configured): proof from a third party of when it was sealed
 A manifest's hash is sha256 of its canonical JSON without the `signature` key.
 """
 
@@ -20,9 +23,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
+import subprocess
 import sys
 import zlib
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 GENESIS = "0" * 64
@@ -82,6 +88,7 @@ class Finding:
 @dataclass
 class Result:
     findings: list
+    timestamps: int = 0            # tokens checked
     manifests: int = 0
     segments: int = 0
     records: int = 0
@@ -114,6 +121,69 @@ def signature_ok(public_key, digest_hex: str, signature: str | None) -> bool:
         return True
     except (InvalidSignature, ValueError):
         return False
+
+
+@dataclass(frozen=True)
+class TsaTrust:
+    """Whom an RFC 3161 token must come from: a token chains to `ca_file` (the TSA's CA) and,
+    when `tsa_cert` is given, is signed by exactly that certificate."""
+    ca_file: Path | None
+    tsa_cert: Path | None
+
+
+TIME_STAMP = re.compile(r"^Time stamp: (\w{3} +\d+ \d\d:\d\d:\d\d)(?:\.\d+)? (\d{4}) GMT$", re.M)
+
+
+def run_openssl(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def token_time(token: Path) -> datetime | None:
+    """The token's genTime (when the TSA saw the hash), or None when it is not a token."""
+    shown = run_openssl("ts", "-reply", "-in", token, "-token_in", "-text")
+    found = TIME_STAMP.search(shown.stdout) if shown.returncode == 0 else None
+    if found is None:
+        return None
+    return datetime.strptime(f"{found[1]} {found[2]}", "%b %d %H:%M:%S %Y").replace(
+        tzinfo=timezone.utc)
+
+
+def token_problem(token: Path, digest_hex: str, trust: TsaTrust) -> str | None:
+    """None when the token's message imprint is `digest_hex` (SHA-256) and it is signed by the
+    trusted TSA; else what is wrong. Checked with `openssl ts -verify` at the token's own time,
+    so a TSA certificate that expired since still verifies what it signed while valid."""
+    when = token_time(token)
+    if when is None:
+        return "not an RFC 3161 timestamp token"
+    base = ["ts", "-verify", "-digest", digest_hex, "-sha256", "-in", token, "-token_in",
+            "-attime", int(when.timestamp())]
+    anchors = [(trust.ca_file, []), (trust.tsa_cert, ["-partial_chain"])]
+    for anchor, extra in anchors:
+        if anchor is None:
+            continue
+        checked = run_openssl(*base, "-CAfile", anchor, *extra)
+        if checked.returncode == 0:
+            continue
+        if "imprint mismatch" in checked.stderr:
+            return "the token's message imprint is not this manifest's hash"
+        reason = next((line.split(":")[-1] for line in checked.stderr.splitlines()
+                       if "error" in line), "verification failed")
+        return f"not signed by the configured TSA ({anchor.name}): {reason.strip()}"
+    return None
+
+
+def check_token(root: Path, m: dict, digest: str, trust: TsaTrust, result: Result) -> None:
+    token = root / token_name(m["seq"])
+    if not token.exists():
+        result.findings.append(Finding("timestamp_missing", m["seq"], "no RFC 3161 timestamp "
+                                       f"token ({token_name(m['seq'])})"))
+        return
+    problem = token_problem(token, digest, trust)
+    if problem is not None:
+        result.findings.append(Finding("bad_timestamp", m["seq"], problem))
+    else:
+        result.timestamps += 1
 
 
 def read_lines(data: bytes) -> tuple[list, str]:
@@ -201,9 +271,10 @@ def check_segment(root: Path, m: dict, result: Result) -> None:
                                          "matches (recompressed?)")]
 
 
-def verify(root: Path, public_key=None, only_seqs: set | None = None) -> Result:
-    """Check the chain of manifests, their signatures, the head, and every segment (or only
-    `only_seqs`, for a bundle holding part of the archive)."""
+def verify(root: Path, public_key=None, only_seqs: set | None = None,
+           tsa: TsaTrust | None = None) -> Result:
+    """Check the chain of manifests, their signatures, their timestamp tokens (with `tsa`), the
+    head, and every segment (or only `only_seqs`, for a bundle holding part of the archive)."""
     result = Result(findings=[])
     files = sorted((root / "manifests").glob("*.json"))
     prev, expected_seq, tombstoned = GENESIS, 1, set()
@@ -221,6 +292,8 @@ def verify(root: Path, public_key=None, only_seqs: set | None = None) -> Result:
                                            "of the manifest before it (edited or removed)"))
         if public_key is not None and not signature_ok(public_key, digest, m.get("signature")):
             result.findings.append(Finding("bad_signature", seq, "manifest signature invalid"))
+        if tsa is not None:
+            check_token(root, m, digest, tsa, result)
         if m["type"] == "tombstone":
             tombstoned |= {d["seq"] for d in m["deleted"]}
         else:
@@ -259,7 +332,8 @@ def main(argv: list) -> int:
     key = load_public_key(key_path.read_bytes()) if key_path.exists() else None
     bundle = root / "EXPORT.json"
     only = set(json.loads(bundle.read_bytes())["segments"]) if bundle.exists() else None
-    result = verify(root, key, only)
+    tsa = tsa_trust_of(root, argv)
+    result = verify(root, key, only, tsa)
     if "--fingerprint" in argv:          # the key's owner gave its fingerprint out of band
         pinned = argv[argv.index("--fingerprint") + 1].lower()
         actual = key_fingerprint(key) if key is not None else "(no key)"
@@ -269,10 +343,22 @@ def main(argv: list) -> int:
     for finding in result.findings:
         print(finding)
     print(f"{result.manifests} manifests, {result.segments} segments, {result.records} records, "
-          f"{result.tombstoned} expired (tombstoned), signatures "
+          f"{result.tombstoned} expired (tombstoned), timestamps "
+          f"{'checked' if tsa else 'NOT checked (no TSA certificate)'}, signatures "
           f"{'checked' if key else 'NOT checked (no public key)'}: "
           f"{'OK' if result.ok else f'{len(result.findings)} problems'}")
     return 0 if result.ok else 1
+
+
+def tsa_trust_of(root: Path, argv: list) -> TsaTrust | None:
+    """--tsa-ca / --tsa-cert, else the TSA certificates the bundle carries (tsa_ca.pem,
+    tsa_cert.pem), else None: tokens are not checked."""
+    def given(flag: str, bundled: str) -> Path | None:
+        if flag in argv:
+            return Path(argv[argv.index(flag) + 1])
+        return root / bundled if (root / bundled).exists() else None
+    ca_file, tsa_cert = given("--tsa-ca", "tsa_ca.pem"), given("--tsa-cert", "tsa_cert.pem")
+    return TsaTrust(ca_file, tsa_cert) if ca_file or tsa_cert else None
 
 
 if __name__ == "__main__":
