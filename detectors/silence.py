@@ -71,7 +71,9 @@ class SilenceWatch:
     def heard(self, source: str, arrival: datetime, event_time: datetime | None) -> None:
         """A record of `source` received at `arrival`, with its event's time if it parsed."""
         t = arrival.timestamp()
-        e = event_time.timestamp() if event_time is not None else None
+        # An event stamped after it arrived (a sender's clock ahead) counts as of its arrival:
+        # one skewed source must not move the event clock and make the others look silent.
+        e = min(event_time.timestamp(), t) if event_time is not None else None
         seen = self.sources.get(source)
         if seen is None:
             self.sources[source] = Heard(t, e, {})
@@ -85,11 +87,14 @@ class SilenceWatch:
         times = [s.event for s in self.sources.values() if s.event is not None]
         return max(times) if times else None
 
-    def check(self, now: datetime) -> list[Alert]:
-        """Silences that began and ended since the last check, as alerts."""
+    def check(self, now: datetime, arrivals_current: bool = True) -> list[Alert]:
+        """Silences that began and ended since the last check, as alerts. `arrivals_current`
+        False: records received are still waiting to be processed (a backlog), so the arrival
+        clock cannot tell a silent source from a late one and is not judged this time."""
         if not self.config.enabled:
             return []
-        wall, clock = now.timestamp(), self.event_clock()
+        clock = self.event_clock()
+        wall = now.timestamp() if arrivals_current else None
         out: list[Alert] = []
         for name, seen in sorted(self.sources.items()):
             quiet = self.config.quiet_of(name)

@@ -42,6 +42,7 @@ from detectors.window_state import Checkpoint
 
 log = logging.getLogger(__name__)
 PARSE_PREFIX: Final = "parse."            # Telemetry's per-source counters (ctrail.runtime.chain)
+PROCESS_STAGE: Final = "process"
 
 
 class DeadLetterRateConfig(BaseModel):
@@ -132,7 +133,10 @@ class SelfWatch:
         """Every condition once; the alerts due are returned (and published by run())."""
         now = self.clock()
         with self._lock:
-            alerts = self.silence.check(datetime.fromtimestamp(now, timezone.utc))
+            # The process stage's lag (records taken in, not yet parsed): while there is a
+            # backlog, arrival times seen so far say nothing about silence.
+            current = self.telemetry.lags().get(PROCESS_STAGE, 0) == 0
+            alerts = self.silence.check(datetime.fromtimestamp(now, timezone.utc), current)
             self.telemetry.set_silent(self.silence.status())
             silence_state = self.silence.snapshot()
         alerts = [*self.pending, *alerts, *self._dead_letters(now), *self._evidence(),

@@ -129,6 +129,25 @@ def test_an_unpublished_alert_is_published_after_a_restart(tmp_path: Path) -> No
     assert [a.event.id for a in again.check()] == [alert.event.id]
 
 
+def test_a_backlog_is_not_a_silence_and_a_clock_ahead_is_not_the_event_clock(
+        tmp_path: Path) -> None:
+    clock = Clock()
+    telemetry = Telemetry()
+    w = watch(tmp_path, clock, telemetry)
+    w.heard("audit-webhook", clock.at(0), clock.at(0))
+    # A sender whose clock is an hour ahead: its events count as of their arrival.
+    w.heard("falco", clock.at(0), clock.at(3600))
+    clock.now += 30
+    w.heard("falco", clock.at(30), clock.at(3630))
+    assert w.check() == []                               # the webhook is not event-silent
+    telemetry.set_lag("process", 5000)                   # records wait to be parsed
+    clock.now += 600
+    assert w.check() == []
+    telemetry.set_lag("process", 0)                      # drained, and still nothing
+    assert said(w.check()) == [("CT-OPS-001", "CT-OPS-001|audit-webhook|arrival", "start"),
+                               ("CT-OPS-001", "CT-OPS-001|falco|arrival", "start")]
+
+
 def test_readyz_and_metrics_say_the_same(tmp_path: Path) -> None:
     clock = Clock()
     telemetry = Telemetry()
