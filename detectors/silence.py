@@ -17,9 +17,10 @@ outcome success, same group key), routed like any alert. Alert ids come from the
 source, the clock and the last time it was heard, so a redelivery or a restart raises the same
 alert again rather than a new one.
 
-The state (per source: last arrival, newest event time, silent or not) is a Stateful part
-(detectors.window_state), checkpointed with the stage's other state, so a restart neither
-forgets a source that was sending nor raises its silence twice.
+The state (per source: last arrival, newest event time, silent or not) is checkpointed by the
+self-watch (ctrail.runtime.self_watch), so a restart neither forgets a source that was sending
+nor raises its silence twice. Sources are tracked by the name they are configured under; one
+removed from the configuration is forgotten at the next start (keep_only), not reported.
 """
 
 from __future__ import annotations
@@ -131,6 +132,12 @@ class SilenceWatch:
         return ops_alert(SILENT_SOURCE, f"{source}|{clock}", since, at,
                          f"Source {source} {what} of {measure} (quiet period {quiet:.0f} s).",
                          begins, (f"ctrail.source={source}", f"ctrail.clock={clock}"))
+
+    def keep_only(self, names: set[str]) -> None:
+        """Forget sources no longer configured: a source removed on purpose is not silent."""
+        for name in set(self.sources) - names:
+            del self.sources[name]
+            self.dirty = True
 
     def snapshot(self) -> dict[str, Any]:
         return {name: [s.arrival, s.event, s.silent] for name, s in self.sources.items()}

@@ -282,7 +282,8 @@ class Pipeline:
             producer.flush()
             self.telemetry.count_alerts((a.rule.id, a.alert.severity) for a in alerts)
         return SelfWatch(self.settings.watch, self.telemetry,
-                         Checkpoint(checkpoint_path(self.settings.data_dir, stages)), publish)
+                         Checkpoint(checkpoint_path(self.settings.data_dir, stages)), publish,
+                         sources=set(self.settings.sources))
 
     def collector(self, name: str, source: Source, format: str) -> Collector:
         """Intake for `source` in this process, whose records the chain parses as `format`."""

@@ -100,7 +100,9 @@ PROBLEMS: Final = Problems()        # one per process: the scheduler and the sta
 class SelfWatch:
     def __init__(self, config: WatchConfig, telemetry: Telemetry, checkpoint: Checkpoint,
                  publish: Callable[[list[Alert]], None], problems: Problems = PROBLEMS,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 sources: set[str] | None = None) -> None:
+        """`sources`: the configured source names (others in the checkpoint are forgotten)."""
         self.config = config
         self.telemetry = telemetry
         self.checkpoint = checkpoint
@@ -115,6 +117,8 @@ class SelfWatch:
         self.circuit_alerted: set[str] = set()
         state = checkpoint.load()
         self.silence.restore(state.get("silence") or {})
+        if sources is not None:
+            self.silence.keep_only(sources)
         self.breached = dict(state.get("dead_letters") or {})
         self.open_since = dict(state.get("circuits") or {})
         self.circuit_alerted = set(state.get("circuits_alerted") or ())

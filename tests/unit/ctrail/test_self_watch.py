@@ -119,6 +119,20 @@ def test_a_restart_in_the_middle_of_a_silence_neither_forgets_nor_repeats(
     assert said(third.check()) == [("CT-OPS-001", "CT-OPS-001|audit-webhook|arrival", "end")]
 
 
+def test_a_source_removed_from_the_configuration_is_forgotten_not_silent(
+        tmp_path: Path) -> None:
+    clock = Clock()
+    first = watch(tmp_path, clock)
+    first.heard("old-file", clock.at(0), clock.at(0))
+    first.heard("audit-webhook", clock.at(0), clock.at(0))
+    first.check()
+    clock.now += 1000
+    again = SelfWatch(WatchConfig(), Telemetry(), Checkpoint(tmp_path / "watch.json"),
+                      publish=lambda alerts: None, problems=Problems(), clock=clock,
+                      sources={"audit-webhook"})
+    assert said(again.check()) == [("CT-OPS-001", "CT-OPS-001|audit-webhook|arrival", "start")]
+
+
 def test_an_unpublished_alert_is_published_after_a_restart(tmp_path: Path) -> None:
     clock = Clock()
     first = watch(tmp_path, clock)
