@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from collector.sources.cloudwatch_logs import CloudWatchLogsConfig
 from collector.sources.container_logs import ContainerLogsConfig
 from collector.sources.distribution_webhook import DistributionWebhookConfig
 from collector.sources.docker_events import DockerEventsConfig
@@ -20,5 +21,5 @@ SourceConfig = Annotated[
     K8sAuditFileConfig | K8sAuditWebhookConfig
     | FalcoHttpConfig | DistributionWebhookConfig | HarborWebhookConfig
     | DockerEventsConfig | ContainerLogsConfig | TailedFileConfig
-    | FluentForwardConfig,
+    | FluentForwardConfig | CloudWatchLogsConfig,
     Field(discriminator="type")]
