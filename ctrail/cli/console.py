@@ -29,5 +29,5 @@ def run(args: argparse.Namespace) -> int:
     if not ConsoleDb(settings.data_dir).users():
         print("ctrail: warning: no console users yet: add one with "
               "`ctrail users add NAME --role admin`")
-    ConsoleServer(settings, config).serve()
+    ConsoleServer(settings, config, args.config).serve()
     return 0

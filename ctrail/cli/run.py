@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Sequence
 
@@ -29,10 +30,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return serve(settings_of(args), "run", STAGE_NAMES, with_sources=True)
+    return serve(settings_of(args), "run", STAGE_NAMES, with_sources=True,
+                 config_path=args.config)
 
 
-def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bool) -> int:
+def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bool,
+          config_path: Path | None = None) -> int:
     """Run `stages` (and the configured sources, if asked) until SIGINT or SIGTERM, with a
     heartbeat for `ctrail health` under the name `role`.
 
@@ -62,7 +65,7 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
                                        args=(settings, pipeline.bus, stop, role == "run"))
             sources.start()
         scheduler = _start_scheduler(settings, role)
-        console = _start_console(settings) if role == "run" else None
+        console = _start_console(settings, config_path) if role == "run" else None
 
         def alive() -> bool:
             return (all_alive([*pipeline.threads, *([sources] if sources else [])])
@@ -113,13 +116,13 @@ def _start_scheduler(settings: Settings, role: str) -> Scheduler | None:
     return scheduler
 
 
-def _start_console(settings: Settings) -> ConsoleServer | None:
+def _start_console(settings: Settings, config_path: Path | None) -> ConsoleServer | None:
     """The web console beside the pipeline, when the config has a `console:` section."""
     if settings.console is None:
         return None
     from ctrail.console.app import ConsoleServer
 
-    console = ConsoleServer(settings, settings.console)
+    console = ConsoleServer(settings, settings.console, config_path)
     console.start()
     return console
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from ctrail.audit.trail import period, record
 from ctrail.cli.common import field
 from ctrail.cli.search import COLUMNS as SEARCH_COLUMNS
+from ctrail.console import operations
 from ctrail.console.auth import (
     Authenticator,
     LoginRefused,
@@ -68,9 +69,22 @@ def role(needed: Role) -> Callable[[Request], Principal]:
     return check
 
 
+def unscoped(needed: Role) -> Callable[[Request], Principal]:
+    """Reports and evidence span every namespace: only users without a scope see them."""
+    def check(request: Request) -> Principal:
+        found = role(needed)(request)
+        if found.user.scoped:
+            raise HTTPException(403, "reports and evidence cover every namespace: a user "
+                                "limited to namespaces or clusters cannot see them")
+        return found
+    return check
+
+
 Who = Annotated[Principal, Depends(principal)]
 Responder = Annotated[Principal, Depends(role(Role.RESPONDER))]
 Admin = Annotated[Principal, Depends(role(Role.ADMIN))]
+AllScopes = Annotated[Principal, Depends(unscoped(Role.VIEWER))]
+AllScopesAdmin = Annotated[Principal, Depends(unscoped(Role.ADMIN))]
 
 
 def time_of(text: str | None) -> datetime | None:
@@ -171,6 +185,26 @@ def build_router(data: ConsoleData, auth: Authenticator) -> APIRouter:
         body = b"".join(orjson.dumps(doc) + b"\n" for doc in docs)
         return Response(body, media_type="application/x-ndjson", headers={
             "Content-Disposition": 'attachment; filename="ctrail-export.jsonl"'})
+
+    @router.get("/reports", summary="Reports and their rendered files (unscoped users)")
+    def report_list(who: AllScopes) -> dict[str, Any]:
+        return {"reports": operations.reports(data.settings)}
+
+    @router.post("/reports/{name}/run", summary="Render a report now (admin)")
+    def report_run(who: AllScopesAdmin, name: str) -> dict[str, Any]:
+        return {"report": name, "files": operations.run_now(data.settings, name, who.user)}
+
+    @router.get("/evidence", summary="The evidence archive's last verification")
+    def evidence(who: AllScopes) -> dict[str, Any]:
+        return {"configured": data.settings.evidence is not None,
+                "last_verification": operations.last_verification(data.store)}
+
+    @router.post("/evidence/verify", summary="Verify the evidence archive now (admin)")
+    def evidence_verify(who: AllScopesAdmin) -> dict[str, Any]:
+        if data.settings.evidence is None:
+            raise HTTPException(400, "no evidence archive is configured (evidence:)")
+        return operations.verify_now(data.config_path, data.settings.data_dir, who.user,
+                                     data.settings)
 
     @router.get("/users", summary="Console users (admin)")
     def users(who: Admin) -> dict[str, Any]:

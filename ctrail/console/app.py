@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -33,10 +34,10 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, store: Store, db: ConsoleDb,
-               config: ConsoleConfig | None = None) -> FastAPI:
+               config: ConsoleConfig | None = None, config_path: Path | None = None) -> FastAPI:
     config = config or settings.console or ConsoleConfig()
     auth = Authenticator(db, config, settings)
-    data = ConsoleData(settings, store, db)
+    data = ConsoleData(settings, store, db, config_path)
     app = FastAPI(title="ContainerTrail console", version=__version__, docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.include_router(build_router(data, auth))
@@ -61,11 +62,12 @@ class ConsoleServer:
     """The console served by uvicorn in a thread of its own (`ctrail run` with `console:`),
     or in the foreground (`ctrail console`)."""
 
-    def __init__(self, settings: Settings, config: ConsoleConfig) -> None:
+    def __init__(self, settings: Settings, config: ConsoleConfig,
+                 config_path: Path | None = None) -> None:
         config.check_tls()
         self.store = settings.store.build(settings.data_dir)
         self.db = ConsoleDb(settings.data_dir)
-        app = create_app(settings, self.store, self.db, config)
+        app = create_app(settings, self.store, self.db, config, config_path)
         self.server = uvicorn.Server(uvicorn.Config(
             app, host=config.host, port=config.port, log_level="warning", access_log=False,
             ssl_certfile=config.tls_cert_file, ssl_keyfile=config.tls_key_file,

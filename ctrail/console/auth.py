@@ -159,8 +159,11 @@ class Gate:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], *SECURITY_HEADERS]
+                # A response with a policy of its own (a rendered report) keeps it.
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _value in headers}
+                message["headers"] = [*headers, *(h for h in SECURITY_HEADERS
+                                                  if h[0] not in present)]
             await send(message)
 
         request = Request(scope)

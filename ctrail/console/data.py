@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Final
 
 from ctrail import query as q
@@ -51,8 +52,10 @@ class AlertFilter:
 
 
 class ConsoleData:
-    def __init__(self, settings: Settings, store: Store, db: ConsoleDb) -> None:
+    def __init__(self, settings: Settings, store: Store, db: ConsoleDb,
+                 config_path: Path | None = None) -> None:
         self.settings, self.store, self.db = settings, store, db
+        self.config_path = config_path      # for the CLI commands the console runs
 
     # ── events ────────────────────────────────────────────────────────────────────────────────
 

@@ -13,14 +13,15 @@ from urllib.parse import parse_qs
 import jinja2
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from ctrail.cli.alerts import COLUMNS as ALERT_COLUMNS
 from ctrail.cli.common import field
 from ctrail.cli.search import COLUMNS as SEARCH_COLUMNS
 from ctrail.cli.timeline import COLUMNS as TIMELINE_COLUMNS
-from ctrail.console.api import principal, time_of
+from ctrail.console import operations
+from ctrail.console.api import principal, time_of, unscoped
 from ctrail.console.auth import Authenticator, LoginRefused, client_address, set_session_cookie
 from ctrail.console.data import CLOSE_REASONS, AlertFilter, ConsoleData, flatten
 from ctrail.console.users import Role
@@ -142,5 +143,30 @@ def build_pages(data: ConsoleData, auth: Authenticator) -> APIRouter:
                 error = str(exc)
         return page(request, "timeline.html", kind=kind, value=value, subject=subject,
                     events=docs, columns=TIMELINE_COLUMNS, error=error)
+
+    @router.get("/reports")
+    def reports(request: Request) -> HTMLResponse:
+        who = unscoped(Role.VIEWER)(request)
+        return page(request, "reports.html", reports=operations.reports(data.settings),
+                    can_run=who.may(Role.ADMIN))
+
+    @router.get("/reports/{name}/{file_name}")
+    def report_file(request: Request, name: str, file_name: str) -> Response:
+        unscoped(Role.VIEWER)(request)
+        path = operations.report_file(data.settings, name, file_name)
+        if path is None:
+            return page(request, "missing.html", status=404, what="report")
+        media = {".html": "text/html", ".md": "text/markdown", ".csv": "text/csv"}.get(
+            path.suffix, "application/octet-stream")
+        headers = {"Content-Security-Policy": operations.REPORT_POLICY}
+        if media != "text/html":
+            headers["Content-Disposition"] = f'attachment; filename="{path.name}"'
+        return FileResponse(path, media_type=media, headers=headers)
+
+    @router.get("/evidence")
+    def evidence(request: Request) -> HTMLResponse:
+        who = unscoped(Role.VIEWER)(request)
+        return page(request, "evidence.html", configured=data.settings.evidence is not None,
+                    last=operations.last_verification(data.store), can_run=who.may(Role.ADMIN))
 
     return router

@@ -102,8 +102,40 @@ function logoutButton() {
   });
 }
 
+function operationButtons() {
+  for (const button of document.querySelectorAll("button.run-report")) {
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        await post("/api/reports/" + encodeURIComponent(button.dataset.report) + "/run");
+        window.location.reload();
+      } catch (e) {
+        const error = document.getElementById("ops-error");
+        error.textContent = e.message;
+        error.hidden = false;
+        button.disabled = false;
+      }
+    });
+  }
+  const verify = document.getElementById("verify-now");
+  if (!verify) return;
+  verify.addEventListener("click", async () => {
+    verify.disabled = true;
+    const output = document.getElementById("verify-output");
+    try {
+      const result = await post("/api/evidence/verify");
+      output.textContent = (result.ok ? "OK\n" : "PROBLEMS\n") + result.output;
+    } catch (e) {
+      output.textContent = e.message;
+    }
+    output.hidden = false;
+    verify.disabled = false;
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   logoutButton();
+  operationButtons();
   liveAlerts();
   triageButtons();
 });
