@@ -129,7 +129,7 @@ class NotifyService:
                for (receiver, state), count in self.outbox.counts_by_receiver().items()]
         for name, state in self.sender.receivers.items():
             out += [Sample("notify_sent_total", "counter", "requests a receiver accepted, by "
-                           "kind (alert, digest, trigger, resolve)", count, {"receiver": name, "kind": kind})
+                           "kind (alert, digest, trigger, comment, resolve, report)", count, {"receiver": name, "kind": kind})
                     for kind, count in dict(state.sent).items()]   # a copy: the sender adds
             out += [Sample("notify_failed_total", "counter", "requests that failed and will be "
                            "retried, by kind (alert, digest, trigger, comment, resolve, report)",

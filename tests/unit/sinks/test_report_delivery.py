@@ -5,11 +5,15 @@ documented shapes. A failed delivery stays pending, is retried, and shows in /me
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+import apscheduler.executors.base
+import apscheduler.schedulers.base
 import pytest
+from apscheduler.executors.debug import DebugExecutor
 
 from chat_ops_receivers import TeamsReceiver
 from ctrail.runtime.ops import prometheus_text
@@ -22,7 +26,7 @@ from sinks.notify.service import NotifyService
 from smtp_server import SmtpServer, parts
 from test_outbox import START, Clock
 
-MONDAY_6AM = datetime(2026, 1, 5, 6, 0, tzinfo=timezone.utc)
+MONDAY_5AM = datetime(2026, 1, 5, 5, 0, tzinfo=timezone.utc)
 LINK = "https://reports.example.com/weekly"
 
 
@@ -49,6 +53,30 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     slack.close()
 
 
+class SchedulerClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def when(monkeypatch: pytest.MonkeyPatch) -> SchedulerClock:
+    """The scheduler's time: APScheduler reads datetime.now() in the scheduler and the
+    executor (as tests/unit/reports/test_scheduler.py does), and so does our Scheduler."""
+    sim = SchedulerClock(MONDAY_5AM)
+
+    class SimulatedDatetime(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+            return sim.now.astimezone(tz) if tz else sim.now.replace(tzinfo=None)
+
+    monkeypatch.setattr(apscheduler.schedulers.base, "datetime", SimulatedDatetime)
+    monkeypatch.setattr(apscheduler.executors.base, "datetime", SimulatedDatetime)
+    return sim
+
+
 def deliver(service: NotifyService, clock: Clock, secs: float) -> None:
     end = clock.now + secs
     while clock.now < end:
@@ -56,14 +84,21 @@ def deliver(service: NotifyService, clock: Clock, secs: float) -> None:
         clock.now = max(clock.now + 0.01, min(wake, end))
 
 
-def test_a_scheduled_weekly_report_arrives_by_mail_and_as_chat_summaries_once(world) -> None:  # type: ignore[no-untyped-def]
+def test_a_scheduled_weekly_report_arrives_by_mail_and_as_chat_summaries_once(world, when) -> None:  # type: ignore[no-untyped-def]
     settings, clock, smtp, teams, slack = world
-    scheduler = Scheduler(settings, clock=lambda: MONDAY_6AM + timedelta(minutes=1))
+    scheduler = Scheduler(settings, clock=when, executor=DebugExecutor())
     service = settings.notify.build(settings.data_dir, clock=clock)
     telemetry = Telemetry()
     telemetry.add_source(service.samples)
     try:
-        scheduler.run("report:weekly")            # what APScheduler calls at Monday 06:00
+        scheduler.start()
+        when.now = datetime(2026, 1, 5, 6, 0, 1, tzinfo=timezone.utc)   # Monday 06:00 passes
+        scheduler.wakeup()
+        outbox = service.outbox
+        deadline = time.monotonic() + 20
+        while sum(outbox.report_counts().values()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert outbox.report_counts() == {(r, "pending"): 1 for r in ("chat", "mail", "teams")}
         report_dir = settings.data_dir / "reports" / "weekly"
         files = sorted(report_dir.iterdir())
         html_file = next(p for p in files if p.suffix == ".html")
