@@ -151,26 +151,43 @@ def token_time(token: Path) -> datetime | None:
 
 def token_problem(token: Path, digest_hex: str, trust: TsaTrust) -> str | None:
     """None when the token's message imprint is `digest_hex` (SHA-256) and it is signed by the
-    trusted TSA; else what is wrong. Checked with `openssl ts -verify` at the token's own time,
-    so a TSA certificate that expired since still verifies what it signed while valid."""
+    trusted TSA; else what is wrong. One `openssl ts -verify` per token, anchored at the pinned
+    TSA certificate (`-partial_chain`: signed by exactly it; its issue by ca_file is checked once,
+    tsa_chain_problem) or else at ca_file. A TSA certificate that has expired since is checked
+    again at the token's own time: it still vouches for what it signed while valid."""
+    anchor, extra = ((trust.tsa_cert, ["-partial_chain"]) if trust.tsa_cert is not None
+                     else (trust.ca_file, []))
+    assert anchor is not None
+    base = ["ts", "-verify", "-digest", digest_hex, "-sha256", "-in", token, "-token_in",
+            "-CAfile", anchor, *extra]
+    checked = run_openssl(*base)
+    if checked.returncode == 0:
+        return None
     when = token_time(token)
     if when is None:
         return "not an RFC 3161 timestamp token"
-    base = ["ts", "-verify", "-digest", digest_hex, "-sha256", "-in", token, "-token_in",
-            "-attime", int(when.timestamp())]
-    anchors = [(trust.ca_file, []), (trust.tsa_cert, ["-partial_chain"])]
-    for anchor, extra in anchors:
-        if anchor is None:
-            continue
-        checked = run_openssl(*base, "-CAfile", anchor, *extra)
+    if "certificate has expired" in checked.stderr:
+        checked = run_openssl(*base, "-attime", int(when.timestamp()))
         if checked.returncode == 0:
-            continue
-        if "imprint mismatch" in checked.stderr:
-            return "the token's message imprint is not this manifest's hash"
-        reason = next((line.split(":")[-1] for line in checked.stderr.splitlines()
-                       if "error" in line), "verification failed")
-        return f"not signed by the configured TSA ({anchor.name}): {reason.strip()}"
-    return None
+            return None
+    if "imprint mismatch" in checked.stderr:
+        return "the token's message imprint is not this manifest's hash"
+    reason = next((line.split(":")[-1] for line in checked.stderr.splitlines()
+                   if "error" in line), "verification failed")
+    return f"not signed by the configured TSA ({anchor.name}): {reason.strip()}"
+
+
+def tsa_chain_problem(trust: TsaTrust) -> str | None:
+    """With both certificates: the pinned TSA certificate is one ca_file issued for timestamping
+    (checked once, not per token; validity dates are each token's business)."""
+    if trust.ca_file is None or trust.tsa_cert is None:
+        return None
+    checked = run_openssl("verify", "-CAfile", trust.ca_file, "-purpose", "timestampsign",
+                          "-no_check_time", trust.tsa_cert)
+    if checked.returncode == 0:
+        return None
+    return (f"the TSA certificate {trust.tsa_cert.name} is not a timestamping certificate of "
+            f"{trust.ca_file.name}: {checked.stdout.strip()} {checked.stderr.strip()}")
 
 
 def check_token(root: Path, m: dict, digest: str, trust: TsaTrust, result: Result) -> None:
@@ -276,6 +293,9 @@ def verify(root: Path, public_key=None, only_seqs: set | None = None,
     """Check the chain of manifests, their signatures, their timestamp tokens (with `tsa`), the
     head, and every segment (or only `only_seqs`, for a bundle holding part of the archive)."""
     result = Result(findings=[])
+    chain_problem = tsa_chain_problem(tsa) if tsa is not None else None
+    if chain_problem is not None:
+        result.findings.append(Finding("bad_timestamp", 0, chain_problem))
     files = sorted((root / "manifests").glob("*.json"))
     prev, expected_seq, tombstoned = GENESIS, 1, set()
     segments = []

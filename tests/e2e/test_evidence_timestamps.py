@@ -216,3 +216,14 @@ def test_token_problem_needs_the_pinned_certificate(tsas, tmp_path) -> None:  # 
     assert token_problem(token, "cd" * 32, TsaTrust(ours.ca_file, None)) is None   # same CA
     problem = token_problem(token, "cd" * 32, TsaTrust(ours.ca_file, ours.cert_file))
     assert problem is not None and problem.startswith("not signed by the configured TSA")
+
+
+def test_a_pinned_tsa_certificate_must_come_from_the_ca(tsas) -> None:  # type: ignore[no-untyped-def]
+    from sinks.evidence.verify import tsa_chain_problem
+    ours, stranger, sibling = tsas["ours"], tsas["stranger"], tsas["sibling"]
+    assert tsa_chain_problem(TsaTrust(ours.ca_file, ours.cert_file)) is None
+    assert tsa_chain_problem(TsaTrust(ours.ca_file, sibling.cert_file)) is None
+    problem = tsa_chain_problem(TsaTrust(ours.ca_file, stranger.cert_file))
+    assert problem is not None and "not a timestamping certificate of ca.crt" in problem
+    # A CA certificate is no TSA certificate (no timeStamping extended key usage).
+    assert tsa_chain_problem(TsaTrust(ours.ca_file, ours.ca_file)) is not None
