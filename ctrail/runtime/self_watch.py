@@ -111,17 +111,17 @@ class SelfWatch:
         self.clock = clock
         self._lock = threading.Lock()
         self.silence = SilenceWatch(config.silence)
+        # (time, {source: (parsed, dead-lettered)}) over the last window (CT-OPS-002)
         self.counts: deque[tuple[float, dict[str, tuple[int, int]]]] = deque()
-        self.breached: dict[str, float] = {}          # source -> since (CT-OPS-002)
-        self.open_since: dict[str, float] = {}        # receiver -> first seen open
-        self.circuit_alerted: set[str] = set()
         state = checkpoint.load()
         self.silence.restore(state.get("silence") or {})
         if sources is not None:
             self.silence.keep_only(sources)
-        self.breached = dict(state.get("dead_letters") or {})
-        self.open_since = dict(state.get("circuits") or {})
-        self.circuit_alerted = set(state.get("circuits_alerted") or ())
+        # source -> when its dead-letter rate went above the threshold (CT-OPS-002)
+        self.breached: dict[str, float] = dict(state.get("dead_letters") or {})
+        # receiver -> when its circuit was first seen open, and those alerted on (CT-OPS-004)
+        self.open_since: dict[str, float] = dict(state.get("circuits") or {})
+        self.circuit_alerted: set[str] = set(state.get("circuits_alerted") or ())
         # Alerts of the last check that may not have been published: published (again) first.
         self.pending: list[Alert] = [decode_alert(doc) for doc in state.get("outbox") or ()]
         self._outbox_saved = bool(self.pending)
