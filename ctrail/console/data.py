@@ -23,6 +23,8 @@ from ctrail.errors import UsageError
 from ctrail.query import parse_time
 from ctrail.settings import Settings
 from enrich.today import explain, load_graph
+from sinks.notify.outbox import Outbox
+from sinks.notify.report_notice import outbox_path
 from sinks.reports.model import Chart
 
 TRIAGE_ACTIONS: Final = ("acknowledge", "assign", "note", "close", "reopen")
@@ -138,12 +140,28 @@ class ConsoleData:
             raise UsageError("assign needs an assignee")
         if action == "note" and not str(detail.get("note", "")).strip():
             raise UsageError("a note needs text")
-        if self.alert(user, alert_id_) is None:
+        alert = self.alert(user, alert_id_)
+        if alert is None:
             raise LookupError(alert_id_)
         entry = self.db.append_triage(alert_id_, action, user.name, detail)
+        resolving = self._resolve_incidents(alert) if action == "close" else 0
         record(self.settings, "alert-triage", {"alert_id": alert_id_, "triage": action,
-                                               **detail}, user=user.name)
-        return entry
+                                               **detail, "incidents_resolving": resolving},
+               user=user.name)
+        return {**entry, "incidents_resolving": resolving}
+
+    def _resolve_incidents(self, alert: dict[str, Any]) -> int:
+        """A closed alert's open incidents (PagerDuty, Opsgenie, Jira) are resolved by the
+        notify stage's sender at its next pass: marked in its outbox in this data directory."""
+        path = outbox_path(self.settings.data_dir)
+        group_key = (alert.get("alert") or {}).get("group_key")
+        if self.settings.notify is None or not group_key or not path.exists():
+            return 0
+        outbox = Outbox(path)
+        try:
+            return outbox.request_resolve(str(group_key))
+        finally:
+            outbox.close()
 
     # ── timelines ─────────────────────────────────────────────────────────────────────────────
 

@@ -132,15 +132,18 @@ class Sender:
 
     def _resolve(self, state: ReceiverState, now: float) -> float:
         notifier = state.notifier
-        quiet = getattr(notifier, "resolve_after_secs", None)
-        if quiet is None:
+        if not hasattr(notifier, "resolve_message"):
             return math.inf
+        # None: resolved only when a person closes the alert (the console).
+        quiet = getattr(notifier, "resolve_after_secs", None)
         for group_key, dedup_key in self.outbox.incidents_due(notifier.name, quiet, now):
             if state.bucket.available(now) < 1:
                 return state.bucket.next_token_at(now)
-            if not self._send(state, notifier.resolve_message(group_key, dedup_key)):  # type: ignore[attr-defined]
+            if not self._send(state, notifier.resolve_message(group_key, dedup_key)):
                 return state.not_before
-            self.outbox.incident_resolved(notifier.name, group_key, now - quiet)
+            self.outbox.incident_resolved(notifier.name, group_key, now - (quiet or 0.0))
+        if quiet is None:
+            return math.inf
         due = self.outbox.next_resolve_at(notifier.name, quiet)
         return due if due is not None and due > now else math.inf
 

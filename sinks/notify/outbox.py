@@ -15,6 +15,7 @@ waiting for their receivers (email, Slack, Teams), with the same life minus `hel
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -179,14 +180,23 @@ class Outbox:
         self._tx([("UPDATE incidents SET state = 'open', dedup_key = ? WHERE receiver = ? AND"
                    " group_key = ?", (dedup_key, receiver, group_key))])
 
-    def incidents_due(self, receiver: str, quiet_secs: float, now: float) -> list[tuple[str, str]]:
-        """(group_key, dedup_key) of open incidents with no alert for quiet_secs and none
-        still waiting to be sent."""
+    def incidents_due(self, receiver: str, quiet_secs: float | None,
+                      now: float) -> list[tuple[str, str]]:
+        """(group_key, dedup_key) of open incidents with no alert for quiet_secs (never, when
+        None), or closed by a person (request_resolve), and none still waiting to be sent."""
         return [(g, d) for g, d in self._query(
-            "SELECT group_key, dedup_key FROM incidents i WHERE receiver = ? AND state = 'open'"
-            " AND last_alert_at + ? <= ? AND NOT EXISTS (SELECT 1 FROM outbox o WHERE"
-            " o.receiver = i.receiver AND o.group_key = i.group_key AND o.state IN"
-            " ('pending', 'held'))", (receiver, quiet_secs, now))]
+            "SELECT group_key, dedup_key FROM incidents i WHERE receiver = ? AND (state ="
+            " 'closing' OR (state = 'open' AND last_alert_at + ? <= ?)) AND NOT EXISTS"
+            " (SELECT 1 FROM outbox o WHERE o.receiver = i.receiver AND o.group_key ="
+            " i.group_key AND o.state IN ('pending', 'held'))",
+            (receiver, math.inf if quiet_secs is None else quiet_secs, now))]
+
+    def request_resolve(self, group_key: str) -> int:
+        """A person closed the group's alert (the console): each receiver's open incident of
+        the group is resolved at the sender's next pass, whatever its quiet period. Returns
+        the incidents marked."""
+        return self._tx([("UPDATE incidents SET state = 'closing' WHERE group_key = ? AND"
+                          " state IN ('open', 'waiting')", (group_key,))])[0]
 
     def next_resolve_at(self, receiver: str, quiet_secs: float) -> float | None:
         return self._query("SELECT min(last_alert_at) + ? FROM incidents WHERE receiver = ?"
@@ -195,7 +205,8 @@ class Outbox:
     def incident_resolved(self, receiver: str, group_key: str, resolved_before: float) -> None:
         # Only if no new alert arrived while the resolve was in flight.
         self._tx([("UPDATE incidents SET state = 'resolved' WHERE receiver = ? AND"
-                   " group_key = ? AND last_alert_at <= ?", (receiver, group_key, resolved_before))])
+                   " group_key = ? AND (state = 'closing' OR last_alert_at <= ?)",
+                   (receiver, group_key, resolved_before))])
 
     def enqueue_report(self, receivers: Sequence[str], delivery_id: str, notice: bytes,
                        now: float) -> int:

@@ -47,9 +47,11 @@ class NotifyService:
         self.notifiers = [receiver.build(name, config.kibana_url)
                           for name, receiver in config.receivers.items()]
         # Groups are tracked for receivers that resolve them, or that need to know the
-        # incident they opened (Jira comments on its issue, resolved or not).
+        # incident they opened (Jira comments on its issue, resolved or not). One that can
+        # resolve is tracked even without a quiet period: a person may close the alert in
+        # the console (Outbox.request_resolve).
         self._incident_receivers = {n.name for n in self.notifiers
-                                    if getattr(n, "resolve_after_secs", None) is not None
+                                    if hasattr(n, "resolve_message")
                                     or getattr(n, "keeps_incidents", False)}
         self.directory = data_dir / "notify"
         self.outbox = Outbox(self.directory / "outbox.sqlite3")

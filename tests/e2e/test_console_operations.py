@@ -13,6 +13,9 @@ import pytest
 from console_scenario import add_users, incident, ingest, login, serve, write_lines
 from ctrail.console.app import ConsoleServer
 from ctrail.console.operations import REPORT_POLICY
+from ctrail.event import Alert
+from sinks.notify.outbox import NewRow, Outbox
+from sinks.notify.report_notice import outbox_path
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +86,38 @@ def test_the_last_evidence_verification_comes_from_the_audit_trail(
         assert unauthenticated.status_code == 401
     finally:
         admin.close()
+
+
+def test_closing_an_alert_asks_the_notify_stage_to_resolve_its_incident(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T_PD_KEY", "0123456789abcdef0123456789abcdef")
+    ingest(tmp_path / "data", write_lines(tmp_path / "audit.log", incident()))
+    add_users(tmp_path / "data")
+    config = tmp_path / "ctrail.yaml"
+    config.write_text("notify:\n  receivers:\n    oncall: {type: pagerduty, routing_key: "
+                      "{env: T_PD_KEY}, url: 'http://127.0.0.1:9/v2/enqueue'}\n")
+    server = serve(tmp_path / "data", config)
+    admin = login(server.url, "admin")
+    try:
+        doc = admin.get("/api/alerts", params={"namespace": "payments"}).json()["alerts"][0]
+        # As the notify stage left it: the alert's group has an open PagerDuty incident.
+        outbox = Outbox(outbox_path(tmp_path / "data"))
+        outbox.enqueue([NewRow("oncall", Alert.model_validate(
+            {k: v for k, v in doc.items() if k != "triage"}), tracks_incidents=True)], 1.0)
+        outbox.mark_delivered("oncall", [p.seq for p in outbox.pending("oncall", 10)], 1.0,
+                              "trigger")
+        outbox.incident_opened("oncall", doc["alert"]["group_key"], "dedup-1")
+        assert outbox.incidents_due("oncall", None, 2.0) == []
+        csrf = {"X-CSRF-Token": admin.csrf}  # type: ignore[attr-defined]
+        url = f"/api/alerts/{doc['event']['id']}/triage"
+        assert admin.post(url, json={"action": "acknowledge"}, headers=csrf).json()[
+            "incidents_resolving"] == 0
+        closed = admin.post(url, json={"action": "close", "reason": "true_positive"},
+                            headers=csrf).json()
+        assert closed["incidents_resolving"] == 1
+        assert outbox.incidents_due("oncall", None, 2.0) == [(doc["alert"]["group_key"],
+                                                              "dedup-1")]
+        outbox.close()
+    finally:
+        admin.close()
+        server.stop()
