@@ -33,8 +33,21 @@ class ListenerConfig(BaseModel):
     max_connections: PositiveInt = 64
     ack_timeout_secs: PositiveFloat = 30.0
     read_timeout_secs: PositiveFloat = Field(10.0, description="Per socket read or write.")
+    header_timeout_secs: PositiveFloat = Field(
+        10.0, description="From a request's first byte (or a kept-alive connection's last "
+                          "answer) to the end of its headers; then the connection is closed.")
     request_timeout_secs: PositiveFloat = Field(
         60.0, description="Whole request (headers and body); then the connection is closed.")
+    max_header_bytes: PositiveInt = Field(
+        32 * 1024, description="Request line and headers together (431 above it).")
+    max_headers: PositiveInt = Field(64, description="Header fields per request (431 above).")
+    max_connections_per_client: PositiveInt = Field(
+        16, description="Open connections from one address (429 above it).")
+    max_requests_per_client_per_sec: PositiveFloat = Field(
+        50.0, description="Sustained requests from one address (429 with Retry-After above "
+                          "it); kube-apiserver's webhook sends at most 10 batches a second.")
+    max_request_burst_per_client: PositiveInt = Field(
+        100, description="Requests one address may send at once before the rate applies.")
     retry_after_secs: PositiveInt = 1
 
     def build(self, name: str, data_dir: Path, max_record_bytes: int) -> HttpListener:

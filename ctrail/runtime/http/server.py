@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
+import re
 import socket
 import socketserver
 import ssl
@@ -11,9 +13,11 @@ import time
 from email.message import Message
 from http.server import BaseHTTPRequestHandler
 from io import BufferedIOBase
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import orjson
+
+from ctrail.runtime.http.limits import ClientLimits
 
 if TYPE_CHECKING:
     from ctrail.runtime.http.config import ListenerConfig
@@ -29,35 +33,47 @@ class BadBody(Exception):
         self.status, self.message = status, message
 
 
+CONTENT_LENGTH: Final = re.compile(r"[0-9]{1,19}")
+# RFC 9112 7.1: chunk-size [ chunk-ext ] CRLF, chunk-size = 1*HEXDIG, BWS only before the
+# extensions. No sign, no 0x, no spaces around the size, no underscores (int() takes them all).
+CHUNK_LINE: Final = re.compile(rb"([0-9A-Fa-f]+)(?:[ \t]*;[^\r\n]*)?\r\n")
+MAX_REQUEST_LINE_BYTES: Final = 8192
+
+
 def framing_error(headers: Message, limit: int) -> Refusal | None:
-    """What is wrong with how the body is framed, judged from the headers alone."""
+    """What is wrong with how the body is framed, judged from the headers alone (RFC 9112 6:
+    one framing, stated once; anything else is a request smuggling attempt or a broken
+    sender, and is refused with 400)."""
     if headers.get("Content-Encoding", "identity").strip().lower() != "identity":
         return 415, "Content-Encoding is not supported"
-    encoding = headers.get("Transfer-Encoding")
-    length = headers.get("Content-Length")
-    if encoding is not None:
-        if encoding.strip().lower() != "chunked" or length is not None:
+    encodings = headers.get_all("Transfer-Encoding") or []
+    lengths = headers.get_all("Content-Length") or []
+    if encodings:
+        if len(encodings) > 1 or encodings[0].strip().lower() != "chunked" or lengths:
             return 400, "only a plain chunked Transfer-Encoding, without Content-Length"
         return None
-    if length is None:
+    if not lengths:
         return 411, "Content-Length required"
-    if not length.strip().isdigit():
+    if len(lengths) > 1:
+        return 400, "more than one Content-Length"
+    if not CONTENT_LENGTH.fullmatch(lengths[0].strip(" \t")):
         return 400, "bad Content-Length"
-    return (413, "body too large") if int(length) > limit else None
+    return (413, "body too large") if int(lengths[0]) > limit else None
 
 
 def read_chunked(rfile: BinaryIO | BufferedIOBase, limit: int) -> bytes:
     body = bytearray()
     while True:
         line = rfile.readline(1024)
-        try:
-            size = int(line.split(b";", 1)[0], 16)
-        except ValueError:
-            raise BadBody(400, "bad chunk size") from None
+        matched = CHUNK_LINE.fullmatch(line)
+        if matched is None:
+            raise BadBody(400, "bad chunk size")
+        digits = matched.group(1).lstrip(b"0")
+        if len(digits) > 16 or len(body) + int(digits or b"0", 16) > limit:
+            raise BadBody(413, "body too large")
+        size = int(digits or b"0", 16)
         if size == 0:
             break
-        if size < 0 or len(body) + size > limit:
-            raise BadBody(413, "body too large")
         chunk = rfile.read(size)
         if len(chunk) < size or rfile.read(2) != b"\r\n":
             raise BadBody(400, "truncated chunk")
@@ -75,13 +91,42 @@ def handler_class(listener: HttpListener) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"            # keep-alive: senders post batch after batch
         timeout = config.read_timeout_secs       # per read: a stalled client frees its thread
         server: Server
+        raw_requestline: bytes                   # set by the stdlib before parse_request
 
         def handle_one_request(self) -> None:
-            self.server.arm(self.connection)     # the whole request, from its first byte
+            # The headers must arrive within header_timeout_secs of the first byte (or of the
+            # last answer, on a kept-alive connection); the body within request_timeout_secs.
+            self._started = time.monotonic()
+            self.server.arm(self.connection, config.header_timeout_secs)
             try:
                 super().handle_one_request()
             finally:
                 self.server.disarm(self.connection)
+
+        def parse_request(self) -> bool:
+            if len(self.raw_requestline) > MAX_REQUEST_LINE_BYTES:
+                return self._refuse_unread(414, "request line too long")
+            wait = self.server.limits.request(self.client_address[0])
+            if wait:                              # before any more of the request is read
+                return self._refuse_unread(429, "too many requests from this client", wait)
+            rfile = self.rfile
+            self.rfile = HeaderBudget(rfile, config.max_header_bytes - len(self.raw_requestline),
+                                      config.max_headers)   # type: ignore[assignment]
+            try:
+                parsed = super().parse_request()
+            finally:
+                self.rfile = rfile
+            if parsed:
+                self.server.arm(self.connection, config.request_timeout_secs -
+                                (time.monotonic() - self._started))
+            return parsed
+
+        def _refuse_unread(self, status: int, message: str, retry_after: int | None = None
+                           ) -> bool:
+            """Answer before the request line is parsed (the stdlib's attributes are unset)."""
+            self.command, self.request_version, self.requestline = "", "HTTP/1.1", ""
+            self._answer(status, message, close=True, retry_after=retry_after)
+            return False
 
         def handle_expect_100(self) -> bool:
             if (refusal := self._refusal()) is not None:
@@ -120,14 +165,14 @@ def handler_class(listener: HttpListener) -> type[BaseHTTPRequestHandler]:
             return body
 
         def _answer(self, status: int, message: str, request_id: str | None = None,
-                    close: bool = False) -> None:
+                    close: bool = False, retry_after: int | None = None) -> None:
             listener.count(status)
             payload = orjson.dumps({"status": status, "message": message,
                                     **({"request_id": request_id} if request_id else {})})
             try:
                 self.send_response(status)
                 if status in (429, 503):
-                    self.send_header("Retry-After", str(config.retry_after_secs))
+                    self.send_header("Retry-After", str(retry_after or config.retry_after_secs))
                 if status == 401:
                     self.send_header("WWW-Authenticate", 'Bearer realm="ContainerTrail"')
                 if status == 405:
@@ -166,9 +211,32 @@ def handler_class(listener: HttpListener) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class HeaderBudget:
+    """The request's reader while its headers are parsed: more than `budget` bytes or
+    `max_lines` fields end the request with 431 (the stdlib alone allows 100 lines of 64 KiB)."""
+
+    def __init__(self, rfile: BinaryIO | BufferedIOBase, budget: int, max_lines: int) -> None:
+        self._rfile, self._budget, self._lines = rfile, budget, max_lines + 1   # + the blank
+
+    def readline(self, limit: int = -1) -> bytes:
+        if self._lines <= 0:
+            raise http.client.HTTPException("too many header fields")
+        self._lines -= 1
+        wanted = self._budget + 1 if limit < 0 else min(limit, self._budget + 1)
+        line = self._rfile.readline(wanted)
+        self._budget -= len(line)
+        if self._budget < 0:
+            raise http.client.LineTooLong("header section")
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rfile, name)
+
+
 class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    """A thread per connection, at most max_connections; a watchdog shuts connections whose
-    request outlives request_timeout_secs (a slow-loris client holds a thread only that long)."""
+    """A thread per connection, at most max_connections and max_connections_per_client; a
+    watchdog shuts connections whose headers outlive header_timeout_secs or whose request
+    outlives request_timeout_secs (a slow-loris client holds a thread only that long)."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -179,6 +247,9 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.config, self.tls = config, tls
         self._slots = threading.BoundedSemaphore(config.max_connections)
+        self.limits = ClientLimits(config.max_connections_per_client,
+                                   config.max_requests_per_client_per_sec,
+                                   config.max_request_burst_per_client)
         self._deadlines: dict[socket.socket, float] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -186,33 +257,39 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         threading.Thread(target=self._watch, name="webhook-watchdog", daemon=True).start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.limits.connect(client_address[0]):
+            return self._refuse(request, b"429 Too Many Requests")
         if not self._slots.acquire(blocking=False):
-            # Answered from the accept loop, without a thread; over TLS just closed, since
-            # answering would take the handshake that is the work being refused.
-            if self.tls is None:
-                _send_quietly(request, b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: %d\r\n"
-                              b"Content-Length: 0\r\nConnection: close\r\n\r\n"
-                              % self.config.retry_after_secs)
-            self.shutdown_request(request)
-            return
+            self.limits.disconnect(client_address[0])
+            return self._refuse(request, b"503 Service Unavailable")
         try:
             super().process_request(request, client_address)
         except BaseException:
             self._slots.release()
+            self.limits.disconnect(client_address[0])
             raise
+
+    def _refuse(self, request: Any, status: bytes) -> None:
+        """Answered from the accept loop, without a thread; over TLS just closed, since
+        answering would take the handshake that is the work being refused."""
+        if self.tls is None:
+            _send_quietly(request, b"HTTP/1.1 %s\r\nRetry-After: %d\r\nContent-Length: 0\r\n"
+                          b"Connection: close\r\n\r\n" % (status, self.config.retry_after_secs))
+        self.shutdown_request(request)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+            self.limits.disconnect(client_address[0])
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if self.tls is None:
             return super().finish_request(request, client_address)
         request.settimeout(self.config.read_timeout_secs)
         conn = self.tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
-        self.arm(conn)
+        self.arm(conn, self.config.header_timeout_secs)
         try:
             conn.do_handshake()
         except OSError as exc:                   # includes ssl.SSLError: no or a bad client cert
@@ -230,9 +307,9 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         # A broken connection is the client's problem; the listener serves on, quietly.
         log.debug("A webhook connection failed.", exc_info=True)
 
-    def arm(self, conn: socket.socket) -> None:
+    def arm(self, conn: socket.socket, secs: float) -> None:
         with self._lock:
-            self._deadlines[conn] = time.monotonic() + self.config.request_timeout_secs
+            self._deadlines[conn] = time.monotonic() + secs
 
     def disarm(self, conn: socket.socket) -> None:
         with self._lock:
