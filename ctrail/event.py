@@ -6,16 +6,42 @@ audit fields stay under `kubernetes.audit.*`, as Elastic's Kubernetes integratio
 raw Falco alerts under `falco.*`, as Elastic's Falco integration keeps them.
 
 The models are frozen; stages derive new events with `model_copy(update=...)`. Serialisation
-(`ctrail.bus.codec`) is pydantic-core's, from and to JSON bytes, with no dict round trip.
+(`ctrail.bus.codec`) is pydantic-core's, from and to JSON bytes, with no dict round trip. Every
+time is written in one fixed-width UTC form (`Instant`), so times compare as text as they do as
+instants.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+
+def fixed_width(moment: datetime) -> str:
+    """A time as every store and output writes it: UTC, microseconds always, `Z`
+    (2026-11-20T10:12:06.000000Z). Compared as text, these order as the instants do; pydantic's
+    own form drops a zero fraction (10:12:06Z sorts after 10:12:06.5Z) and keeps offsets."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def stored_instant(text: object) -> datetime:
+    """The instant of a stored time, whatever form it was written in (documents stored before
+    the fixed-width form, or by another writer); the earliest instant when it is not a time, so
+    sorting never fails on one bad document."""
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+# A datetime written in its fixed-width form in JSON (the bus, both stores, --format json).
+Instant = Annotated[datetime, PlainSerializer(fixed_width, return_type=str, when_used="json")]
 
 
 class EcsModel(BaseModel):
@@ -34,8 +60,8 @@ class EventInfo(EcsModel):
     dataset: str                              # "kubernetes.audit", "docker.events", ...
     module: str                               # "kubernetes", "docker", ...
     original: str                             # the raw record, byte for byte
-    ingested: datetime
-    created: datetime | None = None           # when the source wrote it, where it says so
+    ingested: Instant
+    created: Instant | None = None            # when the source wrote it, where it says so
     severity: int | None = None               # alerts: 21 low, 47 medium, 73 high, 99 critical
 
 
@@ -238,7 +264,7 @@ class Workload(EcsModel):
 
 class Actor(EcsModel):
     name: str | None = None
-    time: datetime | None = None
+    time: Instant | None = None
     ip: str | None = None
 
 
@@ -259,7 +285,7 @@ class ContainerTrail(EcsModel):
 
 
 class Event(EcsModel):
-    timestamp: datetime = Field(alias="@timestamp")
+    timestamp: Instant = Field(alias="@timestamp")
     event: EventInfo
     user: User | None = None
     source: Source | None = None
@@ -343,7 +369,7 @@ class AlertInfo(EcsModel):
 
 
 class Alert(EcsModel):
-    timestamp: datetime = Field(alias="@timestamp")
+    timestamp: Instant = Field(alias="@timestamp")
     event: EventInfo
     rule: Rule
     threat: Threat | None = None
@@ -365,7 +391,7 @@ class Rejection(EcsModel):
     """A dead letter: a record that can never succeed, kept with its reason and origin."""
 
     id: str
-    timestamp: datetime = Field(alias="@timestamp")
+    timestamp: Instant = Field(alias="@timestamp")
     stage: str
     reason: str
     detail: str
@@ -391,7 +417,7 @@ class DeadLetterReplay(EcsModel):
     `dlq replay` leave out the dead letters that have one, unless asked for `--all`."""
 
     id: str                                   # hash(dead letter, outcome, successor, replay run)
-    timestamp: datetime = Field(alias="@timestamp")
+    timestamp: Instant = Field(alias="@timestamp")
     dead_letter_id: str
     stage: str                                # the stage that rejected it, and judged it again
     outcome: Literal["succeeded", "rejected_again", "reopened"]

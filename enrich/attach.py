@@ -31,6 +31,7 @@ from ctrail.event import (
     OrchestratorResource,
     OrchestratorResourceParent,
     Workload,
+    fixed_width,
 )
 from enrich.graph import Container as ContainerRecord, EntityGraph, Pod, repository_of, split_image
 
@@ -74,7 +75,8 @@ class Identity:
 
 
 def iso(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+    """In the one fixed-width form every stored time has (ctrail.event.fixed_width)."""
+    return fixed_width(datetime.fromtimestamp(seconds, timezone.utc))
 
 
 def resolve(graph: EntityGraph, container_id: str | None = None, namespace: str | None = None,

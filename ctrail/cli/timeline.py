@@ -21,6 +21,7 @@ from rich.table import Table
 from ctrail.audit.trail import record
 from ctrail.cli.common import add_common, print_docs, settings_of
 from ctrail.errors import UsageError
+from ctrail.event import stored_instant
 from enrich.graph import EntityGraph
 from enrich.timeline import for_container, for_image, for_pod, for_user
 from enrich.today import explain, load_graph
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             store.close()
     docs = sorted((explain(graph, doc) for doc in docs),
-                  key=lambda d: (str(d.get("@timestamp")), str((d.get("event") or {}).get("id"))))
+                  key=lambda d: (stored_instant(d.get("@timestamp")),
+                                 str((d.get("event") or {}).get("id"))))
     # Recorded before printing: a reader that stops early (`| head`) has still looked.
     record(settings, "timeline", {"subject": subject["type"], "query": subject["query"],
                                   "limit": args.limit, "results": len(docs)})

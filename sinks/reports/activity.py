@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
+from ctrail.event import fixed_width
 from sinks.reports.data import audit, get, identity_kind, unique_requests, user_of, when
 from sinks.reports.model import Chart, Report, Section, Table, by_count, time_series
 from sinks.reports.source import Source
@@ -53,5 +54,6 @@ def _rows(users: dict[str, list[dict[str, Any]]]) -> list[list[Any]]:
         rows.append([user, len(docs), changes, denied,
                      ", ".join(f"{v} ({n})" for v, n in by_count(verbs, 5)),
                      ", ".join(namespaces[:10]), ", ".join(ips[:5]),
-                     min(d["@timestamp"] for d in docs), max(d["@timestamp"] for d in docs)])
+                     fixed_width(min(when(d) for d in docs)),
+                     fixed_width(max(when(d) for d in docs))])
     return rows

@@ -91,7 +91,7 @@ def test_the_alert_is_ecs_shaped_and_names_rule_threat_and_entities(
                   "category": ["configuration"], "type": ["change"], "action": "CT-K8S-004",
                   "outcome": "success", "dataset": "containertrail.alerts",
                   "module": "containertrail", "original": event.event.original,
-                  "ingested": "2026-11-24T00:00:00Z", "severity": 47},
+                  "ingested": "2026-11-24T00:00:00.000000Z", "severity": 47},
         "rule": {"id": "CT-K8S-004", "name": "Exec or Attach Into a Pod",
                  "description": alert.rule.description, "ruleset": "containertrail",
                  "reference": "https://microsoft.github.io/Threat-Matrix-for-Kubernetes/"

@@ -152,5 +152,5 @@ def test_an_enriched_event_carries_the_timestamps_as_datetimes() -> None:
     identity = resolve(graph, container_id=FULL)
     assert identity is not None
     assert identity.as_dict()["first_seen"] == datetime.fromtimestamp(
-        T0 + 12, timezone.utc).isoformat().replace("+00:00", "Z")
+        T0 + 12, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")     # the fixed-width form
     assert timedelta(seconds=identity.last_seen - identity.first_seen) > timedelta(hours=1)

@@ -70,4 +70,4 @@ def test_the_body_is_the_ecs_alert_as_stored() -> None:
     alert = make_alert(2)
     from sinks.webhook import alert_body
     body = alert_body("siem", alert)
-    assert orjson.loads(orjson.dumps(body))["alert"]["@timestamp"] == "2026-05-01T12:00:02Z"
+    assert orjson.loads(orjson.dumps(body))["alert"]["@timestamp"] == "2026-05-01T12:00:02.000000Z"
