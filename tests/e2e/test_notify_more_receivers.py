@@ -26,6 +26,15 @@ from test_run import free_port  # noqa: E402
 TEAMS_SIG = "teams-e2e-signature-9f8e"
 
 
+def serving(ops_port: int) -> bool:
+    """/metrics answers (the ops server starts once the intake process runs)."""
+    try:
+        metrics(ops_port)
+        return True
+    except OSError:
+        return False
+
+
 def failed_mails(ops_port: int) -> float:
     """Failed mail requests in /metrics (0 until the ops server listens)."""
     try:
@@ -71,7 +80,7 @@ ops: {{port: {ops_port}, token: {{env: E2E_OPS_TOKEN}}}}
     try:
         with open(logs[0], "w") as log:
             first = subprocess.Popen(command, cwd=REPO, env=env, stderr=log)
-            wait_for(lambda: outbox_counts(data_dir).get("pending") == 4 * alerts)
+            wait_for(lambda: outbox_counts(data_dir).get("pending") == 4 * alerts, 120)
             wait_for(lambda: all(r.refused for r in (teams, og, jira)))
             wait_for(lambda: failed_mails(ops_port) >= 1)
             first.kill()                                          # kill -9
@@ -83,8 +92,9 @@ ops: {{port: {ops_port}, token: {{env: E2E_OPS_TOKEN}}}}
             receiver.fault = None
         with open(logs[1], "w") as log:
             second = subprocess.Popen(command, cwd=REPO, env=env, stderr=log)
-            wait_for(lambda: outbox_counts(data_dir) == {"delivered": 4 * alerts})
+            wait_for(lambda: outbox_counts(data_dir) == {"delivered": 4 * alerts}, 120)
             time.sleep(1.0)                                       # anything extra would show
+            wait_for(lambda: serving(ops_port))                   # it starts after intake
             up = metrics(ops_port)
             second.send_signal(signal.SIGTERM)
             assert second.wait(timeout=30) == 0
