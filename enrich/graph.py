@@ -29,6 +29,9 @@ SHORT_ID: Final = 12
 MAX_CHANGES: Final = 8          # workload changes kept: enough to find the deployer of any pod
 MAX_TAG_HISTORY: Final = 32
 TOUCH_SECS: Final = 60          # a later last-seen is worth persisting only after this long
+# Event time may run ahead of the wall clock by this much (clock skew); a record stamped further
+# in the future must not make retention forget the present.
+MAX_FUTURE_SECS: Final = DAY_SECS
 Clock = Callable[[], float]
 
 
@@ -142,6 +145,7 @@ class EntityGraph:
         self.clock = clock
         self.tables: dict[str, dict[str, Record]] = {kind: {} for kind in KINDS}
         self.dirty: set[tuple[str, str]] = set()
+        self.newest = 0             # the latest event time learned (epoch seconds)
 
     # ── learning ──────────────────────────────────────────────────────────────────────────
 
@@ -159,6 +163,8 @@ class EntityGraph:
         if fact.seen > record.last:
             changed = changed or fact.seen - record.last >= TOUCH_SECS
             record.last = fact.seen
+        if record.last > self.newest:
+            self.newest = record.last
         if changed:
             self.dirty.add((fact.kind, key))
 
@@ -272,11 +278,18 @@ class EntityGraph:
 
     # ── retention ─────────────────────────────────────────────────────────────────────────
 
+    def event_time(self) -> int:
+        """Now, in event time: the latest time any event taught the graph (never more than a
+        day past the wall clock). A forensic import of last quarter's logs lives in last
+        quarter: what it learns is kept while it is read, however old the wall clock says it is."""
+        return min(self.newest, int(self.clock()) + MAX_FUTURE_SECS)
+
     def expire(self, now: float | None = None) -> int:
-        """Forget what went away (or was last seen) more than the retention ago. Pods live as
-        long as a container of theirs, workloads as long as a pod below them, pushes as long
-        as a container runs their digest. Returns how many entities were dropped."""
-        cutoff = int(self.clock() if now is None else now) - self.retention_secs
+        """Forget what went away (or was last seen) more than the retention before `now`
+        (default: event_time(), not the wall clock). Pods live as long as a container of
+        theirs, workloads as long as a pod below them, pushes as long as a container runs their
+        digest. Returns how many entities were dropped."""
+        cutoff = int(self.event_time() if now is None else now) - self.retention_secs
         dropped = 0
         containers = self.tables["container"]
         for key in [k for k, r in containers.items() if (r.gone or r.last) < cutoff]:

@@ -82,7 +82,7 @@ def test_a_later_push_of_the_same_digest_does_not_change_who_pushed_it() -> None
     assert push is not None and (push.user, push.time) == ("ci", T0)
 
 
-def test_retention_expires_30_days_after_the_container_is_gone() -> None:
+def test_retention_expires_30_days_of_event_time_after_the_container_is_gone() -> None:
     clock = Clock(T0 + 7 * DAY_SECS)
     graph = EntityGraph(retention_days=30, clock=clock)
     for fact in facts():
@@ -90,9 +90,31 @@ def test_retention_expires_30_days_after_the_container_is_gone() -> None:
     assert graph.expire() == 0
     check_resolves(graph)                                  # a simulated week later
     clock.now = T0 + 7200 + 30 * DAY_SECS + 1
+    assert graph.expire() == 0                             # no event has moved time on
+    check_resolves(graph)
+    later = T0 + 7200 + 30 * DAY_SECS + 1
+    graph.apply(Fact("container", "c0ffee" * 10 + "abcd", later, {"id": "c0ffee" * 10 + "abcd"}))
     graph.expire()
     assert graph.container(FULL) is None and graph.pod("shop", "api-1-x") is None
-    assert graph.workload("Deployment", "shop", "api") is None and len(graph) == 0
+    assert graph.workload("Deployment", "shop", "api") is None and len(graph) == 1
+
+
+def test_a_forensic_import_of_last_quarter_resolves_as_it_is_read() -> None:
+    # Today's wall clock; events from 90 days ago: the graph keeps what they teach.
+    graph = EntityGraph(retention_days=30, clock=Clock(T0 + 90 * DAY_SECS))
+    for fact in facts():
+        graph.apply(fact)
+    assert graph.expire() == 0
+    check_resolves(graph)
+
+
+def test_an_event_from_the_far_future_does_not_make_the_present_expire() -> None:
+    graph = EntityGraph(retention_days=30, clock=Clock(T0 + 7200))
+    for fact in facts():
+        graph.apply(fact)
+    graph.apply(Fact("container", "bad" * 20 + "abcd", T0 + 365 * DAY_SECS, {}))  # skewed clock
+    graph.expire()
+    check_resolves(graph)
 
 
 def test_a_live_container_keeps_its_pod_workload_and_push() -> None:
