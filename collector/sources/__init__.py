@@ -15,11 +15,12 @@ from collector.sources.fluent_forward import FluentForwardConfig
 from collector.sources.harbor_webhook import HarborWebhookConfig
 from collector.sources.k8s_audit_file import K8sAuditFileConfig
 from collector.sources.k8s_audit_webhook import K8sAuditWebhookConfig
+from collector.sources.kafka_topic import KafkaTopicConfig
 from collector.sources.tailed_file import TailedFileConfig
 
 SourceConfig = Annotated[
     K8sAuditFileConfig | K8sAuditWebhookConfig
     | FalcoHttpConfig | DistributionWebhookConfig | HarborWebhookConfig
     | DockerEventsConfig | ContainerLogsConfig | TailedFileConfig
-    | FluentForwardConfig | CloudWatchLogsConfig,
+    | FluentForwardConfig | CloudWatchLogsConfig | KafkaTopicConfig,
     Field(discriminator="type")]

@@ -9,8 +9,14 @@ env)"` exports them. Defaults match the script's default ports.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 KAFKA_BOOTSTRAP_DEFAULT = "127.0.0.1:19092"
+KAFKA_SASL_BOOTSTRAP_DEFAULT = "127.0.0.1:19094"
+# The test credential scripts/services gives its SASL_SSL listener (Event Hubs' form).
+KAFKA_SASL_CONNECTION_STRING_DEFAULT = (
+    "Endpoint=sb://ctrail-test.servicebus.windows.net/;SharedAccessKeyName="
+    "RootManageSharedAccessKey;SharedAccessKey=Y3RyYWlsLXRlc3Qta2V5")
 ELASTICSEARCH_URL_DEFAULT = "http://127.0.0.1:19200"
 
 
@@ -22,3 +28,16 @@ def kafka_bootstrap() -> str:
 def elasticsearch_url() -> str:
     """Elasticsearch's base URL, without a trailing slash (env ELASTICSEARCH_URL)."""
     return (os.environ.get("ELASTICSEARCH_URL") or ELASTICSEARCH_URL_DEFAULT).rstrip("/")
+
+
+def kafka_sasl() -> tuple[str, Path, str]:
+    """Kafka's SASL_SSL (PLAIN) listener, as Azure Event Hubs' Kafka endpoint: its bootstrap
+    servers, the PEM of the CA that signed its certificate, and the Event Hubs connection
+    string it accepts as user `$ConnectionString` (env KAFKA_SASL_BOOTSTRAP, KAFKA_SASL_CA,
+    KAFKA_SASL_CONNECTION_STRING)."""
+    state = Path(os.environ.get("CTRAIL_SERVICES_STATE") or
+                 Path.home() / ".cache" / "containertrail" / "services" / "state")
+    return (os.environ.get("KAFKA_SASL_BOOTSTRAP") or KAFKA_SASL_BOOTSTRAP_DEFAULT,
+            Path(os.environ.get("KAFKA_SASL_CA") or state / "kafka" / "tls" / "ca.pem"),
+            os.environ.get("KAFKA_SASL_CONNECTION_STRING")
+            or KAFKA_SASL_CONNECTION_STRING_DEFAULT)
