@@ -4,6 +4,7 @@ defaults when the section is absent) until SIGINT or SIGTERM."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ctrail.cli.common import add_common, settings_of
 from ctrail.console.config import ConsoleConfig
@@ -28,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
     config = config.model_copy(update=overrides)
     if not ConsoleDb(settings.data_dir).users():
         print("ctrail: warning: no console users yet: add one with "
-              "`ctrail users add NAME --role admin`")
-    ConsoleServer(settings, config, args.config).serve()
+              "`ctrail users add NAME --role admin`", file=sys.stderr)
+    server = ConsoleServer(settings, config, args.config)
+    print(f"ctrail: serving the console at {server.url}/ (Ctrl-C to stop)", file=sys.stderr,
+          flush=True)
+    server.serve()
     return 0

@@ -8,6 +8,7 @@ behind the gate like everything else.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from importlib import resources
@@ -76,14 +77,18 @@ class ConsoleServer:
         self._thread: threading.Thread | None = None
 
     def serve(self) -> None:
-        """Serve until SIGINT or SIGTERM (uvicorn handles them), then close."""
-        self._log_start()
+        """Serve until SIGINT or SIGTERM, then stop cleanly (exit status 0, as `ctrail run`):
+        the server runs in a thread, so the signals are ours, not uvicorn's."""
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda _signum, _frame: stop.set())
+        self.start()
         try:
-            self.server.run()
+            while not stop.wait(1.0):
+                if self._thread is not None and not self._thread.is_alive():
+                    raise ConfigError("console: the server stopped unexpectedly")
         finally:
-            self.close()
-        if not self.server.started:
-            raise ConfigError(f"console: cannot listen on {self.config.host}:{self.config.port}")
+            self.stop()
 
     def start(self, timeout_secs: float = 30.0) -> None:
         """Serve in a thread (uvicorn leaves signals to the caller there); return once it
@@ -102,8 +107,8 @@ class ConsoleServer:
     @property
     def url(self) -> str:
         """Where it listens (the port the system chose when port is 0)."""
-        port = self.server.servers[0].sockets[0].getsockname()[1] if self.server.servers \
-            else self.config.port
+        servers = getattr(self.server, "servers", None)     # set once it listens
+        port = servers[0].sockets[0].getsockname()[1] if servers else self.config.port
         scheme = "https" if self.config.tls else "http"
         return f"{scheme}://{self.config.host}:{port}"
 

@@ -132,3 +132,24 @@ console: {{port: {port}, tls_cert_file: {cert}, tls_key_file: {key}}}
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+
+
+def test_console_serves_until_sigterm_and_says_when_its_port_is_taken(tmp_path: Path) -> None:
+    port = free_port()
+    command = [str(EXE), "console", "--port", str(port), "--data-dir", str(tmp_path / "data")]
+    proc = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        def answers() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/login", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+        wait_for(answers, timeout=60)
+        assert httpx.get(f"http://127.0.0.1:{port}/api/alerts").status_code == 401
+        taken = ctrail("console", "--port", str(port), "--data-dir", str(tmp_path / "data"))
+        assert taken.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in taken.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "no console users yet" in err and f"http://127.0.0.1:{port}/" in err
