@@ -16,6 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -42,7 +43,7 @@ SECURITY_HEADERS: Final = (
      b"form-action 'self'"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),      # no-referrer would make Origin "null"
     (b"cache-control", b"no-store"),
 )
 PASSWORDS: Final = PasswordHasher()     # argon2id with the library's (RFC 9106) parameters
@@ -168,10 +169,11 @@ class Gate:
 
         request = Request(scope)
         path = request.url.path
-        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+        if public and (request.method in SAFE_METHODS or same_origin(request)):
             await self.app(scope, receive, send_with_headers)
             return
-        principal = self.auth.principal(request)
+        principal = None if public else self.auth.principal(request)
         refusal = refuse(request, principal)
         if refusal is not None:
             await refusal(scope, receive, send_with_headers)
@@ -180,9 +182,21 @@ class Gate:
         await self.app(scope, receive, send_with_headers)
 
 
+def same_origin(request: Request) -> bool:
+    """A browser names the page that sent a state change in Origin: another site's page (a
+    forged login, say) is refused; a script without the header (curl, an API client) is not
+    a browser page and passes."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
 def refuse(request: Request, principal: Principal | None) -> Response | None:
     """The answer to a request that may not go on, or None."""
     api = request.url.path.startswith("/api/")
+    if request.method not in SAFE_METHODS and not same_origin(request):
+        return JSONResponse({"detail": "cross-origin request refused"}, status_code=403)
     if principal is None:
         if api or request.method not in SAFE_METHODS:
             return JSONResponse({"detail": "authentication required"}, status_code=401,

@@ -136,8 +136,8 @@ class ConsoleData:
             raise UsageError(f"unknown action {action!r} (one of {', '.join(TRIAGE_ACTIONS)})")
         if action == "close" and detail.get("reason") not in CLOSE_REASONS:
             raise UsageError(f"closing needs a reason: one of {', '.join(CLOSE_REASONS)}")
-        if action == "assign" and not detail.get("assignee"):
-            raise UsageError("assign needs an assignee")
+        if action == "assign" and self.db.user(str(detail.get("assignee") or "")) is None:
+            raise UsageError("assign needs an assignee who is a console user")
         if action == "note" and not str(detail.get("note", "")).strip():
             raise UsageError("a note needs text")
         alert = self.alert(user, alert_id_)

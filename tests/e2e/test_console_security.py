@@ -99,6 +99,30 @@ def test_state_changes_need_the_csrf_token(console: ConsoleServer) -> None:
     client.close()
 
 
+def test_another_sites_page_cannot_post_to_the_console(console: ConsoleServer) -> None:
+    evil = {"Origin": "https://evil.example"}
+    forged_login = httpx.post(console.url + "/login", headers=evil,
+                              data={"user": "admin", "password": PASSWORD})
+    assert forged_login.status_code == 403 and "set-cookie" not in forged_login.headers
+    client = login(console.url, "admin")
+    try:
+        alert = client.get("/api/alerts").json()["alerts"][0]["event"]["id"]
+        headers = {**evil, "X-CSRF-Token": client.csrf}  # type: ignore[attr-defined]
+        refused = client.post(f"/api/alerts/{alert}/triage", headers=headers,
+                              json={"action": "acknowledge"})
+        assert refused.status_code == 403 and "cross-origin" in refused.text
+        own = {"Origin": console.url, "X-CSRF-Token": client.csrf}  # type: ignore[attr-defined]
+        unknown = client.post(f"/api/alerts/{alert}/triage", headers=own,
+                              json={"action": "assign", "assignee": "nobody"})
+        assert unknown.status_code == 400 and "console user" in unknown.text
+        assigned = client.post(f"/api/alerts/{alert}/triage", headers=own,
+                               json={"action": "assign", "assignee": "pay"})
+        assert assigned.status_code == 200
+        assert client.get(f"/api/alerts/{alert}").json()["triage"]["assignee"] == "pay"
+    finally:
+        client.close()
+
+
 def test_api_tokens_work_without_csrf_and_roles_hold(console: ConsoleServer,
                                                      tmp_path: Path) -> None:
     db = ConsoleDb(console.db.path.parent)
