@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -35,7 +35,12 @@ from ctrail.event import (
 )
 from enrich.graph import Container as ContainerRecord, EntityGraph, Pod, repository_of, split_image
 
-SYSTEM_USERS = ("system:",)
+# Who acts for a principal rather than as one: kube-controller-manager's controllers (their
+# service accounts in kube-system), kubelets (system:node:*, mirror pods) and the other system:*
+# components. Service accounts elsewhere (CI, Argo CD) and system:anonymous are principals.
+SERVICE_ACCOUNTS: Final = "system:serviceaccount:"
+CONTROLLER_ACCOUNTS: Final = "system:serviceaccount:kube-system:"
+PRINCIPAL_SYSTEM_USERS: Final = frozenset({"system:anonymous"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,7 @@ class Identity:
     image_tag: str | None = None
     digest: str | None = None
     deployed_by: str | None = None
+    deployed_via: str | None = None
     deployed_at: int | None = None
     pushed_by: str | None = None
     pushed_at: int | None = None
@@ -107,10 +113,15 @@ def resolve(graph: EntityGraph, container_id: str | None = None, namespace: str 
 
 
 def _workload(graph: EntityGraph, namespace: str, pod: Pod) -> dict[str, Any]:
-    """The owner chain up to the top workload, and who deployed it (the latest change by a
-    person before the pod started; controllers' own updates only when no person is known)."""
+    """The owner chain up to the top workload, and who deployed it: the last principal (a
+    person, a CI service account, Argo CD: anyone but Kubernetes' own controllers) that created
+    or changed a workload of the chain before the pod appeared, else the last one known. The
+    controller that created the pod (the ReplicaSet controller, the Job controller) is kept as
+    `deployed_via`; when no principal is known, nobody is named as the deployer."""
+    via = pod.creator if pod.creator and is_controller(pod.creator) else None
     if not pod.owner:
-        return {"deployed_by": pod.creator, "deployed_at": pod.first if pod.creator else None}
+        return {"deployed_by": None if via else pod.creator, "deployed_via": via,
+                "deployed_at": pod.first if pod.creator and not via else None}
     kind, name = pod.owner
     out: dict[str, Any] = {"owner_kind": kind, "owner_name": name}
     changes: list[tuple[int, str]] = []
@@ -123,12 +134,23 @@ def _workload(graph: EntityGraph, namespace: str, pod: Pod) -> dict[str, Any]:
             break
         kind, name = record.owner
     out.update(workload_kind=kind, workload_name=name)
-    before = sorted(c for c in changes if c[0] <= pod.first) or sorted(changes)
-    people = [c for c in before if not c[1].startswith(SYSTEM_USERS)]
-    chosen: tuple[int, str | None] = ((people or before)[-1] if people or before
-                                      else (pod.first, pod.creator))
-    out.update(deployed_at=chosen[0] if chosen[1] else None, deployed_by=chosen[1])
+    principals = sorted(c for c in changes if not is_controller(c[1]))
+    before = [c for c in principals if c[0] <= pod.first] or principals
+    controllers = sorted(c for c in changes if is_controller(c[1]))
+    via = via or (controllers[-1][1] if controllers else None)
+    if before:
+        out.update(deployed_at=before[-1][0], deployed_by=before[-1][1])
+    elif pod.creator and not is_controller(pod.creator):
+        out.update(deployed_at=pod.first, deployed_by=pod.creator)
+    out.update(deployed_via=via)
     return out
+
+
+def is_controller(user: str) -> bool:
+    """Kubernetes' own controllers and components, which act on a principal's behalf."""
+    if user.startswith(SERVICE_ACCOUNTS):
+        return user.startswith(CONTROLLER_ACCOUNTS)
+    return user.startswith("system:") and user not in PRINCIPAL_SYSTEM_USERS
 
 
 def _image(graph: EntityGraph, container: ContainerRecord | None, pod: Pod | None,
@@ -255,12 +277,13 @@ def _trail(identity: Identity, inferred: tuple[str, ...]) -> ContainerTrail | No
                 if identity.workload_kind else None)
     deployed = (Actor(name=identity.deployed_by, time=_dt(identity.deployed_at))
                 if identity.deployed_by else None)
+    via = Actor(name=identity.deployed_via) if identity.deployed_via else None
     pushed = (Actor(name=identity.pushed_by, time=_dt(identity.pushed_at), ip=identity.pushed_from)
               if identity.pushed_by or identity.pushed_at else None)
-    if workload is None and deployed is None and pushed is None and not inferred:
+    if workload is None and deployed is None and via is None and pushed is None and not inferred:
         return None
-    return ContainerTrail(workload=workload, deployed_by=deployed, image_pushed_by=pushed,
-                          inferred=inferred or None)
+    return ContainerTrail(workload=workload, deployed_by=deployed, deployed_via=via,
+                          image_pushed_by=pushed, inferred=inferred or None)
 
 
 def _dt(seconds: int | None) -> datetime | None:
