@@ -277,6 +277,7 @@ class ContainerTrail(EcsModel):
 
     workload: Workload | None = None          # the top owner: Pod -> ReplicaSet -> Deployment
     deployed_by: Actor | None = None          # who created or last changed that workload
+    deployed_via: Actor | None = None         # the controller that created the pod for them
     image_pushed_by: Actor | None = None      # who pushed the image digest, when, from where
     # The ECS fields the graph filled in (dotted paths), as opposed to what the source itself
     # reported: an auditor can tell inferred from observed, and `ctrail timeline` replaces
