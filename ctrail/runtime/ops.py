@@ -29,6 +29,7 @@ from ctrail.runtime.telemetry import Telemetry
 from ctrail.secrets import SecretRef, resolve_secret
 
 log = logging.getLogger(__name__)
+OPS_READ_TIMEOUT_SECS = 10.0
 
 COUNTERS = (("received", "records a stage consumed"), ("sent", "records a stage produced"),
             ("dead_lettered", "records a stage dead-lettered (store: refused by the store)"),
@@ -136,6 +137,10 @@ def _label(value: str) -> str:
 
 def _handler(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        # A read that waits longer ends the connection: a half-open request (or an idle
+        # kept-alive one) no longer holds its thread forever.
+        timeout = OPS_READ_TIMEOUT_SECS
+
         def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
             if ops.token is not None and not token_matches(
                     presented_credential(self.headers.get("Authorization")), [ops.token]):

@@ -27,7 +27,9 @@ _CANDIDATES: Final = [Path(p) for p in (os.environ.get("CTRAIL_SHARED_DATA"),) i
     Path(__file__).resolve().parents[4] / "shared/data/real", Path("/work/shared/data/real")]
 SHARED_DATA: Final = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
 """The real samples, found as tests/conftest.py finds them (strategies are built at import)."""
-FUZZ: Final = settings(max_examples=10_000, deadline=None, derandomize=True, database=None,
+FUZZ_EXAMPLES: Final = int(os.environ.get("CTRAIL_FUZZ_EXAMPLES", "500"))
+"""Examples per fuzz test: a few seconds each in the suite; scripts/fuzz runs 10 000 and more."""
+FUZZ: Final = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
                        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                               HealthCheck.large_base_example])
 DEEP: Final = "\x00deep\x00"
