@@ -4,7 +4,7 @@ sealed into a hash chain (the `evidence` stage writes it; `ctrail evidence` read
 Layout of DATA_DIR/evidence:
   open/<bucket epoch>-<class>.jsonl   the open segment of one hour and data class (appended,
                                       fsynced per batch; a torn last line is cut at startup),
-                                      hash-chained per record (.chain, .head.json: open_segment.py)
+                                      hash-chained per record (.chain: open_segment.py)
   segments/NNNNNNNN.jsonl.gz, .idx    sealed segments and their record index (verify.py)
   manifests/NNNNNNNN.json, head.json  the chain (chain.py)
   manifests/NNNNNNNN.tst              RFC 3161 timestamp tokens (timestamp.py)
@@ -37,7 +37,7 @@ from ctrail.errors import Unavailable
 from ctrail.event import Alert, Event
 from sinks.evidence.chain import Chain, Signer
 from sinks.evidence.keys import check_signer
-from sinks.evidence.open_segment import OpenSegment
+from sinks.evidence.open_segment import MARKER, OpenSegment
 from sinks.evidence.timestamp import Timestamps
 from sinks.evidence.verify import index_name, record_hash, record_id, segment_name
 
@@ -97,8 +97,10 @@ class EvidenceArchive:
         self._remote: Any = None           # sinks.evidence.remote.RemoteArchive, when configured
         (root / "open").mkdir(exist_ok=True)
         self.open: dict[Key, OpenSegment] = {}
+        chained = (root / "open" / MARKER).exists()   # else: open segments of an older version
         for path in sorted((root / "open").glob("*.jsonl")):
-            self._recover(path)
+            self._recover(path, chained)
+        (root / "open" / MARKER).touch()
 
     @classmethod
     def open_shared(cls, config: "EvidenceConfig", data_dir: Path) -> "EvidenceArchive":
@@ -116,10 +118,10 @@ class EvidenceArchive:
         epoch = datetime.fromisoformat(manifest["bucket"]).timestamp()
         return int(epoch), manifest["data_class"]
 
-    def _recover(self, path: Path) -> None:
+    def _recover(self, path: Path, chained: bool) -> None:
         epoch, klass = path.stem.split("-", 1)
         key = (int(epoch), klass)
-        segment = OpenSegment.load(path, self.signer)
+        segment = OpenSegment.load(path, self.signer, chained)
         sealed = self.sealed.get(key)
         last = sealed[-1] if sealed else None
         if not segment.ids or (last is not None and last["first_id"] == segment.ids[0]
@@ -205,10 +207,18 @@ class EvidenceArchive:
         with open(segment.path, "rb") as source, open(index_path, "wb") as idx, \
                 open(packed_path, "wb") as raw, \
                 gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=COMPRESS_LEVEL, mtime=0) as out:
-            count, first, last, found = 0, b"", b"", []
+            count, first, last = 0, b"", b""
+            found: list[tuple[str, str]] | None = None    # kept from the first difference on
             for line in source:
-                found.append((record_id(line[:-1]), record_hash(line[:-1])))
-                entry = f"{found[-1][0]} {found[-1][1]}\n".encode()
+                rec = record_hash(line[:-1])
+                # The record as appended and chained (its id known), else what is there.
+                same = found is None and count < len(segment.hashes) and (
+                    segment.hashes[count] == rec)
+                event_id = segment.ids[count] if same else record_id(line[:-1])
+                if not same:
+                    found = found if found is not None else segment.appended(count)
+                    found.append((event_id, rec))
+                entry = f"{event_id} {rec}\n".encode()
                 idx.write(entry)
                 index.update(entry)
                 content.update(line)
@@ -220,7 +230,11 @@ class EvidenceArchive:
             for chunk in iter(lambda: written.read(1 << 20), b""):
                 packed.update(chunk)
         previous = self.sealed.get(key, [])
+        if found is None and count < len(segment.ids):          # records gone from the end
+            found = segment.appended(count)
         altered = segment.changes(found)
+        first_id, last_id = ((found[0][0], found[-1][0]) if found else
+                             (segment.ids[0], segment.ids[count - 1 if count else -1]))
         manifest = self.chain.append({
             "type": "segment", "bucket": iso(key[0]), "bucket_secs": self.config.bucket_secs,
             "data_class": key[1], "part": len(previous), "late": bool(previous),
@@ -228,8 +242,7 @@ class EvidenceArchive:
             "bytes": packed_path.stat().st_size, "content_sha256": content.hexdigest(),
             "index_sha256": index.hexdigest(), "records": count,
             # The file, as sealed; an open file emptied by hand has no first record to show.
-            "first_id": found[0][0] if found else segment.ids[0],
-            "last_id": found[-1][0] if found else segment.ids[-1],
+            "first_id": first_id, "last_id": last_id,
             "first_ts": orjson.loads(first)["@timestamp"] if first else None,
             "last_ts": orjson.loads(last)["@timestamp"] if last else None,
             "sealed_at": iso(self.clock().timestamp()),

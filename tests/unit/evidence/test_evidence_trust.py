@@ -146,12 +146,46 @@ def test_an_edit_with_a_recomputed_chain_is_named_after_a_restart(open_archive) 
     archive.close()
     path = open_file(archive)
     edit(path, "ev00002")
-    path.with_suffix(".chain").unlink()      # the attacker lets the chain be rebuilt from the file
+    # The attacker recomputes the chain over the edited file; the signed head cannot follow.
+    from sinks.evidence.open_segment import _chain_of, whole_lines
+    chain = path.with_suffix(".chain")
+    heads = [line for line in chain.read_bytes().splitlines(keepends=True)
+             if line.startswith(b"#head")]
+    chain.write_bytes(b"".join(f"{e} {r} {c}\n".encode()
+                               for e, r, c in _chain_of(whole_lines(path.read_bytes())))
+                      + heads[-1])
+    assert open_findings(archive.root, archive.signer.public_key) == [("chain_broken", None)]
     archive = open_archive()
     archive.seal_all()
     (manifest,) = archive.chain.manifests()
     assert {c["kind"] for c in manifest["altered_before_seal"]} == {"chain_broken"}
     assert not verify(archive.root, archive.signer.public_key).ok
+
+
+def test_a_removed_chain_file_is_named(open_archive) -> None:  # type: ignore[no-untyped-def]
+    archive = open_archive()
+    archive.write([make_event(i, T0) for i in range(3)])
+    archive.close()
+    open_file(archive).with_suffix(".chain").unlink()
+    assert open_findings(archive.root, None) == [("chain_missing", None)]
+    archive = open_archive()
+    archive.seal_all()
+    (manifest,) = archive.chain.manifests()
+    assert {c["kind"] for c in manifest["altered_before_seal"]} == {"chain_missing",
+                                                                      "bad_signature"}
+
+
+def test_an_open_segment_of_an_older_version_is_chained_without_alarm(open_archive) -> None:  # type: ignore[no-untyped-def]
+    archive = open_archive()
+    archive.write([make_event(i, T0) for i in range(3)])
+    archive.close()
+    open_file(archive).with_suffix(".chain").unlink()     # as the previous release left it
+    (archive.root / "open" / ".chained").unlink()
+    archive = open_archive()
+    archive.write([make_event(3, T0)])
+    archive.seal_all()
+    (manifest,) = archive.chain.manifests()
+    assert "altered_before_seal" not in manifest and manifest["records"] == 4
 
 
 def test_a_record_removed_from_the_open_segment_is_named_missing(open_archive) -> None:  # type: ignore[no-untyped-def]
