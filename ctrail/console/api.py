@@ -31,7 +31,7 @@ from ctrail.console.auth import (
     client_address,
     set_session_cookie,
 )
-from ctrail.console.data import AlertFilter, ConsoleData, alert_id, now
+from ctrail.console.data import AlertFilter, ConsoleData, alert_id, group_alerts, now
 from ctrail.console.scopes import scoped
 from ctrail.console.users import Role
 from ctrail.query import parse_time
@@ -137,10 +137,11 @@ def build_router(data: ConsoleData, auth: Authenticator) -> APIRouter:
     def alerts(who: Who, q: str = "*", severity: str | None = None, rule: str | None = None,
                namespace: str | None = None,
                time_from: Annotated[str | None, Query(alias="from")] = None,
-               to: str | None = None, limit: int = Query(200, ge=1, le=10_000)
-               ) -> dict[str, Any]:
+               to: str | None = None, limit: int = Query(200, ge=1, le=10_000),
+               group: bool = False) -> dict[str, Any]:
         wanted = AlertFilter(q, severity, rule, namespace, time_of(time_from), time_of(to), limit)
         docs = data.alerts(who.user, wanted)
+        docs = group_alerts(docs) if group else docs
         return {"count": len(docs), "alerts": docs}
 
     @router.get("/alerts/stream", summary="New alerts as server-sent events (event: alert)")

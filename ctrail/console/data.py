@@ -187,6 +187,20 @@ class ConsoleData:
         return scoped_subject(subject, user), docs
 
 
+def group_alerts(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A storm folded: one row per alert.group_key (its newest alert; docs are oldest first),
+    with how many alerts of the group the list held and the events they counted."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        key = str((doc.get("alert") or {}).get("group_key") or alert_id(doc))
+        groups.setdefault(key, []).append(doc)
+    folded = [{**members[-1], "group": {
+        "key": key, "alerts": len(members),
+        "events": sum(int((m.get("alert") or {}).get("count") or 1) for m in members)}}
+        for key, members in groups.items()]
+    return sorted(folded, key=lambda d: (str(d.get("@timestamp")), alert_id(d)))
+
+
 def alert_id(doc: dict[str, Any]) -> str:
     return str((doc.get("event") or {}).get("id", ""))
 

@@ -23,7 +23,7 @@ from ctrail.cli.timeline import COLUMNS as TIMELINE_COLUMNS
 from ctrail.console import operations
 from ctrail.console.api import principal, time_of, unscoped
 from ctrail.console.auth import Authenticator, LoginRefused, client_address, set_session_cookie
-from ctrail.console.data import CLOSE_REASONS, AlertFilter, ConsoleData, flatten
+from ctrail.console.data import CLOSE_REASONS, AlertFilter, ConsoleData, flatten, group_alerts
 from ctrail.console.users import Role
 from ctrail.errors import QueryError, UsageError
 from sinks.reports.render import draw
@@ -79,7 +79,8 @@ def build_pages(data: ConsoleData, auth: Authenticator) -> APIRouter:
 
     @router.get("/alerts")
     def alerts(request: Request, q: str = "*", severity: str = "", rule: str = "",
-               namespace: str = "", time_from: str = "", to: str = "") -> HTMLResponse:
+               namespace: str = "", time_from: str = "", to: str = "",
+               group: str = "") -> HTMLResponse:
         who = principal(request)
         try:
             wanted = AlertFilter(q or "*", severity or None, rule or None, namespace or None,
@@ -87,10 +88,11 @@ def build_pages(data: ConsoleData, auth: Authenticator) -> APIRouter:
             docs, error = data.alerts(who.user, wanted), None
         except (QueryError, UsageError) as exc:
             docs, error = [], str(exc)
+        docs = group_alerts(docs) if group else docs
         return page(request, "alerts.html", alerts=docs[::-1], columns=ALERT_COLUMNS,
                     error=error, filters={"q": q, "severity": severity, "rule": rule,
                                           "namespace": namespace, "time_from": time_from,
-                                          "to": to},
+                                          "to": to, "group": group},
                     can_triage=who.may(Role.RESPONDER))
 
     @router.get("/alerts/{alert}")

@@ -48,6 +48,10 @@ def test_search_alerts_and_timelines_answer_as_the_cli(
         api_alerts = admin.get("/api/alerts", params={"limit": 1000}).json()["alerts"]
         assert [{k: v for k, v in a.items() if k != "triage"} for a in api_alerts] == cli_alerts
         assert len(cli_alerts) == 3
+        grouped = admin.get("/api/alerts", params={"group": "true"}).json()["alerts"]
+        assert sorted(a["group"]["key"] for a in grouped) == sorted(
+            {a["alert"]["group_key"] for a in cli_alerts})
+        assert "alerts in group" in admin.get("/alerts", params={"group": "1"}).text
         rule = cli_json(capsys, data_dir, "alerts", "--rule", "CT-K8S-004")
         assert admin.get("/api/alerts", params={"rule": "CT-K8S-004"}).json()["alerts"] and \
             len(rule) == admin.get("/api/alerts", params={"rule": "CT-K8S-004"}).json()["count"]

@@ -10,7 +10,7 @@ from ctrail import query as q
 from ctrail.console.api import csv_text
 from ctrail.console.auth import hash_password, password_matches
 from ctrail.console.config import ConsoleConfig
-from ctrail.console.data import AlertFilter, scoped_subject, triage_state
+from ctrail.console.data import AlertFilter, group_alerts, scoped_subject, triage_state
 from ctrail.console.scopes import in_scope, scope_filter, scoped
 from ctrail.console.users import ConsoleDb, Role, User
 from ctrail.errors import ConfigError, UsageError
@@ -115,3 +115,13 @@ def test_console_tls_files_are_checked_at_startup(tmp_path: Path) -> None:
     assert ConsoleConfig(tls_cert_file=tmp_path / "c").cookies_secure
     assert not ConsoleConfig().cookies_secure
     assert ConsoleConfig(secure_cookies=True).cookies_secure
+
+
+def test_a_storm_folds_into_one_row_per_group_with_its_counts() -> None:
+    def alert(i: int, group: str, count: int = 1) -> dict:  # type: ignore[type-arg]
+        return {"@timestamp": f"2026-01-01T00:00:0{i}Z", "event": {"id": f"a{i}"},
+                "alert": {"group_key": group, "count": count}}
+    docs = [alert(1, "g1"), alert(2, "g2", 5), alert(3, "g1", 2), alert(4, "g1")]
+    folded = group_alerts(docs)
+    assert [(d["event"]["id"], d["group"]["alerts"], d["group"]["events"]) for d in folded] == [
+        ("a2", 1, 5), ("a4", 3, 4)]
