@@ -123,6 +123,25 @@ def test_another_sites_page_cannot_post_to_the_console(console: ConsoleServer) -
         client.close()
 
 
+def test_the_event_view_shows_the_raw_record_beside_ecs_fields_marking_inferred_ones(
+        console: ConsoleServer) -> None:
+    client = login(console.url, "admin")
+    try:
+        found = client.get("/api/search", params={
+            "q": "kubernetes.pod.name:checkout-1 AND _exists_:containertrail.inferred"}).json()
+        doc = next(e for e in found["events"]
+                   if "kubernetes.pod.uid" in e["containertrail"]["inferred"])
+        page = client.get(f"/events/{doc['event']['id']}").text
+        raw = page.split('<pre class="raw" id="raw">', 1)[1].split("</pre>", 1)[0]
+        assert '&#34;auditID&#34;' in raw or "&quot;auditID&quot;" in raw   # the raw record, escaped
+        assert '<tr class="inferred"><th>kubernetes.pod.uid</th>' in page
+        assert "<th>kubernetes.pod.name</th>" in page and \
+            '<tr class="inferred"><th>kubernetes.pod.name</th>' not in page
+        assert page.count("(inferred)") == len(doc["containertrail"]["inferred"])
+    finally:
+        client.close()
+
+
 def test_api_tokens_work_without_csrf_and_roles_hold(console: ConsoleServer,
                                                      tmp_path: Path) -> None:
     db = ConsoleDb(console.db.path.parent)
