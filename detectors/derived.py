@@ -25,6 +25,10 @@ small function here, named in rules as a `derived.` field:
 - `derived.k8s.namespace_outside_own`: for a request by a service account
   (system:serviceaccount:NS:NAME), the namespace it acts in when that is not NS, or `*` for a
   request across all namespaces (CT-NEW-002)
+- `derived.k8s.admitted_image_digests`: for a pod the API server stored, the image digests an
+  admission controller verified: Kyverno's verifyImages writes `kyverno.io/verify-images` on the
+  admitted object, a JSON object of `image@digest` to "pass" (true in Kyverno before 1.9), seen
+  in the audit event's responseObject (requestObject is the object before admission) (CT-COR-009)
 - `derived.registry.previous_digest`: for a push of repository:tag, the digest the tag pointed
   at before when it differs (CT-REG-002); filled by the detector's TagHistory, which is state
 
@@ -37,6 +41,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Final
+
+import orjson
 
 from ctrail.event import Event
 
@@ -168,6 +174,19 @@ def namespace_outside_own(event: Event, audit: dict[str, Any] | None,
     return [namespace] if isinstance(namespace, str) and namespace != own else []
 
 
+def admitted_image_digests(event: Event, audit: dict[str, Any] | None,
+                           ctx: DerivedContext) -> list[Any]:
+    raw = _dig(audit, ("responseObject", "metadata", "annotations", VERIFY_IMAGES))
+    try:
+        verdicts = orjson.loads(raw) if isinstance(raw, str) else None
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(verdicts, dict):
+        return []
+    return [image.rsplit("@", 1)[1] for image, verdict in verdicts.items()
+            if verdict in ("pass", True) and "@sha256:" in image]
+
+
 def preset_only(event: Event, audit: dict[str, Any] | None, ctx: DerivedContext) -> list[Any]:
     """A field the detector fills in before matching (state); absent otherwise."""
     return []
@@ -175,6 +194,7 @@ def preset_only(event: Event, audit: dict[str, Any] | None, ctx: DerivedContext)
 
 PREVIOUS_DIGEST: Final = "derived.registry.previous_digest"
 SERVICE_ACCOUNT_PREFIX: Final = "system:serviceaccount:"
+VERIFY_IMAGES: Final = "kyverno.io/verify-images"
 DERIVED: Final[dict[str, DerivedFunction]] = {
     "derived.k8s.pod_specs": pod_specs,
     "derived.k8s.containers": containers,
@@ -184,6 +204,7 @@ DERIVED: Final[dict[str, DerivedFunction]] = {
     "derived.container.unknown_provenance_digests": unknown_provenance_digests,
     "derived.k8s.configmap_entries": configmap_entries,
     "derived.k8s.namespace_outside_own": namespace_outside_own,
+    "derived.k8s.admitted_image_digests": admitted_image_digests,
     PREVIOUS_DIGEST: preset_only,
 }
 

@@ -225,3 +225,16 @@ def test_the_correlate_stage_closes_a_window_with_no_new_input(
         assert found[0]["alert"]["group_key"] == "TEST-QUIET|alice@example.com"
     finally:
         pipeline.close()
+
+
+@pytest.mark.parametrize(("annotation", "digests"), [
+    ('{"r.example/a@sha256:' + "1" * 64 + '":"pass","r.example/b:1":"pass"}', ["sha256:" + "1" * 64]),
+    ('{"r.example/a@sha256:' + "2" * 64 + '":true}', ["sha256:" + "2" * 64]),     # Kyverno < 1.9
+    ('{"r.example/a@sha256:' + "3" * 64 + '":"fail"}', []),
+    ("not json", []), ('["r.example/a@sha256:' + "4" * 64 + '"]', [])])
+def test_the_digests_kyverno_verified_at_admission(annotation: str, digests: list[str]) -> None:
+    from detectors.derived import DerivedContext, admitted_image_digests
+
+    audit = {"responseObject": {"metadata": {"annotations": {
+        "kyverno.io/verify-images": annotation}}}}
+    assert admitted_image_digests(deployed(0), audit, DerivedContext()) == digests
