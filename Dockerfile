@@ -8,7 +8,7 @@ COPY collector collector
 COPY enrich enrich
 COPY detectors detectors
 COPY sinks sinks
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[kubernetes]'
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[kubernetes,gcp]'
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /var/lib/ctrail --create-home ctrail

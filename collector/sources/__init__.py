@@ -12,6 +12,7 @@ from collector.sources.distribution_webhook import DistributionWebhookConfig
 from collector.sources.docker_events import DockerEventsConfig
 from collector.sources.falco_http import FalcoHttpConfig
 from collector.sources.fluent_forward import FluentForwardConfig
+from collector.sources.gcp_pubsub import GcpPubSubConfig
 from collector.sources.harbor_webhook import HarborWebhookConfig
 from collector.sources.k8s_audit_file import K8sAuditFileConfig
 from collector.sources.k8s_audit_webhook import K8sAuditWebhookConfig
@@ -22,5 +23,5 @@ SourceConfig = Annotated[
     K8sAuditFileConfig | K8sAuditWebhookConfig
     | FalcoHttpConfig | DistributionWebhookConfig | HarborWebhookConfig
     | DockerEventsConfig | ContainerLogsConfig | TailedFileConfig
-    | FluentForwardConfig | CloudWatchLogsConfig | KafkaTopicConfig,
+    | FluentForwardConfig | CloudWatchLogsConfig | KafkaTopicConfig | GcpPubSubConfig,
     Field(discriminator="type")]
