@@ -24,6 +24,7 @@ from ctrail.console import operations
 from ctrail.console.api import principal, time_of, unscoped
 from ctrail.console.auth import Authenticator, LoginRefused, client_address, set_session_cookie
 from ctrail.console.data import CLOSE_REASONS, AlertFilter, ConsoleData, flatten, group_alerts
+from ctrail.console.graph import picture
 from ctrail.console.users import Role
 from ctrail.errors import QueryError, UsageError
 from sinks.reports.render import draw
@@ -144,7 +145,8 @@ def build_pages(data: ConsoleData, auth: Authenticator) -> APIRouter:
             except (QueryError, UsageError) as exc:
                 error = str(exc)
         return page(request, "timeline.html", kind=kind, value=value, subject=subject,
-                    events=docs, columns=TIMELINE_COLUMNS, error=error)
+                    events=docs, columns=TIMELINE_COLUMNS, error=error,
+                    graph=picture(subject) if subject else None)
 
     @router.get("/reports")
     def reports(request: Request) -> HTMLResponse:

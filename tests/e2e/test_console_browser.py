@@ -89,6 +89,9 @@ def test_log_in_triage_a_live_alert_follow_its_timeline_search_and_log_out(
             expect(page.locator("#timeline-events tbody tr").first).to_be_visible()
             expect(page.locator("#timeline-events")).to_contain_text("mallory")
             expect(page.locator("#subject")).to_contain_text("checkout-1")
+            graph = page.locator("#entity-graph")
+            expect(graph).to_contain_text("deployed by")
+            expect(graph.locator('a[href="/timeline?kind=user&value=alice"]')).to_have_count(1)
             page.screenshot(path=SHOTS / "04-timeline.png", full_page=True)
 
             page.click("#nav-search")

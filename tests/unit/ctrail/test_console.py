@@ -11,6 +11,7 @@ from ctrail.console.api import csv_text
 from ctrail.console.auth import hash_password, password_matches
 from ctrail.console.config import ConsoleConfig
 from ctrail.console.data import AlertFilter, group_alerts, scoped_subject, triage_state
+from ctrail.console.graph import picture
 from ctrail.console.scopes import in_scope, scope_filter, scoped
 from ctrail.console.users import ConsoleDb, Role, User
 from ctrail.errors import ConfigError, UsageError
@@ -125,3 +126,19 @@ def test_a_storm_folds_into_one_row_per_group_with_its_counts() -> None:
     folded = group_alerts(docs)
     assert [(d["event"]["id"], d["group"]["alerts"], d["group"]["events"]) for d in folded] == [
         ("a2", 1, 5), ("a4", 3, 4)]
+
+
+def test_the_entity_graph_picture_links_a_pod_to_its_containers_node_and_people() -> None:
+    subject = {"type": "pod", "query": "shop/api-1", "namespace": "shop", "pod_name": "api-1",
+               "node": "node-7", "workload_kind": "Deployment", "workload_name": "api",
+               "digest": "sha256:" + "d1" * 32, "deployed_by": "alice", "pushed_by": "ci-bot",
+               "containers": ["3f2a9c1e7b4d" + "0" * 52]}
+    drawn = picture(subject)
+    assert drawn is not None and drawn.centre.label == "shop/api-1"
+    links = {(n.kind, n.link_kind, n.link_value) for n in drawn.around}
+    assert links == {("container", "container", "3f2a9c1e7b4d" + "0" * 52),
+                     ("node", None, None), ("workload", None, None),
+                     ("image", "image", "sha256:" + "d1" * 32),
+                     ("deployed by", "user", "alice"), ("pushed by", "user", "ci-bot")}
+    assert all(0 <= n.x <= drawn.width and 0 <= n.y <= drawn.height for n in drawn.around)
+    assert picture({"type": "user", "query": "x", "limited_to_scope": True}) is None
