@@ -11,7 +11,10 @@ COPY sinks sinks
 RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[kubernetes,gcp]'
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --home-dir /var/lib/ctrail --create-home ctrail
+# The data directory exists in the image, owned by ctrail: a named volume mounted there starts
+# as a copy of it, so the non-root user can write it (an absent mount point would be root's).
+RUN useradd --system --uid 10001 --home-dir /var/lib/ctrail --create-home ctrail \
+    && install -d -o ctrail -g ctrail -m 0700 /var/lib/ctrail/data
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/* && rm -rf /wheels
 COPY config/containertrail.yaml /etc/ctrail/containertrail.yaml

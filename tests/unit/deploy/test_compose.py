@@ -74,3 +74,16 @@ def test_docker_compose_config_validates_it() -> None:
     missing = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
                              capture_output=True, text=True, env={**env, "KIBANA_PASSWORD": ""})
     assert missing.returncode != 0 and "KIBANA_PASSWORD" in missing.stderr
+
+
+def test_the_image_gives_the_non_root_user_its_data_directory() -> None:
+    # A named volume copies the mount point's owner from the image; without the directory in
+    # the image, Docker creates it root's and a worker running as 10001 cannot write it.
+    dockerfile = (REPO / "Dockerfile").read_text()
+    final_stage = dockerfile.rsplit("FROM ", 1)[1]
+    assert re.search(r"useradd [^\n]*--uid 10001[^\n]*ctrail", final_stage)
+    assert "install -d -o ctrail -g ctrail -m 0700 /var/lib/ctrail/data" in final_stage
+    assert final_stage.index("/var/lib/ctrail/data") < final_stage.index("USER ctrail")
+    for role in ROLES:
+        assert any(str(v).endswith(":/var/lib/ctrail/data")
+                   for v in services()[f"ctrail-{role}"]["volumes"])
