@@ -223,6 +223,9 @@ def test_the_generated_webhook_certificate_names_the_service_and_chains_to_its_c
     (("--set", "nope=1"), "nope"),
     (("--set", "mode=distributed"), "mode distributed needs kafka.bootstrapServers"),
     (("--set", "nodeAgent.enabled=true"), "nodeAgent needs mode distributed"),
+    (("--set", "mode=distributed", "--set", "kafka.bootstrapServers=k:9092",
+      "--set", "elasticsearch.hosts={http://es:9200}", "--set", "workers.scheduler.enabled=true"),
+     "workers.scheduler.enabled needs config.reports"),
 ])
 def test_bad_values_are_refused_with_the_key_named(
         helm: Path, values: tuple[str, ...], message: str) -> None:
