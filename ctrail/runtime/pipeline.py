@@ -283,7 +283,11 @@ class Pipeline:
             self.telemetry.count_alerts((a.rule.id, a.alert.severity) for a in alerts)
         return SelfWatch(self.settings.watch, self.telemetry,
                          Checkpoint(checkpoint_path(self.settings.data_dir, stages)), publish,
-                         sources=set(self.settings.sources))
+                         sources=set(self.settings.sources), sole_reader=self._sole_reader)
+
+    def _sole_reader(self) -> bool:
+        """Whether this process alone processes ctrail.raw (the self-watch's silence)."""
+        return self.bus.single_process or self.bus.group_members("process") <= 1
 
     def collector(self, name: str, source: Source, format: str) -> Collector:
         """Intake for `source` in this process, whose records the chain parses as `format`."""

@@ -12,8 +12,12 @@ Every `interval_secs` the watch looks at what this process knows:
   `notify_circuit_open` sample), open for longer than `circuit_open_secs`.
 
 What it watches is per process: in distributed mode each worker watches its own stages (the
-notify worker its receivers, the evidence worker its archive, each process worker the sources
-whose records it parses). The state (silences, open conditions) is checkpointed in the data
+notify worker its receivers, the evidence worker its archive, the process worker the sources
+whose records it parses). A source's records are keyed by stream, so with several process
+workers one file's lines reach one of them, and a rebalance moves them: the worker that lost
+them would call the file silent, and never hear it come back. So silence is judged only while
+this process is the one reader of ctrail.raw (embedded mode, or a single process worker);
+otherwise it is suspended, said once in the log, and resumed when the group is one again. The state (silences, open conditions) is checkpointed in the data
 dir, so a restart neither forgets a silent source nor raises an open condition twice. /readyz
 and /metrics read the same silence status (Telemetry.set_silent, ctrail.runtime.ops).
 """
@@ -101,8 +105,12 @@ class SelfWatch:
     def __init__(self, config: WatchConfig, telemetry: Telemetry, checkpoint: Checkpoint,
                  publish: Callable[[list[Alert]], None], problems: Problems = PROBLEMS,
                  clock: Callable[[], float] = time.time,
-                 sources: set[str] | None = None) -> None:
-        """`sources`: the configured source names (others in the checkpoint are forgotten)."""
+                 sources: set[str] | None = None,
+                 sole_reader: Callable[[], bool] = lambda: True) -> None:
+        """`sources`: the configured source names (others in the checkpoint are forgotten);
+        `sole_reader`: whether this process alone reads ctrail.raw now (see the module)."""
+        self.sole_reader = sole_reader
+        self._suspended = False
         self.config = config
         self.telemetry = telemetry
         self.checkpoint = checkpoint
@@ -136,11 +144,13 @@ class SelfWatch:
     def check(self) -> list[Alert]:
         """Every condition once; the alerts due are returned (and published by run())."""
         now = self.clock()
+        judged = bool(self.silence.sources) and self._may_judge_silence()
         with self._lock:
             # The process stage's lag (records taken in, not yet parsed): while there is a
             # backlog, arrival times seen so far say nothing about silence.
             current = self.telemetry.lags().get(PROCESS_STAGE, 0) == 0
-            alerts = self.silence.check(datetime.fromtimestamp(now, timezone.utc), current)
+            alerts = self.silence.check(datetime.fromtimestamp(now, timezone.utc),
+                                        current) if judged else []
             self.telemetry.set_silent(self.silence.status())
             silence_state = self.silence.snapshot()
         alerts = [*self.pending, *alerts, *self._dead_letters(now), *self._evidence(),
@@ -155,6 +165,21 @@ class SelfWatch:
                                   "outbox": [orjson.loads(encode(a)) for a in alerts]})
             self.silence.dirty = False
         return alerts
+
+    def _may_judge_silence(self) -> bool:
+        try:
+            sole = self.sole_reader()
+        except Exception as exc:        # the bus cannot say now: judge next time
+            log.warning("Cannot tell whether this process alone reads ctrail.raw.",
+                        extra={"error": str(exc)})
+            return False
+        if sole == self._suspended:     # a change: say it once
+            self._suspended = not sole
+            log.log(logging.WARNING if self._suspended else logging.INFO,
+                    "Source silence (CT-OPS-001) is suspended: several process workers share "
+                    "ctrail.raw." if self._suspended else "Source silence (CT-OPS-001) is "
+                    "watched again: this process alone reads ctrail.raw.")
+        return sole
 
     def _dead_letters(self, now: float) -> list[Alert]:
         limits = self.config.dead_letters

@@ -133,6 +133,23 @@ def test_a_source_removed_from_the_configuration_is_forgotten_not_silent(
     assert said(again.check()) == [("CT-OPS-001", "CT-OPS-001|audit-webhook|arrival", "start")]
 
 
+def test_silence_is_suspended_while_several_process_workers_share_the_raw_topic(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="ctrail.runtime.self_watch")
+    clock = Clock()
+    sole = [False]
+    w = SelfWatch(WatchConfig(silence={"quiet_secs": 60}), Telemetry(),
+                  Checkpoint(tmp_path / "watch.json"), publish=lambda alerts: None,
+                  problems=Problems(), clock=clock, sole_reader=lambda: sole[0])
+    w.heard("audit-file", clock.at(0), clock.at(0))
+    clock.now += 600                     # another worker may have the file's partition now
+    assert w.check() == [] and w.check() == []
+    assert caplog.text.count("is suspended") == 1
+    sole[0] = True                       # the only process worker again
+    assert said(w.check()) == [("CT-OPS-001", "CT-OPS-001|audit-file|arrival", "start")]
+    assert "watched again" in caplog.text
+
+
 def test_an_unpublished_alert_is_published_after_a_restart(tmp_path: Path) -> None:
     clock = Clock()
     first = watch(tmp_path, clock)
