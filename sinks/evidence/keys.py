@@ -27,7 +27,8 @@ class TrustedKey:
     def describe(self) -> str:
         if self.key is None:
             return "signatures NOT checked (no public key)"
-        return f"signatures checked with key {key_fingerprint(self.key)[:16]}… ({self.source})"
+        # The whole fingerprint: what evidence.public_key_sha256 or verify.py --fingerprint pins.
+        return f"signatures checked with key {key_fingerprint(self.key)} ({self.source})"
 
 
 def _load(path: Path, what: str) -> Any:

@@ -22,7 +22,7 @@ from ctrail.settings import load_settings
 from sinks.evidence.remote import STATE_FILE, RemoteArchive
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLES = sorted((REPO / "samples/k8s-audit").glob("*.json"))
+SAMPLES = sorted((REPO / "samples/k8s-audit").glob("*.json"))[:10]    # a few segments suffice
 HOLD = '[{name: case-42, from: "2018-10-01T00:00:00Z", to: "2018-11-01T00:00:00Z"}]'
 
 
@@ -195,3 +195,33 @@ def test_an_unreachable_bucket_is_retried_after_a_backoff(uploaded, tmp_data_dir
     remote.state["retry_at"] = 0
     remote.s3 = client(remote_of(uploaded, tmp_data_dir).config)
     assert remote.sync(()).uploaded == [] and "failures" not in remote.state
+
+
+def test_timestamp_tokens_travel_through_the_bucket(ctrail, tmp_path, tmp_data_dir, s3_endpoint,  # type: ignore[no-untyped-def]
+                                                     bucket) -> None:
+    from tests.services.tsa import LoopbackTsa
+    tsa = LoopbackTsa(tmp_path / "tsa")
+    config = write_config(tmp_path, s3_endpoint, bucket[0])
+    config.write_text(config.read_text().replace("  remote:\n", f"""  timestamp:
+    url: {tsa.start()}
+    ca_file: {tsa.ca_file}
+    tsa_cert: {tsa.cert_file}
+  remote:
+"""))
+    try:
+        assert ctrail("ingest", "--config", str(config), "--source", "k8s-audit",
+                      *map(str, SAMPLES[:4])).status == 0
+        scheduled_pass(config, tmp_data_dir)
+    finally:
+        tsa.stop()
+    archive = tmp_data_dir / "evidence"
+    tokens = sorted(p.name for p in (archive / "manifests").glob("*.tst"))
+    assert tokens and len(tokens) == len(list((archive / "manifests").glob("*.json")))
+    keys = set(versions(bucket[1], bucket[0]))
+    assert {f"prod/evidence/manifests/{name}" for name in tokens} | {
+        "prod/evidence/tsa_ca.pem", "prod/evidence/tsa_cert.pem"} <= keys
+    shutil.rmtree(archive)
+    result = ctrail("evidence", "restore", "--config", str(config))
+    assert result.status == 0, result.out
+    assert "timestamps checked against evidence.timestamp: OK" in result.out
+    assert sorted(p.name for p in (archive / "manifests").glob("*.tst")) == tokens
