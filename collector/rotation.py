@@ -99,7 +99,8 @@ def matches(path: Path, saved: Identity, position: int) -> str | None:
 def locate(path: Path, saved: Identity, position: int) -> tuple[Path, list[Path]] | None:
     """Where the checkpointed file is now, and the files rotated after it (to read whole,
     before the file at `path`); None when it is gone."""
-    siblings = rotated_siblings(path)
+    # The kubelet's /var/log/containers/*.log are symlinks: its rotations sit beside the target.
+    siblings = rotated_siblings(Path(os.path.realpath(path)))
     ranked = sorted(
         ((kind, candidate) for candidate in (path, *siblings)
          if (kind := matches(candidate, saved, position)) is not None),

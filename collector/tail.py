@@ -29,6 +29,7 @@ from collector.lines import LineReader
 from collector.rotation import FINGERPRINT_BYTES, Identity, identity_of, locate, open_log
 from ctrail.components import RawRecord
 from ctrail.durable import write_atomic
+from ctrail.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,11 @@ class FileTail:
                  "fingerprint_bytes": self._identity.fingerprint_bytes,
                  "position": position, "line": number}
         if state != self._saved_state:              # an idle poll commits nothing new
-            write_atomic(self.checkpoint, orjson.dumps(state))
+            try:
+                write_atomic(self.checkpoint, orjson.dumps(state))
+            except OSError as exc:  # a full disk: read on; a restart reads from the last save
+                raise Unavailable(f"cannot save the checkpoint {self.checkpoint}: "
+                                  f"{exc.strerror or exc}") from exc
             self._saved_state = state
 
     def rewind(self) -> None:

@@ -99,7 +99,10 @@ class Outbox:
                 counts = [self._db.execute(sql, args).rowcount for sql, args in statements]
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite has rolled back already after some errors (SQLITE_FULL): a second
+                # ROLLBACK would fail and hide the error that says what happened.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
             return counts
 

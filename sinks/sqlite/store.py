@@ -264,7 +264,18 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        try:
+            if exc_type is None:
+                self._db.execute("COMMIT")
+                return
+        except sqlite3.Error:
+            self._rollback()            # a COMMIT that failed (a full disk) may leave it open
+            raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:     # SQLite rolls back by itself after SQLITE_FULL
+            self._db.execute("ROLLBACK")
 
 
 def statements(script: str) -> Iterator[str]:

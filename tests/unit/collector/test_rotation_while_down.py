@@ -126,6 +126,23 @@ def test_the_kubelets_container_log_rotation_while_stopped_loses_nothing(tmp_pat
     assert got == expected(*cri)
 
 
+def test_a_rotation_behind_the_kubelets_symlink_is_found_beside_its_target(
+        tmp_path: Path) -> None:
+    pod_dir = tmp_path / "pods" / "shop_web-7d4b9c_0a1b" / "nginx"
+    pod_dir.mkdir(parents=True)
+    (tmp_path / "containers").mkdir()
+    link, ckpt = tmp_path / "containers" / "web-7d4b9c_shop_nginx-3d02.log", tmp_path / "c.json"
+    link.symlink_to(pod_dir / "0.log")
+    cri = [b"2026-12-07T11:00:00.%09dZ stdout F line %d\n" % (i, i) for i in range(60)]
+    append(pod_dir / "0.log", b"".join(cri[:20]))
+    got = read_part(link, ckpt, 5)
+    append(pod_dir / "0.log", b"".join(cri[20:40]))
+    os.rename(pod_dir / "0.log", pod_dir / "0.log.20261207-110000")
+    append(pod_dir / "0.log", b"".join(cri[40:]))
+    got += run_until_idle(link, ckpt)
+    assert got == expected(*cri)
+
+
 def test_a_checkpointed_file_that_is_gone_reads_the_current_file_whole(tmp_path: Path) -> None:
     log, ckpt = tmp_path / "audit.log", tmp_path / "ckpt.json"
     append(log, lines("gone", 10))

@@ -1,17 +1,28 @@
-"""The local log on a full disk: a failed flush leaves no torn record, tells every producer whose
-appends it dropped, and the log carries on when space returns (a real small tmpfs)."""
+"""Every file ContainerTrail writes, on a full disk (a real small tmpfs): the local log (a failed
+flush leaves no torn record, tells every producer whose appends it dropped, and carries on when
+space returns), offsets, tail checkpoints, the SQLite store and the notification outbox (the
+write is refused as retryable, the file stays whole, the retry succeeds once space is back)."""
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from collector.tail import FileTail
 from ctrail.bus import EVENTS, RAW
 from ctrail.bus.local import LocalBus, read_topic_files
-from ctrail.errors import Unavailable
+from ctrail.errors import Retryable, Unavailable
+from sinks.notify.outbox import NewRow, Outbox
+from sinks.sqlite.store import SqliteStore
+from tests.contract.test_store import EVENTS as STORE_EVENTS
 from tests.small_filesystem import fill, free_bytes, small_filesystem
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sinks"))
+from receivers import make_alert  # noqa: E402 (the sinks tests' alert maker)
 
 
 @pytest.fixture
@@ -97,3 +108,49 @@ def test_a_committed_offset_that_cannot_be_saved_is_retryable(small_dir: Path) -
     consumer.commit(records)
     assert consumer.lag() == 0
     bus.close()
+
+
+def test_a_tail_checkpoint_that_cannot_be_saved_is_retryable_and_reads_on(
+        small_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"one\ntwo\nthree\n")
+    tail = FileTail(log, small_dir / "ckpt.json", 1024, poll_interval_secs=0)
+    records = tail.read(2)
+    ballast = fill(small_dir, leave_bytes=0)
+    with pytest.raises(Unavailable, match="cannot save the checkpoint"):
+        tail.commit(records)
+    assert [r.data for r in tail.read(10)] == [b"three"]     # durable already: not again
+    ballast.unlink()
+    tail.commit([])
+    tail.close()
+    again = FileTail(log, small_dir / "ckpt.json", 1024, poll_interval_secs=0)
+    assert again.read(10) == []
+    again.close()
+
+
+def test_the_sqlite_store_on_a_full_disk_asks_to_retry_and_stays_whole(small_dir: Path) -> None:
+    store = SqliteStore(small_dir / "store.sqlite3")
+    store.write(STORE_EVENTS[:2])
+    ballast = fill(small_dir, leave_bytes=0)
+    with pytest.raises(Retryable, match="full"):
+        store.write(STORE_EVENTS[2:])
+    ballast.unlink()
+    store.write(STORE_EVENTS[2:])                          # the stage's retry, space back
+    store.close()
+    with sqlite3.connect(small_dir / "store.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT count(*) FROM events").fetchone() == (len(STORE_EVENTS),)
+
+
+def test_the_outbox_on_a_full_disk_refuses_the_batch_and_stays_whole(small_dir: Path) -> None:
+    outbox = Outbox(small_dir / "outbox.sqlite3")
+    outbox.enqueue([NewRow("chat", make_alert(1))], now=0.0)
+    ballast = fill(small_dir, leave_bytes=0)
+    with pytest.raises(sqlite3.OperationalError, match="full"):     # NotifyService: Retryable
+        outbox.enqueue([NewRow("chat", make_alert(i)) for i in range(2, 40)], now=0.0)
+    ballast.unlink()
+    assert outbox.enqueue([NewRow("chat", make_alert(i)) for i in range(2, 40)], now=0.0) == 38
+    assert len(outbox.pending("chat", 100)) == 39
+    outbox.close()
+    with sqlite3.connect(small_dir / "outbox.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
