@@ -89,6 +89,7 @@ class SmtpServer:
     password: str = "smtp-Pa55word-for-tests"
     clock: Callable[[], float] = time.time
     fault: Callable[[float], str | None] | None = None     # an SMTP reply, e.g. "451 ..."
+    implicit_tls: bool = False          # TLS from the first byte (port 465 style), no STARTTLS
     mails: list[Mail] = field(default_factory=list)
     refused: int = 0
     failed_logins: int = 0
@@ -120,8 +121,9 @@ class SmtpServer:
                 return fault
             message = message_from_bytes(envelope.content, policy=policy.default)
             assert isinstance(message, EmailMessage)
+            tls = server.transport.get_extra_info("ssl_object") is not None   # either way
             self.mails.append(Mail(self.clock(), envelope.mail_from, list(envelope.rcpt_tos),
-                                   message, session.ssl is not None, session.auth_data))
+                                   message, tls, session.auth_data))
         return "250 2.0.0 Message accepted for delivery"
 
     def stop(self) -> None:
@@ -129,10 +131,13 @@ class SmtpServer:
 
     def restart(self) -> None:
         """Listen (again) on the same port: a stopped controller cannot start again."""
+        tls: dict[str, Any] = ({"ssl_context": self.context} if self.implicit_tls else
+                               {"tls_context": self.context, "require_starttls": True})
+        # aiosmtpd offers AUTH "after TLS" only after STARTTLS; on an implicit-TLS port the
+        # whole connection is TLS already, so it must not wait for a STARTTLS that never comes.
         self.controller = Controller(
-            self, hostname="127.0.0.1", port=self.port, tls_context=self.context,
-            require_starttls=True, auth_required=True, auth_require_tls=True,
-            authenticator=self._authenticate)
+            self, hostname="127.0.0.1", port=self.port, auth_required=True,
+            auth_require_tls=not self.implicit_tls, authenticator=self._authenticate, **tls)
         self.controller.start()
 
 

@@ -134,3 +134,15 @@ def test_digest_text_is_pure_and_quiet_hours_say_so() -> None:
     mail = digest_mail([make_alert(1), make_alert(2)], "quiet hours", "[CT]")
     assert mail["subject"] == "[CT] 2 alerts (quiet hours digest)"
     assert "quiet hours ended" in mail["text"] and "alert-000002" in mail["html"]
+
+
+def test_implicit_tls_on_a_submissions_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = SmtpServer(tmp_path, implicit_tls=True)
+    try:
+        result = send_one(notifier(server, monkeypatch, security="tls"))
+        assert result.outcome is Outcome.DELIVERED
+        assert server.mails[0].tls and server.mails[0].login == "ctrail"
+        starttls = send_one(notifier(server, monkeypatch))       # plain hello to a TLS port
+        assert starttls.outcome is Outcome.RETRY and not server.failed_logins
+    finally:
+        server.stop()
