@@ -68,7 +68,10 @@ LOGSOURCE_MANY: Final[dict[tuple[str | None, str | None], tuple[str, ...]]] = {
 }
 # The configuration lists rules may name as %placeholders% (SigmaDetectorConfig fields).
 PLACEHOLDERS: Final = ("trusted_registries", "ci_actors", "system_namespaces",
-                       "production_namespaces")
+                       "production_namespaces", "allowed_users", "allowed_namespaces")
+# Allow lists are off while empty: everyone is allowed, so an empty one becomes `*`, which any
+# value matches (`not x in allowed` stays false: CT-K8S-028, CT-K8S-029).
+ALLOW_LISTS: Final = frozenset({"allowed_users", "allowed_namespaces"})
 # pySigma refuses an empty replacement list; an empty list becomes this one value, which no
 # event field holds, so `x in []` stays false as it should.
 NO_VALUE: Final = "\x00(none configured)"
@@ -80,8 +83,8 @@ def containertrail_pipeline(variables: dict[str, list[str]] | None = None) -> Pr
 
     A new object on each call: pySigma pipelines keep per-rule state while applying, so two
     users (the matcher, a backend) must not share one instance."""
-    values = {name: list((variables or {}).get(name) or ()) or [NO_VALUE]
-              for name in PLACEHOLDERS}
+    values = {name: list((variables or {}).get(name) or ())
+              or ["*" if name in ALLOW_LISTS else NO_VALUE] for name in PLACEHOLDERS}
     placeholders = ProcessingItem(
         identifier="ctrail_configuration_placeholders",
         transformation=ValueListPlaceholderTransformation(include=list(PLACEHOLDERS)))

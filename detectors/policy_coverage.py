@@ -39,7 +39,7 @@ from sigma.rule import SigmaRule
 from sigma.types import SigmaExists, SigmaNull, SigmaString
 
 from detectors.audit_policy import AuditPolicy, Decision, Level, Request, decide
-from detectors.field_mapping import containertrail_pipeline, datasets_of
+from detectors.field_mapping import ALLOW_LISTS, NO_VALUE, containertrail_pipeline, datasets_of
 from detectors.sigma_rules import parse_file, rule_documents, rule_files
 from detectors.values import RuleCompileError, value_test
 
@@ -139,9 +139,12 @@ class AuditRule:
 def audit_rules(paths: Sequence[Path], variables: dict[str, list[str]] | None = None,
                 ) -> list[AuditRule]:
     """The Kubernetes audit rules under `paths`, with their conditions after the field mapping.
-    Broken rules are left to `ctrail rules validate`."""
+    Broken rules are left to `ctrail rules validate`. An allow list left empty (its rule is
+    off) is taken as configured and allowing nobody: whether the policy would feed the rule
+    once it is on is what the lint can tell."""
     collections = [c for c in (parse_file(path)[0] for path in rule_files(paths)) if c]
-    pipeline = containertrail_pipeline(variables)
+    pipeline = containertrail_pipeline({**{name: [NO_VALUE] for name in ALLOW_LISTS},
+                                        **{k: v for k, v in (variables or {}).items() if v}})
     found = []
     for rule in SigmaCollection.merge(collections).rules:
         if not isinstance(rule, SigmaRule) or AUDIT_DATASET not in datasets_of(rule.logsource):

@@ -68,6 +68,12 @@ class SigmaDetectorConfig(BaseModel):
     system_namespaces: tuple[str, ...] = Field(
         (), description="Namespaces treated like kube-system (CT-K8S-011: a pod created there "
         "by a human user).")
+    allowed_users: tuple[str, ...] = Field(
+        (), description="The people allowed to use the API (CT-K8S-028: a request by any other "
+        "human user). Empty (the default): the rule is off. Case-insensitive, * and ? wildcards.")
+    allowed_namespaces: tuple[str, ...] = Field(
+        (), description="Namespaces that may be created besides kube-system, kube-public, "
+        "kube-node-lease and default (CT-K8S-029). Empty (the default): the rule is off.")
     late_events_secs: NonNegativeFloat = Field(
         60, description="How late (event time, behind the newest event seen) an event may "
         "arrive and still count in a correlation window.")
@@ -116,7 +122,9 @@ class SigmaDetectorConfig(BaseModel):
         return {"trusted_registries": list(self.trusted_registries),
                 "ci_actors": list(self.ci_actors),
                 "system_namespaces": list(self.system_namespaces),
-                "production_namespaces": list(self.production_namespaces)}
+                "production_namespaces": list(self.production_namespaces),
+                "allowed_users": list(self.allowed_users),
+                "allowed_namespaces": list(self.allowed_namespaces)}
 
 
 def compile_exceptions(entries: list[dict[str, str]]) -> Predicate:

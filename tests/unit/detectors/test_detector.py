@@ -59,8 +59,10 @@ PACK_ON_FALCO_TRACES = {
     "anonymous_creates_namespace_foo.json": ["CT-K8S-009"],
     "attach_cluster_admin_role.json": ["CT-K8S-006"],
     "attach_pod.json": ["CT-K8S-004"],
+    "create_cluster_role_pod_exec.json": ["CT-K8S-025"],
     "create_cluster_role_wildcard_resources.json": ["CT-K8S-007"],
     "create_cluster_role_wildcard_verbs.json": ["CT-K8S-007"],
+    "create_cluster_role_write_privileges.json": ["CT-K8S-026"],
     "create_clusterrolebinding.json": ["CT-K8S-006"],
     "create_configmap_sensitive_values.json": ["CT-K8S-022"] * 6,     # six requests
     "create_deployment.json": ["CT-K8S-012", "CT-K8S-014"],
@@ -71,7 +73,11 @@ PACK_ON_FALCO_TRACES = {
     "create_nginx_pod_sensitive_mount.json": ["CT-K8S-002"],
     "create_nginx_pod_sensitive_mount_2nd_container.json": ["CT-K8S-002"],
     "create_nginx_service_nodeport.json": ["CT-K8S-023"],
+    "create_serviceaccount_kube_public_namespace.json": ["CT-K8S-027"],
+    "create_serviceaccount_kube_system_namespace.json": ["CT-K8S-027"],
+    "delete_cluster_role_kube_aggregator.json": ["CT-K8S-024"],
     "exec_pod.json": ["CT-K8S-004"],
+    "modify_cluster_role_node_problem_detector.json": ["CT-K8S-024"],
 }
 
 
