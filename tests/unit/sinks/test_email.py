@@ -4,6 +4,7 @@ on loopback with a throwaway certificate; SMTP answers classified; no password i
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from receivers import make_alert
 from sinks.notify.message import Outcome, Pending
+from sinks.notify.report_notice import ReportNotice
 from sinks.smtp import EmailConfig, EmailNotifier, digest_mail
 from smtp_server import SmtpServer, parts
 
@@ -146,3 +148,23 @@ def test_implicit_tls_on_a_submissions_port(tmp_path: Path, monkeypatch: pytest.
         assert starttls.outcome is Outcome.RETRY and not server.failed_logins
     finally:
         server.stop()
+
+
+def test_a_report_whose_files_are_gone_is_rejected_with_the_reason(
+        smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    page = tmp_path / "weekly.html"
+    page.write_text("<html><body><h1>Weekly</h1></body></html>")
+    notice = ReportNotice(name="weekly", title="Weekly audit report",
+                          time_from=datetime(2026, 11, 30, tzinfo=timezone.utc),
+                          time_to=datetime(2026, 12, 7, tzinfo=timezone.utc),
+                          generated=datetime(2026, 12, 7, 6, 1, tzinfo=timezone.utc),
+                          files=(page, tmp_path / "weekly-alerts.csv"))
+    n = notifier(smtp, monkeypatch)
+    result = n.post(n.report_message(5, notice))
+    assert result.outcome is Outcome.REJECTED and "weekly-alerts.csv" in result.detail
+    assert not smtp.mails
+    (tmp_path / "weekly-alerts.csv").write_text("rule,count\nCT-K8S-004,3\n")
+    assert n.post(n.report_message(5, notice)).outcome is Outcome.DELIVERED
+    body = parts(smtp.mails[0].message)
+    assert "<h1>Weekly</h1>" in body["html"] and set(body["attachments"]) == {
+        "weekly.html", "weekly-alerts.csv"}
