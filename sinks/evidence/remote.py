@@ -101,6 +101,11 @@ def holds_wanted(holds: Sequence["LegalHold"], root: Path, manifests: list[dict[
             for m in manifests if m["type"] == "segment" and m["seq"] not in gone}
 
 
+def holds_fingerprint(holds: Sequence["LegalHold"]) -> str:
+    return hashlib.sha256(canonical({"holds": [h.model_dump(mode="json", by_alias=True)
+                                               for h in holds]})).hexdigest()
+
+
 @dataclass
 class SyncResult:
     uploaded: list[str] = field(default_factory=list)
@@ -155,15 +160,15 @@ class RemoteArchive:
             self._save()
         return result
 
+    def known_holds(self, holds: Sequence["LegalHold"]) -> dict[str, bool]:
+        """The holds decided in an earlier pass, if the legal holds have not changed since."""
+        same = self.state["holds_fingerprint"] == holds_fingerprint(holds)
+        return dict(self.state.get("wanted_holds", {})) if same else {}
+
     def _holds(self, holds: Sequence["LegalHold"], manifests: list[dict[str, Any]],
                gone: set[int]) -> dict[str, bool]:
-        fingerprint = hashlib.sha256(canonical(
-            {"holds": [h.model_dump(mode="json") for h in holds]})).hexdigest()
-        known = self.state.setdefault("wanted_holds", {})
-        if self.state["holds_fingerprint"] != fingerprint:
-            known = {}
-        wanted = holds_wanted(holds, self.root, manifests, gone, known)
-        self.state.update(wanted_holds=wanted, holds_fingerprint=fingerprint)
+        wanted = holds_wanted(holds, self.root, manifests, gone, self.known_holds(holds))
+        self.state.update(wanted_holds=wanted, holds_fingerprint=holds_fingerprint(holds))
         return wanted
 
     def _ensure(self, name: str, hold: bool, result: SyncResult) -> None:

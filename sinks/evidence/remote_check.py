@@ -70,8 +70,7 @@ def verify_remote(remote: RemoteArchive, holds: Sequence["LegalHold"],
     or not held as our legal holds say."""
     now = now or datetime.now(timezone.utc)
     manifests, gone = load_manifests(remote.root)
-    wanted = holds_wanted(holds, remote.root, manifests, gone,
-                          remote.state.get("wanted_holds", {}))
+    wanted = holds_wanted(holds, remote.root, manifests, gone, remote.known_holds(holds))
     found = _versions_by_name(remote)
     findings: list[Finding] = []
     for manifest in manifests:

@@ -179,6 +179,11 @@ def test_lifting_a_legal_hold_is_mirrored(ctrail, uploaded, bucket, tmp_path, s3
     head = s3.head_object(Bucket=name, Key="prod/evidence/segments/00000001.jsonl.gz")
     assert head["ObjectLockLegalHoldStatus"] == "OFF"
     assert ctrail("evidence", "verify", "--remote", "--config", str(lifted)).status == 0
+    # Checked against a config that still holds them, the lifted holds are named.
+    held = write_config(tmp_path, s3_endpoint, name)
+    result = ctrail("evidence", "verify", "--remote", "--config", str(held))
+    assert result.status == 1 and "REMOTE_HOLD: segment 1: " in result.out
+    assert "legal hold OFF, our legal holds say ON" in result.out
 
 
 def test_an_unreachable_bucket_is_retried_after_a_backoff(uploaded, tmp_data_dir) -> None:  # type: ignore[no-untyped-def]
