@@ -17,7 +17,9 @@ Every issue is labelled `containertrail`, the rule id and `ctrail-group-<hash>` 
 a group's issues). Answers: 201 created; 204 transitioned; 400 {"errorMessages", "errors"} a
 request Jira will never accept (kept as rejected, with its reasons); 401/403/404 on create are
 configuration (retried until fixed); 429 and 5xx retried later.
-The one duplicate left: a create that Jira performed but whose answer was lost is retried.
+A create whose answer was lost (a network error or a 5xx: Jira may have made the issue) is
+not simply sent again: the next attempt for that group first searches for its open issue by
+the group label and comments on it if found. Only a crash in that window can still make two.
 """
 
 from __future__ import annotations
@@ -201,6 +203,9 @@ class JiraNotifier:
         else:
             self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._api = f"{config.url.rstrip('/')}/rest/api/{config.api_version}"
+        # Cloud's search is /search/jql (the old /search is gone there); Data Center's /search.
+        self._search = f"{self._api}/search/jql" if config.api_version == 3 else f"{self._api}/search"
+        self._uncertain: set[str] = set()    # groups whose last create may have been made
         self.client = httpx.Client(timeout=config.timeout_secs)
 
     def _format(self, blocks: Sequence[Block]) -> Any:
@@ -232,10 +237,10 @@ class JiraNotifier:
         for group_key, rows in list(groups.items())[:budget]:
             alerts = [p.alert for p in rows]
             issue = rows[0].incident or None
-            body: dict[str, Any] = {"issue": issue, "create": {"fields": self.create_fields(alerts)}}
-            if issue:
-                body["comment"] = {"body": self._format(document(
-                    alerts, self.kibana_url, f"{len(alerts)} more alert(s) in this group."))}
+            body: dict[str, Any] = {
+                "issue": issue, "create": {"fields": self.create_fields(alerts)},
+                "comment": {"body": self._format(document(
+                    alerts, self.kibana_url, f"{len(alerts)} more alert(s) in this group."))}}
             messages.append(Message(tuple(p.seq for p in rows), body,
                                     "comment" if issue else "trigger", issue or "", group_key))
         return messages
@@ -254,8 +259,22 @@ class JiraNotifier:
                 return Result(Outcome.RETRY, detail=error)
             if response.status_code != 404:
                 return _outcome(response)
+        group = message.group_key or ""
+        if group in self._uncertain:
+            found = self._open_issue(group)
+            if isinstance(found, Result):
+                return found
+            self._uncertain.discard(group)
+            if found:
+                result = self.post(Message(message.seqs, {**message.body, "issue": found},
+                                           "comment", found, group))
+                return result if result.reference else Result(
+                    result.outcome, result.status, result.retry_after_secs, result.detail,
+                    found if result.outcome is Outcome.DELIVERED else "")
         response, error = post_json(self.client, f"{self._api}/issue", message.body["create"],
                                     self._headers)
+        if response is None or response.status_code >= 500:
+            self._uncertain.add(group)
         if response is None:
             return Result(Outcome.RETRY, detail=error)
         result = _outcome(response)
@@ -266,6 +285,24 @@ class JiraNotifier:
                 key = ""
             return Result(Outcome.DELIVERED, response.status_code, reference=key)
         return result
+
+    def _open_issue(self, group: str) -> str | Result:
+        """The key of the group's issue not yet done ("" when none), or why we cannot tell."""
+        jql = f'labels = "{group_label(group)}" AND statusCategory != Done ORDER BY created DESC'
+        try:
+            response = self.client.get(self._search, headers=self._headers,
+                                       params={"jql": jql, "fields": "status", "maxResults": 1})
+        except httpx.HTTPError as exc:
+            return Result(Outcome.RETRY, detail=redact(f"{type(exc).__name__}: {exc}"))
+        if response.status_code == 400:     # a search Jira refuses: better a second issue
+            return ""                        # than alerts that never go out
+        if response.status_code != 200:
+            return _outcome(response)
+        try:
+            issues = orjson.loads(response.content).get("issues", [])
+            return str(issues[0]["key"]) if issues else ""
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+            return Result(Outcome.RETRY, response.status_code, detail="unreadable search answer")
 
     def _resolve(self, issue: str) -> Result:
         url = f"{self._api}/issue/{quote(issue)}/transitions"

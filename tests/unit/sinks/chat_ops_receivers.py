@@ -19,7 +19,9 @@ documented shape of the real API and answer as it does (the pattern of receivers
   issuetype {name|id}, summary (one line, <= 255), description (ADF), labels (no spaces),
   priority {name}}} -> 201 {"id", "key", "self"}; POST /rest/api/3/issue/{key}/comment
   {"body": ADF} -> 201; GET .../transitions -> 200 {"transitions": [...]}; POST .../transitions
-  {"transition": {"id"}} -> 204; 400 {"errorMessages", "errors"}; 404 for an unknown issue.
+  {"transition": {"id"}} -> 204; GET /rest/api/3/search/jql?jql=...&fields=...&maxResults=N
+  -> 200 {"issues": [{"id", "key", "fields"}], "isLast"} (the JQL we send: labels = "L" AND
+  statusCategory != Done); 400 {"errorMessages", "errors"}; 404 for an unknown issue.
   ADF: {"type": "doc", "version": 1, "content": [...]}, block nodes paragraph, heading
   (attrs.level 1-6), bulletList > listItem > paragraph, codeBlock; inline text nodes with a
   non-empty text and marks strong | em | code | link (attrs.href).
@@ -285,6 +287,7 @@ def adf_text(node: Any) -> str:
     return ""
 
 
+JQL = re.compile(r'labels = "([\w-]+)" AND statusCategory != Done ORDER BY created DESC')
 JIRA_FIELDS = {"project", "issuetype", "summary", "description", "labels", "priority"}
 TRANSITIONS = {"11": ("To Do", "new"), "21": ("In Progress", "indeterminate"),
                "31": ("Done", "done")}
@@ -296,6 +299,7 @@ class JiraReceiver(Receiver):
     token: str = "ATATT3xFfGF0-jira-api-token"
     project: str = "SEC"
     issues: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lose_creates: int = 0        # creates made whose answer is then lost (a 504 from a proxy)
 
     def _authorised(self, delivery: Delivery) -> bool:
         basic = base64.b64encode(f"{self.user}:{self.token}".encode()).decode()
@@ -307,6 +311,9 @@ class JiraReceiver(Receiver):
         path = urlsplit(delivery.path).path
         if path == "/rest/api/3/issue" and delivery.method == "POST":
             return self._create_problems(delivery.body)
+        if path == "/rest/api/3/search/jql" and delivery.method == "GET":
+            jql = parse_qs(urlsplit(delivery.path).query).get("jql", [""])[0]
+            return [] if JQL.fullmatch(jql) else [f"jql: cannot parse {jql!r}"]
         match = re.fullmatch(r"/rest/api/3/issue/([A-Z]+-\d+)/(comment|transitions)", path)
         if match is None:
             return ["no such resource"]
@@ -355,11 +362,21 @@ class JiraReceiver(Receiver):
 
     def ok(self, delivery: Delivery) -> Answer:
         path = urlsplit(delivery.path).path
+        if path == "/rest/api/3/search/jql":
+            match = JQL.fullmatch(parse_qs(urlsplit(delivery.path).query)["jql"][0])
+            assert match is not None
+            found = [{"id": key, "key": key, "fields": {"status": {"name": i["status"]}}}
+                     for key, i in reversed(self.issues.items())
+                     if match.group(1) in i["fields"].get("labels", []) and i["status"] != "Done"]
+            return 200, {}, {"issues": found[:1], "isLast": True}
         if path == "/rest/api/3/issue":
             number = len(self.issues) + 1
             key = f"{self.project}-{number}"
             self.issues[key] = {"fields": delivery.body["fields"], "status": "To Do",
                                 "comments": []}
+            if self.lose_creates:
+                self.lose_creates -= 1
+                return 504, {}, b"Gateway Timeout"
             return 201, {}, {"id": str(10000 + number), "key": key,
                              "self": f"{self.base}/rest/api/3/issue/{10000 + number}"}
         key, what = path.split("/")[5:7]

@@ -141,3 +141,21 @@ def test_without_resolving_later_alerts_still_comment_on_the_groups_issue(
         service.close()
     assert len(jira.issues) == 1 and len(jira.issues["SEC-1"]["comments"]) == 2
     assert jira.alerts_covered() == 3 and jira.issues["SEC-1"]["status"] == "To Do"
+
+
+def test_a_create_whose_answer_was_lost_is_found_by_its_label_not_made_twice(
+        jira: JiraReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    n = notifier(jira, monkeypatch)
+    jira.lose_creates = 1                       # Jira makes SEC-1, the answer never arrives
+    [create] = n.messages([Pending(1, make_alert(1))], 3)
+    lost = n.post(create)
+    assert lost.outcome is Outcome.RETRY and lost.status == 504 and list(jira.issues) == ["SEC-1"]
+    [again] = n.messages([Pending(1, make_alert(1)), Pending(2, make_alert(2))], 3)
+    found = n.post(again)                       # searches by the group label, comments
+    assert found.outcome is Outcome.DELIVERED and found.reference == "SEC-1"
+    assert list(jira.issues) == ["SEC-1"] and len(jira.issues["SEC-1"]["comments"]) == 1
+    assert [d.path.split("?")[0] for d in jira.accepted][-2:] == [
+        "/rest/api/3/search/jql", "/rest/api/3/issue/SEC-1/comment"]
+    [later] = n.messages([Pending(3, make_alert(3, pod="db-0"))], 3)
+    assert n.post(later).reference == "SEC-2"    # other groups create as usual, no search
+    assert jira.accepted[-1].path == "/rest/api/3/issue" and not jira.problems
