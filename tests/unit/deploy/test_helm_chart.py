@@ -23,7 +23,8 @@ from tests.kubernetes_tools import helm, kubernetes_openapi  # noqa: F401  (fixt
 
 CHART = Path(__file__).resolve().parents[3] / "deploy" / "kubernetes" / "containertrail"
 EMBEDDED: tuple[str, ...] = ()
-# Every option on: all roles, a node agent, Prometheus Operator, SASL Kafka, ES with a CA.
+# Every option on: all roles, a node agent, Prometheus Operator, SASL Kafka, ES with a CA,
+# mutual TLS for the webhook.
 DISTRIBUTED = (
     "--set", "mode=distributed", "--set", "kafka.bootstrapServers=kafka-0.kafka:9092",
     "--set", "kafka.security.protocol=SASL_SSL", "--set", "kafka.security.saslMechanism=PLAIN",
@@ -35,6 +36,7 @@ DISTRIBUTED = (
     "--set", "workers.notify.enabled=true", "--set", "workers.evidence.enabled=true",
     "--set", "workers.scheduler.enabled=true", "--set", "workers.forward.enabled=true",
     "--set", "nodeAgent.enabled=true", "--set", "serviceMonitor.enabled=true",
+    "--set", "webhook.tls.clientCA.secretName=apiserver-client-ca",
     "--set-json", 'config={"notify": {"receivers": {"chat": {"type": "slack", "webhook_url": '
                   '{"env": "CTRAIL_SLACK_WEBHOOK_URL"}}}}, "reports": {"weekly": {"template": '
                   '"weekly", "schedule": "0 6 * * 1"}}, "evidence": {}, "outputs": {"siem": '
@@ -215,6 +217,22 @@ def test_the_generated_webhook_certificate_names_the_service_and_chains_to_its_c
         assert cert.signature_hash_algorithm is not None
         public.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
                       cert.signature_hash_algorithm)
+
+
+def test_mutual_tls_for_the_webhook_mounts_the_client_ca_and_configures_it(
+        helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, "--set", "webhook.tls.clientCA.secretName=apiserver-client-ca",
+                  "--set", "webhook.tls.clientNames={kube-apiserver}")
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    (tmp_path / "c.yaml").write_text(config_map["data"]["containertrail.yaml"])
+    webhook = load_settings(tmp_path / "c.yaml").sources["apiserver-webhook"]
+    assert webhook.client_ca_file == Path("/etc/ctrail-client-ca/ca.crt")
+    assert webhook.client_names == ("kube-apiserver",)
+    (_, spec), = pod_specs(docs)
+    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts["webhook-client-ca"] == "/etc/ctrail-client-ca"
+    volume = next(v for v in spec["volumes"] if v["name"] == "webhook-client-ca")
+    assert volume["secret"]["secretName"] == "apiserver-client-ca"
 
 
 @pytest.mark.parametrize(("values", "message"), [

@@ -126,6 +126,9 @@ containers:
       - {name: tmp, mountPath: /tmp}
       {{- if .webhook }}
       - {name: webhook-tls, mountPath: /etc/ctrail-tls, readOnly: true}
+      {{- if $root.Values.webhook.tls.clientCA.secretName }}
+      - {name: webhook-client-ca, mountPath: /etc/ctrail-client-ca, readOnly: true}
+      {{- end }}
       {{- end }}
       {{- if $root.Values.elasticsearch.caSecret.name }}
       - {name: es-ca, mountPath: /etc/ctrail-es-ca, readOnly: true}
@@ -142,6 +145,10 @@ volumes:
   {{- if .webhook }}
   - name: webhook-tls
     secret: {secretName: {{ include "ctrail.tlsSecret" $root }}, defaultMode: 0440}
+  {{- if $root.Values.webhook.tls.clientCA.secretName }}
+  - name: webhook-client-ca
+    secret: {secretName: {{ $root.Values.webhook.tls.clientCA.secretName }}}
+  {{- end }}
   {{- end }}
   {{- if $root.Values.elasticsearch.caSecret.name }}
   - name: es-ca
