@@ -4,6 +4,7 @@ admin made from the shell, then the console served over TLS beside the pipeline.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import ipaddress
 import os
 import signal
@@ -15,12 +16,14 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from console_scenario import PASSWORD, incident, write_lines
+from ctrail.cli.main import main
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,38 +60,49 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def test_users_add_list_set_role_token_and_remove(tmp_path: Path) -> None:
+def test_users_add_list_set_role_token_and_remove(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     data = ["--data-dir", str(tmp_path / "data")]
-    short = ctrail("users", "add", "root", "--password-stdin", *data, stdin="short\n")
-    assert short.returncode == 2 and "at least 12 characters" in short.stderr
-    added = ctrail("users", "add", "root", "--role", "admin", "--password-stdin", *data,
-                   stdin=PASSWORD + "\n")
-    assert added.returncode == 0, added.stderr
-    again = ctrail("users", "add", "root", "--password-stdin", *data, stdin=PASSWORD + "\n")
-    assert again.returncode == 2 and "exists already" in again.stderr
-    assert ctrail("users", "add", "pay", "--role", "responder", "--namespace", "payments",
-                  "--password-stdin", *data, stdin=PASSWORD + "\n").returncode == 0
-    listed = [orjson.loads(line) for line in ctrail("users", "list", "--format", "json",
-                                                    *data).stdout.splitlines()]
-    assert listed == [
+
+    def users(*args: str, stdin: str = "") -> tuple[int, str, str]:
+        """`ctrail users ...` in this process (as the console script runs main)."""
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        status = main(["users", *args, *data])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    def listed() -> list[dict]:  # type: ignore[type-arg]
+        return [orjson.loads(x) for x in users("list", "--format", "json")[1].splitlines()]
+
+    short = users("add", "root", "--password-stdin", stdin="short\n")
+    assert short[0] == 2 and "at least 12 characters" in short[2]
+    assert users("add", "root", "--role", "admin", "--password-stdin",
+                 stdin=PASSWORD + "\n")[0] == 0
+    again = users("add", "root", "--password-stdin", stdin=PASSWORD + "\n")
+    assert again[0] == 2 and "exists already" in again[2]
+    assert users("add", "pay", "--role", "responder", "--namespace", "payments",
+                 "--password-stdin", stdin=PASSWORD + "\n")[0] == 0
+    assert listed() == [
         {"name": "pay", "role": "responder", "namespaces": ["payments"], "clusters": []},
         {"name": "root", "role": "admin", "namespaces": [], "clusters": []}]
-    assert ctrail("users", "set-role", "pay", "viewer", *data).returncode == 0
-    kept = ctrail("users", "list", "--format", "json", *data).stdout.splitlines()[0]
-    assert orjson.loads(kept)["role"] == "viewer"
-    assert orjson.loads(kept)["namespaces"] == ["payments"]          # scope unchanged
-    assert ctrail("users", "set-role", "pay", "viewer", "--unscoped", *data).returncode == 0
-    token = ctrail("users", "token", "pay", "--label", "ci", *data)
-    assert token.returncode == 0 and token.stdout.startswith("ctrail_")
-    assert ctrail("users", "remove", "ghost", *data).returncode == 2
-    assert ctrail("users", "remove", "pay", *data).returncode == 0
-    assert [orjson.loads(x)["name"] for x in ctrail("users", "list", "--format", "json",
-                                                     *data).stdout.splitlines()] == ["root"]
+    assert users("set-role", "pay", "viewer")[0] == 0
+    assert listed()[0]["role"] == "viewer" and listed()[0]["namespaces"] == ["payments"]
+    assert users("set-role", "pay", "viewer", "--unscoped")[0] == 0
+    assert listed()[0]["namespaces"] == []
+    status, token, _err = users("token", "pay", "--label", "ci")
+    assert status == 0 and token.startswith("ctrail_")
+    assert users("remove", "ghost")[0] == 2
+    assert users("remove", "pay")[0] == 0
+    assert [u["name"] for u in listed()] == ["root"]
     stored = (tmp_path / "data" / "console.db").read_bytes()
-    assert PASSWORD.encode() not in stored and token.stdout.strip().encode() not in stored
+    assert PASSWORD.encode() not in stored and token.strip().encode() not in stored
     assert b"$argon2id$" in stored
     spool = (tmp_path / "data" / "audit-spool.jsonl").read_text()
     assert spool.count('"action":"console-users"') == 6 and PASSWORD not in spool
+    # As a user types it: the installed console script, the password on stdin.
+    done = ctrail("users", "add", "ann", "--password-stdin", *data, stdin=PASSWORD + "\n")
+    assert done.returncode == 0 and "Added ann (viewer)." in done.stderr
 
 
 def test_run_serves_the_console_over_tls_when_configured(tmp_path: Path) -> None:
