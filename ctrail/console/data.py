@@ -58,6 +58,9 @@ class ConsoleData:
                  config_path: Path | None = None) -> None:
         self.settings, self.store, self.db = settings, store, db
         self.config_path = config_path      # for the CLI commands the console runs
+        # A note is free text a person typed: a token pasted into it is hashed before it is
+        # kept or audited, as the deployment hashes secrets everywhere else.
+        self.redactor = settings.redaction.build(settings.data_dir)
 
     # ── events ────────────────────────────────────────────────────────────────────────────────
 
@@ -143,6 +146,8 @@ class ConsoleData:
         alert = self.alert(user, alert_id_)
         if alert is None:
             raise LookupError(alert_id_)
+        if "note" in detail:
+            detail = {**detail, "note": self.redactor.redact_text(str(detail["note"]))}
         entry = self.db.append_triage(alert_id_, action, user.name, detail)
         resolving = self._resolve_incidents(alert) if action == "close" else 0
         record(self.settings, "alert-triage", {"alert_id": alert_id_, "triage": action,

@@ -94,8 +94,16 @@ def test_state_changes_need_the_csrf_token(console: ConsoleServer) -> None:
     ok = client.post(url, json={"action": "note", "note": "seen"},
                      headers={"X-CSRF-Token": client.csrf})       # type: ignore[attr-defined]
     assert ok.status_code == 200 and ok.json()["note"] == "seen"
+    secret = "Authorization: Bearer abcdefghijklmnopqrstuvwxyz0123456789"
+    noted = client.post(url, json={"action": "note", "note": f"pasted {secret} by mistake"},
+                        headers={"X-CSRF-Token": client.csrf})    # type: ignore[attr-defined]
+    assert noted.status_code == 200 and "abcdefghijklmnopqrstuvwxyz0123456789" not in noted.text
+    assert noted.json()["note"].startswith("pasted Authorization: Bearer ")
     history = client.get(f"/api/alerts/{alert}").json()["triage"]["history"]
-    assert [h["note"] for h in history if h["action"] == "note"] == ["seen"]
+    assert [h["note"] for h in history if h["action"] == "note"][0] == "seen"
+    stored = b"".join(path.read_bytes() for path in console.db.path.parent.glob("console.db*"))
+    assert b"seen" in stored and b"abcdefghijklmnopqrstuvwxyz0123456789" not in stored
+    assert "abcdefghijklmnopqrstuvwxyz0123456789" not in str(spooled(console.db.path.parent))
     client.close()
 
 
