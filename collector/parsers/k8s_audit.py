@@ -55,6 +55,9 @@ AKS_METADATA: Final = (("category", "category"), ("operationName", "operation_na
                        ("time", "time"))
 AKS_PROPERTIES: Final = (("containerID", "container_id"), ("pod", "pod"), ("stream", "stream"))
 OBJECT_FIELDS: Final = ("user", "objectRef", "responseStatus", "annotations", "impersonatedUser")
+PERMISSION_DENIED: Final = 7                   # google.rpc.Code
+BARE_GROUPS: Final = frozenset({"apps", "batch", "policy", "autoscaling", "extensions"})
+API_VERSION: Final = re.compile(r"v\d+(?:(?:alpha|beta)\d+)?")
 # google.rpc.Code (status.code of a Cloud Audit Log entry) -> the HTTP status Google maps it to
 # (google/rpc/code.proto): a denial is a 403, a create of an existing object a 409.
 GRPC_TO_HTTP: Final = {0: 200, 1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429,
@@ -94,9 +97,14 @@ def from_gke(doc: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise InvalidInput(Reason.SCHEMA_MISMATCH, "protoPayload is not an object")
     method = str(payload.get("methodName", ""))          # io.k8s.core.v1.pods.create
-    parts = str(payload.get("resourceName", "")).split("/")
+    granted = authorizations(doc, payload)
+    resource_name = str(payload.get("resourceName") or next(
+        (a["resource"] for a in granted if isinstance(a.get("resource"), str)), ""))
+    parts = resource_name.split("/")
     object_ref: dict[str, Any] = {}
-    if len(parts) >= 4 and parts[2] == "namespaces":     # core/v1/namespaces/NS/pods/NAME[/sub]
+    if not resource_name:                                 # no resource named: the method's
+        object_ref, rest = ref_from_method(method), []
+    elif len(parts) >= 4 and parts[2] == "namespaces":   # core/v1/namespaces/NS/pods/NAME[/sub]
         object_ref = {"apiGroup": "" if parts[0] == "core" else parts[0], "apiVersion": parts[1],
                       "namespace": parts[3], "resource": parts[4] if len(parts) > 4 else "namespaces"}
         rest = parts[5:]
@@ -110,6 +118,10 @@ def from_gke(doc: dict[str, Any]) -> dict[str, Any]:
     metadata = payload.get("requestMetadata") or {}
     status = payload.get("status") or {}
     code = status.get("code") or 0
+    # A permission the authorizer did not grant is a denial (gRPC PERMISSION_DENIED), whether
+    # or not the entry carries a status.
+    if not code and any(a.get("granted") is False for a in granted):
+        code = PERMISSION_DENIED
     # callerIp as Cloud Logging writes it; callerIP as Panther's normalised entries spell it.
     caller_ip = metadata.get("callerIp") or metadata.get("callerIP")
     # The request's id, as Elastic reads it: the operation's id, else the entry's insertId.
@@ -136,6 +148,31 @@ def from_gke(doc: dict[str, Any]) -> dict[str, Any]:
         # orchestrator.cluster.name is read from it (collector.parsers.audit_subject).
         **({"resource": doc["resource"]} if isinstance(doc.get("resource"), dict) else {}),
     }
+
+
+def authorizations(doc: dict[str, Any], payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """protoPayload.authorizationInfo (also read beside it, where Panther's minimal entries put
+    it): the permissions checked, each with `granted` and the resource it names."""
+    found = payload.get("authorizationInfo") or doc.get("authorizationInfo") or []
+    return [a for a in found if isinstance(a, dict)] if isinstance(found, list) else []
+
+
+def ref_from_method(method: str) -> dict[str, Any]:
+    """objectRef from a Kubernetes method name alone (io.k8s.core.v1.pods.exec.create: the
+    resource follows the version, a subresource may follow the resource, the verb is last)."""
+    parts = method.split(".")
+    at = next((i for i, p in enumerate(parts) if API_VERSION.fullmatch(p)), None)
+    if at is None or at + 2 >= len(parts):
+        return {"resource": parts[-2]} if len(parts) > 1 else {}
+    group = ".".join(reversed(parts[2:at]))              # authorization.rbac -> rbac.authorization
+    if group == "core":
+        group = ""
+    elif group not in BARE_GROUPS:                       # the built-in groups under k8s.io
+        group += ".k8s.io"
+    ref: dict[str, Any] = {"resource": parts[at + 1], "apiVersion": parts[at], "apiGroup": group}
+    if at + 3 < len(parts):
+        ref["subresource"] = parts[at + 2]
+    return ref
 
 
 class K8sAuditParser(RedactingParser):

@@ -63,12 +63,44 @@ def test_gke_status_codes_map_to_http_as_google_documents_them(real_data: Path) 
     denied = [e for e in failed if e["protoPayload"]["status"]["code"] == 7]
     assert denied and all(audit(parse(orjson.dumps(e)))["responseStatus"]["code"] == 403
                           for e in denied)
-    succeeded = [e for e in entries if not (e["protoPayload"].get("status") or {}).get("code")]
+    succeeded = [e for e in entries if not (e["protoPayload"].get("status") or {}).get("code")
+                 and not refused(e)]
     assert all(audit(parse(orjson.dumps(e)))["responseStatus"]["code"] == 200 for e in succeeded)
     for grpc, http in GRPC_TO_HTTP.items():
         entry = {**entries[0], "protoPayload": {**entries[0]["protoPayload"],
                                                 "status": {"code": grpc}}}
         assert audit(parse(orjson.dumps(entry)))["responseStatus"]["code"] == http, grpc
+
+
+def refused(entry: dict[str, Any]) -> bool:
+    return any(a.get("granted") is False for a in entry["protoPayload"].get("authorizationInfo", []))
+
+
+def test_a_permission_not_granted_is_a_denial(real_data: Path) -> None:
+    # Panther's "No Permission Granted" cases: authorizationInfo says granted false, and some
+    # carry no status at all.
+    entries = [e for e in panther_gke(real_data) if refused(e)]
+    assert any(not (e["protoPayload"].get("status") or {}).get("code") for e in entries)
+    for entry in entries:
+        event = parse(orjson.dumps(entry))
+        assert audit(event)["responseStatus"]["code"] == 403 and event.event.outcome == "failure"
+
+
+def test_without_a_resource_name_the_method_names_the_resource() -> None:
+    for method, ref in [
+        ("io.k8s.core.v1.pods.create", {"resource": "pods", "apiVersion": "v1", "apiGroup": ""}),
+        ("io.k8s.core.v1.pods.exec.create", {"resource": "pods", "apiVersion": "v1",
+                                             "apiGroup": "", "subresource": "exec"}),
+        ("io.k8s.authorization.rbac.v1.clusterroles.create", {
+            "resource": "clusterroles", "apiVersion": "v1",
+            "apiGroup": "rbac.authorization.k8s.io"}),
+        ("io.k8s.apps.v1beta1.deployments.update", {"resource": "deployments",
+                                                    "apiVersion": "v1beta1", "apiGroup": "apps"}),
+    ]:
+        entry = {"protoPayload": {"methodName": method, "request": {"spec": {"hostPID": True}}},
+                 "timestamp": "2024-01-19T13:47:18.279921Z"}
+        found = audit(parse(orjson.dumps(entry)))
+        assert found["objectRef"] == ref and found["verb"] == method.rsplit(".", 1)[1]
 
 
 def test_gke_keeps_the_audit_id_and_the_cluster_name(real_data: Path) -> None:
