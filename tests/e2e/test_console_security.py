@@ -165,6 +165,11 @@ def test_api_tokens_work_without_csrf_and_roles_hold(console: ConsoleServer,
     admin = login(console.url, "admin")
     assert {u["name"] for u in admin.get("/api/users").json()["users"]} == {"admin", "pay",
                                                                            "view"}
+    # The API is documented (OpenAPI), to a logged-in user or a token only.
+    document = viewer.get("/api/openapi.json").json()
+    assert {"/api/search", "/api/alerts", "/api/alerts/{alert}/triage", "/api/timeline",
+            "/api/export", "/api/alerts/stream", "/api/reports"} <= set(document["paths"])
+    assert not any(path.startswith(("/alerts", "/search")) for path in document["paths"])
     admin.close()
     viewer.close()
 
