@@ -122,7 +122,7 @@ def build_pages(data: ConsoleData, auth: Authenticator) -> APIRouter:
         return page(request, "search.html", q=q, time_from=time_from, to=to, limit=limit,
                     events=docs, columns=SEARCH_COLUMNS, error=error,
                     histogram=draw(chart) if chart else None,
-                    fields=data.suggest(who.user, "") if q else [])
+                    fields=data.suggest(who.user, ""))
 
     @router.get("/events/{event_id}")
     def event(request: Request, event_id: str) -> HTMLResponse:
