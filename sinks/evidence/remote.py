@@ -9,7 +9,8 @@ holds are mirrored: the objects of a segment that our `legal_holds` keep have th
 ON, and OFF again when the hold is lifted.
 
 Uploads are tracked in <archive>/remote-state.json (key -> SHA-256 and version id), written
-after each object, so a restart neither uploads twice nor forgets. An object the state does not
+after each object, so a restart neither uploads twice nor forgets; an object over 64 MiB goes up
+in parts and resumes after the last part the bucket holds (multipart.py). An object the state does not
 know but the bucket holds with the same SHA-256 (a crash between upload and state write) is
 recorded, not uploaded again: each object is written once. botocore retries each request with
 exponential backoff; a failed pass is retried by a later one after a backoff of its own.
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, Iterator, Sequence
 from ctrail.durable import write_atomic
 from ctrail.errors import Unavailable
 from ctrail.secrets import resolve_secret
+from sinks.evidence import multipart
 from sinks.evidence.verify import canonical, index_name, manifest_name, segment_name, token_name
 
 if TYPE_CHECKING:
@@ -204,6 +206,16 @@ class RemoteArchive:
     def _put(self, name: str, path: Path, sha256: str, hold: bool) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
         until = datetime.now(timezone.utc) + timedelta(days=self.config.retain_days)
+        if path.stat().st_size > multipart.MULTIPART_ABOVE:
+            target = multipart.Target(self.config.bucket, self.key(name), sha256,
+                                      self.config.lock_mode, until, hold)
+            uploads = self.state.setdefault("uploads", {})
+            try:
+                return multipart.upload_in_parts(
+                    self.s3, target, path, uploads.get(name),
+                    lambda upload: self._save_upload(name, upload))
+            except (BotoCoreError, ClientError) as exc:
+                raise unavailable(exc, f"upload of {name} (in parts; it resumes)") from None
         try:
             with open(path, "rb") as body:
                 reply = self.s3.put_object(
@@ -237,6 +249,13 @@ class RemoteArchive:
                 if manifest["seq"] not in result.holds_changed:
                     result.holds_changed.append(manifest["seq"])
                 self._save()
+
+    def _save_upload(self, name: str, upload: dict[str, Any] | None) -> None:
+        if upload is None:
+            self.state["uploads"].pop(name, None)
+        else:
+            self.state["uploads"][name] = upload
+        self._save()
 
     def _save(self) -> None:
         write_atomic(self.root / STATE_FILE, json.dumps(self.state, sort_keys=True).encode())
