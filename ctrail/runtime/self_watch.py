@@ -4,7 +4,7 @@ process that runs stages and published on ctrail.alerts, so they are routed like
 Every `interval_secs` the watch looks at what this process knows:
 - CT-OPS-001 (detectors.silence): the sources the process chain heard from (Chain calls
   heard() once per source per batch), on arrival time and event time;
-- CT-OPS-002: each source's parsed and dead-lettered counts (Telemetry, `parse.<source>`) over
+- CT-OPS-002: each source's parsed and dead-lettered counts (Telemetry, `collect.<source>`) over
   the last `window_secs`; above `threshold` of at least `min_records` records it fires;
 - CT-OPS-003: problems reported to PROBLEMS (the scheduler's evidence sealing and the
   verification of what it sealed, ctrail.runtime.scheduler);
@@ -45,7 +45,9 @@ from detectors.silence import SilenceConfig, SilenceWatch
 from detectors.window_state import Checkpoint
 
 log = logging.getLogger(__name__)
-PARSE_PREFIX: Final = "parse."            # Telemetry's per-source counters (ctrail.runtime.chain)
+# The chain's counters per source: "collect.<source>" (ctrail.runtime.collect.STAGE, which
+# cannot be imported here: ctrail.settings imports this module and collect imports settings).
+PARSE_PREFIX: Final = "collect."
 PROCESS_STAGE: Final = "process"
 
 
@@ -119,8 +121,9 @@ class SelfWatch:
         self.clock = clock
         self._lock = threading.Lock()
         self.silence = SilenceWatch(config.silence)
-        # (time, {source: (parsed, dead-lettered)}) over the last window (CT-OPS-002)
-        self.counts: deque[tuple[float, dict[str, tuple[int, int]]]] = deque()
+        # (time, {source: (parsed, dead-lettered)}) over the last window (CT-OPS-002); the
+        # process's counters start at zero with it, so the first check sees all it counted
+        self.counts: deque[tuple[float, dict[str, tuple[int, int]]]] = deque([(clock(), {})])
         state = checkpoint.load()
         self.silence.restore(state.get("silence") or {})
         if sources is not None:

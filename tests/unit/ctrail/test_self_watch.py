@@ -214,10 +214,10 @@ def test_the_dead_letter_rate_of_a_source_above_its_threshold(tmp_path: Path) ->
     telemetry = Telemetry()
     w = watch(tmp_path, clock, telemetry)
     assert w.check() == []
-    telemetry.record("parse.audit-file", sent=95, dead_lettered=5)     # 5 %: not above
+    telemetry.record("collect.audit-file", sent=95, dead_lettered=5)     # 5 %: not above
     clock.now += 60
     assert w.check() == []
-    telemetry.record("parse.audit-file", sent=90, dead_lettered=10)    # 15 of 200 in 120 s
+    telemetry.record("collect.audit-file", sent=90, dead_lettered=10)    # 15 of 200 in 120 s
     clock.now += 60
     (alert,) = w.check()
     assert said([alert]) == [("CT-OPS-002", "CT-OPS-002|audit-file", "start")]
@@ -225,12 +225,12 @@ def test_the_dead_letter_rate_of_a_source_above_its_threshold(tmp_path: Path) ->
     w.pending = []
     # Six minutes of clean records: the window holds none of the bad ones any more.
     for _ in range(6):
-        telemetry.record("parse.audit-file", sent=100)
+        telemetry.record("collect.audit-file", sent=100)
         clock.now += 60
         alerts = w.check()
         w.pending = []
     assert said(alerts) == [] and "audit-file" not in w.breached
-    telemetry.record("parse.tiny", sent=1, dead_lettered=2)            # too few to judge
+    telemetry.record("collect.tiny", sent=1, dead_lettered=2)            # too few to judge
     clock.now += 60
     assert w.check() == []
 
@@ -240,13 +240,13 @@ def test_the_dead_letter_rate_resolves(tmp_path: Path) -> None:
     telemetry = Telemetry()
     w = watch(tmp_path, clock, telemetry, dead_letters={"window_secs": 120})
     w.check()
-    telemetry.record("parse.registry", sent=10, dead_lettered=30)
+    telemetry.record("collect.registry", sent=10, dead_lettered=30)
     clock.now += 60
     assert said(w.check()) == [("CT-OPS-002", "CT-OPS-002|registry", "start")]
     w.pending = []
     ends = []
     for _ in range(3):
-        telemetry.record("parse.registry", sent=50)
+        telemetry.record("collect.registry", sent=50)
         clock.now += 60
         ends += w.check()
         w.pending = []
@@ -405,5 +405,38 @@ def test_the_pipeline_publishes_its_own_alerts_to_the_store(tmp_path: Path) -> N
             threading.Event().wait(0.1)
         assert found[0]["alert"]["group_key"] == "CT-OPS-001|audit-file|arrival"
         assert pipeline.telemetry.silent() == {"audit-file": {"arrival": True, "event": False}}
+    finally:
+        pipeline.close()
+
+
+def test_a_source_whose_records_do_not_parse_raises_ct_ops_002_through_the_pipeline(
+        tmp_path: Path) -> None:
+    from tests.hunt_replay import exec_into
+
+    log = tmp_path / "audit.log"
+    log.write_text("")
+    settings = Settings(data_dir=tmp_path / "data",  # type: ignore[arg-type]
+                        sources={"audit-file": {"type": "file", "path": str(log),
+                                                "format": "k8s-audit"}},
+                        watch={"interval_secs": 0.1, "dead_letters": {"min_records": 10}})
+    pipeline = Pipeline(settings, ("process", "store"))
+    try:
+        producer = pipeline.bus.producer()
+        now = datetime.now(timezone.utc)
+        for n in range(12):                  # a third of them are not audit events at all
+            data = b"<html>502 Bad Gateway</html>" if n % 3 == 0 else orjson.dumps(
+                exec_into(n, "alice@example.com", f"web-{n}"))
+            entry = RawEntry("k8s-audit", "audit-file", f"{log}:{n + 1}", now, data)
+            producer.send(RAW, key=entry.key, value=entry.encode())
+        producer.flush()
+        pipeline.drain()
+        pipeline.start()
+        store = pipeline.context.store()
+        deadline = now + timedelta(seconds=20)
+        while not (found := store.search('rule.id:"CT-OPS-002"', "alerts", None, None, 10)):
+            assert datetime.now(timezone.utc) < deadline, "no CT-OPS-002 was stored"
+            threading.Event().wait(0.1)
+        assert found[0]["alert"]["group_key"] == "CT-OPS-002|audit-file"
+        assert "4 of 12 records" in found[0]["message"]
     finally:
         pipeline.close()

@@ -103,7 +103,7 @@ def test_watch_case(rule_id: str, config: dict[str, Any], case: dict[str, Any],
             watch.heard(step["heard"], at(step["at"]),
                         at(event_at) if event_at is not None else None)
         for source in {*step.get("parsed", {}), *step.get("dead_lettered", {})}:
-            telemetry.record(f"parse.{source}", sent=step.get("parsed", {}).get(source, 0),
+            telemetry.record(f"collect.{source}", sent=step.get("parsed", {}).get(source, 0),
                              dead_lettered=step.get("dead_lettered", {}).get(source, 0))
         for receiver, state in step.get("circuit", {}).items():
             circuits.open[receiver] = state == "open"
