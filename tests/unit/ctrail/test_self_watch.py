@@ -440,3 +440,41 @@ def test_a_source_whose_records_do_not_parse_raises_ct_ops_002_through_the_pipel
         assert "4 of 12 records" in found[0]["message"]
     finally:
         pipeline.close()
+
+
+def test_the_schedulers_sealing_pass_reports_a_broken_chain_to_the_pipeline(
+        tmp_path: Path) -> None:
+    """`ctrail run`'s scheduler seals (job evidence:seal) and the self-watch of the same process
+    raises CT-OPS-003 from what the pass found (through the process-wide PROBLEMS)."""
+    from ctrail.runtime.scheduler import Scheduler
+    from ctrail.runtime.self_watch import PROBLEMS
+    from sinks.evidence.archive import EvidenceArchive
+    from tests.hunt_replay import records
+
+    settings = Settings(data_dir=tmp_path / "data",  # type: ignore[arg-type]
+                        evidence={"seal_after_secs": 0})
+    assert settings.evidence is not None
+    archive = EvidenceArchive.open_shared(settings.evidence, settings.data_dir)
+    try:
+        archive.write(list(_events(records()[:10])))
+    finally:
+        archive.close()
+    PROBLEMS.take()
+    scheduler = Scheduler(settings)
+    clock = Clock()
+    w = SelfWatch(WatchConfig(), Telemetry(), Checkpoint(tmp_path / "watch.json"),
+                  publish=lambda alerts: None, clock=clock)      # the default: PROBLEMS
+    try:
+        scheduler.run("evidence:seal")                    # seals; the chain is whole
+        assert w.check() == []
+        manifest = sorted((settings.data_dir / "evidence" / "manifests").glob("*.json"))[0]
+        doc = json.loads(manifest.read_bytes())
+        doc["sha256"] = "0" * 64
+        manifest.write_text(json.dumps(doc))
+        scheduler.run("evidence:seal")
+        alerts = w.check()
+        assert alerts and {a.rule.id for a in alerts} == {"CT-OPS-003"}
+        assert any("CHAIN_BROKEN" in (a.message or "") for a in alerts)
+    finally:
+        scheduler.runs.close()
+        PROBLEMS.take()
