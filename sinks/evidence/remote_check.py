@@ -14,12 +14,13 @@ are missing locally, then the caller verifies the result like any archive.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections import defaultdict
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Final, Sequence
+from typing import IO, TYPE_CHECKING, Any, Final, Sequence
 
-from ctrail.durable import write_atomic
+from ctrail.durable import fsync_dir
 from sinks.evidence.remote import (
     MUTABLE,
     RemoteArchive,
@@ -43,14 +44,32 @@ def _seq_of(name: str) -> int:
     return int(name.split("/")[1][:8]) if "/" in name else 0
 
 
-def _download(remote: RemoteArchive, name: str, version: str) -> bytes:
+def _download(remote: RemoteArchive, name: str, version: str, into: IO[bytes]) -> str:
+    """Stream one object version into `into` (a segment may be large); its SHA-256."""
     from botocore.exceptions import BotoCoreError, ClientError
+    digest = hashlib.sha256()
     try:
         reply = remote.s3.get_object(Bucket=remote.config.bucket, Key=remote.key(name),
                                      VersionId=version)
-        return bytes(reply["Body"].read())
+        for chunk in reply["Body"].iter_chunks(1 << 20):
+            digest.update(chunk)
+            into.write(chunk)
     except (BotoCoreError, ClientError) as exc:
         raise unavailable(exc, f"download of {name}") from None
+    return digest.hexdigest()
+
+
+def _restore_file(remote: RemoteArchive, name: str, version: str) -> None:
+    """Written to a temporary name, fsynced and renamed, as the archive writes its files."""
+    path = remote.root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        _download(remote, name, version, out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def _versions_by_name(remote: RemoteArchive) -> dict[str, list[dict[str, Any]]]:
@@ -97,8 +116,9 @@ def _check(remote: RemoteArchive, name: str, entries: list[dict[str, Any]], hold
         findings.append(Finding("remote_modified", seq, f"{where} has {len(entries)} versions; "
                                 "it was written once"))
     newest = live[0]
-    data = _download(remote, name, newest["VersionId"])
-    if hashlib.sha256(data).hexdigest() != file_sha256(remote.root / name):
+    with open(os.devnull, "wb") as sink:
+        remote_sha256 = _download(remote, name, newest["VersionId"], sink)
+    if remote_sha256 != file_sha256(remote.root / name):
         findings.append(Finding("remote_modified", seq, f"{where}: its SHA-256 differs from the "
                                 "archive's"))
     if name in MUTABLE:
@@ -130,7 +150,7 @@ def restore(remote: RemoteArchive) -> tuple[list[str], list[str]]:
             kept.append(name)
             continue
         chosen = live[0] if name in MUTABLE else live[-1]
-        write_atomic(remote.root / name, _download(remote, name, chosen["VersionId"]))
+        _restore_file(remote, name, chosen["VersionId"])
         remote.state["objects"][name] = {"sha256": file_sha256(remote.root / name),
                                          "version": chosen["VersionId"], "hold": None}
         restored.append(name)
