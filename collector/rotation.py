@@ -8,7 +8,10 @@ and Vector's file sources do. At start the file at the path may be another one: 
 `0.log` to `0.log.<time>` and gzips older ones. The checkpointed file is looked for among the
 path's rotated siblings: by device and inode (a rename), else by fingerprint (a copy, or a gzip
 of it), and read on from the checkpoint; siblings rotated after it (modified later) were never
-read and follow it whole, oldest first; then the file at the path, from its start.
+read and follow it whole, oldest first; then the file at the path, from its start. "After it"
+means modified after the checkpoint was last saved: every file finished before then was last
+written before then, and a rotation's time is lost when it is gzipped (lumberjack and logrotate
+compress after the rename, so the .gz is newer than the rotations that followed it).
 """
 
 from __future__ import annotations
@@ -96,9 +99,10 @@ def matches(path: Path, saved: Identity, position: int) -> str | None:
     return "content" if saved.fingerprint_bytes else None
 
 
-def locate(path: Path, saved: Identity, position: int) -> tuple[Path, list[Path]] | None:
+def locate(path: Path, saved: Identity, position: int,
+           saved_at_ns: int) -> tuple[Path, list[Path]] | None:
     """Where the checkpointed file is now, and the files rotated after it (to read whole,
-    before the file at `path`); None when it is gone."""
+    before the file at `path`); None when it is gone. `saved_at_ns`: the checkpoint's mtime."""
     # The kubelet's /var/log/containers/*.log are symlinks: its rotations sit beside the target.
     siblings = rotated_siblings(Path(os.path.realpath(path)))
     ranked = sorted(
@@ -108,17 +112,13 @@ def locate(path: Path, saved: Identity, position: int) -> tuple[Path, list[Path]
     if not ranked:
         return None
     found = ranked[0][1]
-    return found, ([] if found == path else newer_rotations(found, siblings))
+    return found, ([] if found == path else newer_rotations(found, siblings, saved_at_ns))
 
 
-def newer_rotations(found: Path, siblings: list[Path]) -> list[Path]:
-    """Siblings modified after `found`, oldest first; one of each content (a file and its
+def newer_rotations(found: Path, siblings: list[Path], since: int) -> list[Path]:
+    """Siblings modified after `since`, oldest first; one of each content (a file and its
     gzip copy: the uncompressed one), none that is a copy of `found`. Reading one twice is
     harmless (event ids are derived from the bytes: the store keeps one); missing one is not."""
-    try:
-        since = os.stat(found).st_mtime_ns
-    except OSError:
-        return []
     seen = {head_digest(found)}
     newer = []
     for sibling in sorted(siblings, key=lambda p: (p.name.endswith(".gz"), p.name)):

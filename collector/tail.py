@@ -87,7 +87,9 @@ class FileTail:
             if line is None:
                 break
             if line.data.strip():
-                origin = f"{self._current}:{line.number}"
+                # The path, also for a rotated file: line numbers run on across a rotation,
+                # so a line read again after one keeps its origin (the container log's id).
+                origin = f"{self.path}:{line.number}"
                 records.append(RawRecord(line.data, origin, datetime.now(timezone.utc),
                                          line.truncated, stream=str(self.path)))
                 self._starts[origin] = (line.start, line.number - 1)
@@ -140,8 +142,8 @@ class FileTail:
         saved = self._saved()
         if saved is None:
             return self._open_at(self.path, 0, 0)
-        identity, position, number = saved
-        found = locate(self.path, identity, position)
+        identity, position, number, saved_at_ns = saved
+        found = locate(self.path, identity, position, saved_at_ns)
         if found is None:
             if position:
                 log.warning("The checkpointed file is gone; reading the file at the path from "
@@ -154,10 +156,13 @@ class FileTail:
                 "more_rotated": [str(p) for p in self._backlog]})
         return self._open_at(current, position, number)
 
-    def _saved(self) -> tuple[Identity, int, int] | None:
-        if not self.checkpoint.exists():
+    def _saved(self) -> tuple[Identity, int, int, int] | None:
+        """The checkpoint: identity, position, line number, and when it was saved."""
+        try:
+            saved: dict[str, Any] = orjson.loads(self.checkpoint.read_bytes())
+            saved_at_ns = os.stat(self.checkpoint).st_mtime_ns
+        except FileNotFoundError:
             return None
-        saved: dict[str, Any] = orjson.loads(self.checkpoint.read_bytes())
         device = saved.get("device")
         if device is None:               # a checkpoint from before identities: inode only
             try:
@@ -165,7 +170,8 @@ class FileTail:
             except OSError:
                 device = 0
         return (Identity(device, saved["inode"], saved.get("fingerprint", ""),
-                         saved.get("fingerprint_bytes", 0)), saved["position"], saved["line"])
+                         saved.get("fingerprint_bytes", 0)), saved["position"], saved["line"],
+                saved_at_ns)
 
     def _open_at(self, path: Path, position: int, number: int) -> bool:
         try:

@@ -99,6 +99,26 @@ def test_a_rotated_file_gzipped_while_stopped_is_finished_from_the_gzip(tmp_path
     assert got == expected(old, new)
 
 
+def test_a_rotation_gzipped_after_a_later_rotation_does_not_hide_it(tmp_path: Path) -> None:
+    """lumberjack compresses in the background: the .gz of the first rotation is written after
+    the second rotation, so it is newer than the file that follows it."""
+    log, ckpt = tmp_path / "audit.log", tmp_path / "ckpt.json"
+    chunks = [lines("first", 80), lines("second", 30), lines("live", 10)]
+    append(log, chunks[0][:1500])
+    got = read_part(log, ckpt, 1000)
+    append(log, chunks[0][1500:])
+    first = tmp_path / "audit-2026-12-07T11-00-00.000.log"
+    os.rename(log, first)
+    append(log, chunks[1])
+    os.rename(log, tmp_path / "audit-2026-12-07T11-10-00.000.log")
+    with open(first, "rb") as src, gzip.open(f"{first}.gz", "wb") as out:
+        shutil.copyfileobj(src, out)
+    first.unlink()
+    append(log, chunks[2])
+    got += run_until_idle(log, ckpt)
+    assert got == expected(*chunks)
+
+
 def test_copytruncate_while_stopped_finishes_the_copy(tmp_path: Path) -> None:
     log, ckpt = tmp_path / "audit.log", tmp_path / "ckpt.json"
     old, new = lines("old", 120), lines("new", 15)

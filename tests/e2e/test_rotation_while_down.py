@@ -1,0 +1,136 @@
+"""`ctrail run` killed (-9), its tailed files rotated while it is down, started again: every line
+is stored, none twice, and ctrail.raw holds each line once (issue 14). A kube-apiserver audit log
+rotated twice the way lumberjack does it (renamed to audit-<time>.log, the older one gzipped),
+and a kubelet container log rotated behind its /var/log/containers symlink."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from ctrail.bus import RAW
+from ctrail.bus.codec import RawEntry
+from ctrail.bus.local import read_topic_files
+from tests.e2e.test_disk_full import EVENT
+from tests.e2e.test_run import REPO
+from tests.waiting import wait_for
+
+CID = "3d02975d4378f74f9a5005206e14745ce76947d970fad44ac6a5c5b80a3ccdf0"
+
+
+def stored(data_dir: Path) -> tuple[set[str], set[str], int]:
+    """(audit object names, container log messages, their rows) in the store."""
+    try:
+        with sqlite3.connect(f"file:{data_dir / 'store.sqlite3'}?mode=ro", uri=True,
+                             timeout=10) as db:
+            rows = db.execute("SELECT json_extract(doc, '$.event.dataset'), json_extract(doc, "
+                              "'$.orchestrator.resource.name'), json_extract(doc, '$.message') "
+                              "FROM events").fetchall()
+    except sqlite3.Error:
+        return set(), set(), 0
+    audit = {name for dataset, name, _ in rows if dataset == "kubernetes.audit"}
+    logs = {message for dataset, _, message in rows if dataset == "kubernetes.container_logs"}
+    ours = [row for row in rows if row[0] in ("kubernetes.audit", "kubernetes.container_logs")]
+    return audit, logs, len(ours)
+
+
+class Writer:
+    def __init__(self, audit_log: Path, container_log: Path) -> None:
+        self.audit_log, self.container_log = audit_log, container_log
+        self.audit: list[str] = []
+        self.logs: list[str] = []
+
+    def audit_lines(self, count: int) -> None:
+        with open(self.audit_log, "a") as out:
+            for _ in range(count):
+                self.audit.append(f"rot-{len(self.audit):05d}")
+                out.write(EVENT.format(id=self.audit[-1]) + "\n")
+        time.sleep(0.02)                          # rotations have distinct modification times
+
+    def log_lines(self, count: int) -> None:
+        with open(self.container_log, "a") as out:
+            for _ in range(count):
+                self.logs.append(f"GET /item/{len(self.logs)} 200")
+                out.write(f"2026-12-07T11:00:00.{len(self.logs):09d}Z stdout F "
+                          f"{self.logs[-1]}\n")
+        time.sleep(0.02)
+
+
+def wait_all_stored(write: Writer, data_dir: Path, proc: subprocess.Popen[str]) -> None:
+    try:
+        wait_for(lambda: stored(data_dir)[:2] == (set(write.audit), set(write.logs)))
+    except AssertionError:
+        audit, logs, _ = stored(data_dir)
+        proc.kill()
+        _out, err = proc.communicate(timeout=30)
+        raise AssertionError(
+            f"missing {sorted(set(write.audit) - audit)[:5]} of the audit log "
+            f"({len(set(write.audit) - audit)}), {sorted(set(write.logs) - logs)[:5]} of the "
+            f"container log ({len(set(write.logs) - logs)}); ctrail run said: {err[-3000:]}"
+        ) from None
+
+
+def start(config: Path, data_dir: Path) -> subprocess.Popen[str]:
+    exe = Path(sys.executable).with_name("ctrail")
+    return subprocess.Popen([str(exe), "run", "--config", str(config), "--data-dir",
+                             str(data_dir)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+
+
+def test_files_rotated_while_ctrail_is_killed_lose_and_repeat_nothing(tmp_path: Path) -> None:
+    logs_dir, pod_dir = tmp_path / "containers", tmp_path / "pods" / "shop_web_0a1b" / "nginx"
+    logs_dir.mkdir()
+    pod_dir.mkdir(parents=True)
+    link = logs_dir / f"web-7d4b9c_shop_nginx-{CID}.log"
+    link.symlink_to(pod_dir / "0.log")
+    audit_log, data_dir = tmp_path / "audit" / "audit.log", tmp_path / "data"
+    audit_log.parent.mkdir()
+    write = Writer(audit_log, pod_dir / "0.log")
+    write.audit_lines(100)
+    write.log_lines(50)
+    config = tmp_path / "ctrail.yaml"
+    config.write_text(f"""
+sources:
+  apiserver-log: {{type: k8s_audit_file, path: {audit_log}, poll_interval_secs: 0.1}}
+  pods: {{type: container_logs, glob: "{logs_dir}/*.log", poll_interval_secs: 0.1}}
+""")
+    proc = start(config, data_dir)
+    try:
+        wait_all_stored(write, data_dir, proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+
+    # While it is down: the audit log rotated twice (the first rotation gzipped), the
+    # container log once; each rotated file has lines that were never read.
+    write.audit_lines(300)
+    first = audit_log.with_name("audit-2026-12-07T11-00-00.000.log")
+    os.rename(audit_log, first)
+    write.audit_lines(50)
+    os.rename(audit_log, audit_log.with_name("audit-2026-12-07T11-10-00.000.log"))
+    with open(first, "rb") as src, gzip.open(f"{first}.gz", "wb") as out:
+        shutil.copyfileobj(src, out)
+    first.unlink()
+    write.audit_lines(20)
+    write.log_lines(40)
+    os.rename(pod_dir / "0.log", pod_dir / "0.log.20261207-110000")
+    write.log_lines(30)
+
+    proc = start(config, data_dir)
+    try:
+        wait_all_stored(write, data_dir, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert stored(data_dir)[2] == len(write.audit) + len(write.logs)
+    entries = [RawEntry.decode(value) for value in read_topic_files(data_dir / "bus" / RAW)]
+    raw = Counter(e.data for e in entries if e.source in ("apiserver-log", "pods"))
+    assert len(raw) == 470 + 120 and set(raw.values()) == {1}
