@@ -122,6 +122,12 @@ def from_gke(doc: dict[str, Any]) -> dict[str, Any]:
     # or not the entry carries a status.
     if not code and any(a.get("granted") is False for a in granted):
         code = PERMISSION_DENIED
+    http = GRPC_TO_HTTP.get(code, 500) if isinstance(code, int) else 500
+    # A response that is a Kubernetes Status of Failure says the request failed, with its code
+    # when it gives one (a failure of unknown kind otherwise: 500), whatever the entry's status.
+    response = payload.get("response")
+    if http < 400 and isinstance(response, dict) and response.get("status") == "Failure":
+        http = response["code"] if isinstance(response.get("code"), int) else 500
     # callerIp as Cloud Logging writes it; callerIP as Panther's normalised entries spell it.
     caller_ip = metadata.get("callerIp") or metadata.get("callerIP")
     # The request's id, as Elastic reads it: the operation's id, else the entry's insertId.
@@ -141,7 +147,7 @@ def from_gke(doc: dict[str, Any]) -> dict[str, Any]:
         "sourceIPs": [caller_ip] if isinstance(caller_ip, str) and caller_ip else [],
         "userAgent": metadata.get("callerSuppliedUserAgent"),
         "objectRef": object_ref,
-        "responseStatus": {"code": GRPC_TO_HTTP.get(code, 500) if isinstance(code, int) else 500},
+        "responseStatus": {"code": http},
         "annotations": doc.get("labels") or {},
         "requestReceivedTimestamp": doc.get("timestamp"),
         # The monitored resource (cluster_name, location, project_id), kept as Elastic keeps it:

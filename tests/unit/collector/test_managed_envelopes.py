@@ -73,17 +73,31 @@ def test_gke_status_codes_map_to_http_as_google_documents_them(real_data: Path) 
 
 
 def refused(entry: dict[str, Any]) -> bool:
-    return any(a.get("granted") is False for a in entry["protoPayload"].get("authorizationInfo", []))
+    """Refused without a status: a permission not granted, or a Status of Failure returned."""
+    payload = entry["protoPayload"]
+    return any(a.get("granted") is False for a in payload.get("authorizationInfo", [])) or \
+        (payload.get("response") or {}).get("status") == "Failure"
 
 
 def test_a_permission_not_granted_is_a_denial(real_data: Path) -> None:
     # Panther's "No Permission Granted" cases: authorizationInfo says granted false, and some
     # carry no status at all.
-    entries = [e for e in panther_gke(real_data) if refused(e)]
+    entries = [e for e in panther_gke(real_data) if any(
+        a.get("granted") is False for a in e["protoPayload"].get("authorizationInfo", []))]
     assert any(not (e["protoPayload"].get("status") or {}).get("code") for e in entries)
     for entry in entries:
         event = parse(orjson.dumps(entry))
         assert audit(event)["responseStatus"]["code"] == 403 and event.event.outcome == "failure"
+
+
+def test_a_response_that_is_a_failure_status_is_a_failure(real_data: Path) -> None:
+    # Panther's "Pod Not Created" and others: responses that are a Status of Failure.
+    entries = [e for e in panther_gke(real_data)
+               if (e["protoPayload"].get("response") or {}).get("status") == "Failure"]
+    assert entries
+    for entry in entries:
+        event = parse(orjson.dumps(entry))
+        assert audit(event)["responseStatus"]["code"] >= 400 and event.event.outcome == "failure"
 
 
 def test_without_a_resource_name_the_method_names_the_resource() -> None:
