@@ -33,6 +33,7 @@ from ctrail.errors import Unavailable
 from ctrail.secrets import resolve_secret
 from sinks.evidence import multipart
 from sinks.evidence.verify import canonical, index_name, manifest_name, segment_name, token_name
+from sinks.notify.policy import Backoff
 
 if TYPE_CHECKING:
     from sinks.evidence import EvidenceRemoteConfig, LegalHold
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 STATE_FILE: Final = "remote-state.json"
 # Rewritten locally (each seal, or a new key or TSA certificate): new remote versions.
 MUTABLE: Final = ("head.json", "public_key.pem", "tsa_ca.pem", "tsa_cert.pem")
-PASS_BACKOFF_SECS: Final = (30.0, 3600.0)             # a failed pass: first and longest wait
+PASS_BACKOFF_SECS: Final = (30.0, 3600.0)    # a failed pass: first and longest wait (jittered)
 
 
 def client(config: "EvidenceRemoteConfig") -> Any:
@@ -125,6 +126,7 @@ class RemoteArchive:
         self.root = root
         self.s3 = s3 if s3 is not None else client(config)
         self.clock = clock
+        self.backoff = Backoff(*PASS_BACKOFF_SECS)
         path = root / STATE_FILE
         self.state: dict[str, Any] = (json.loads(path.read_bytes()) if path.exists() else
                                       {"objects": {}, "holds_fingerprint": ""})
@@ -152,9 +154,8 @@ class RemoteArchive:
             self._mirror_holds(manifests, gone, wanted, result)
         except Unavailable:
             failures = self.state.get("failures", 0) + 1
-            first, longest = PASS_BACKOFF_SECS
             self.state.update(failures=failures,
-                              retry_at=self.clock() + min(longest, first * 2 ** (failures - 1)))
+                              retry_at=self.clock() + self.backoff.delay(failures))
             self._save()
             raise
         if self.state.pop("failures", None) is not None:
@@ -174,9 +175,11 @@ class RemoteArchive:
         return wanted
 
     def _ensure(self, name: str, hold: bool, result: SyncResult) -> None:
+        known = self.state["objects"].get(name)
+        if known is not None and name not in MUTABLE:
+            return              # written once and uploaded: not hashed again on every pass
         path = self.root / name
         sha256 = file_sha256(path)
-        known = self.state["objects"].get(name)
         if known is not None and known["sha256"] == sha256:
             return
         version = self._already_there(name, sha256)
