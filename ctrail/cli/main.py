@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -28,6 +29,7 @@ from ctrail.cli import (
 from ctrail.errors import ConfigError, CtrailError, QueryError, UsageError
 
 USAGE_ERRORS = (ConfigError, UsageError, QueryError)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except CtrailError as exc:
         print(f"ctrail: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        # What was written is whole (every file is replaced atomically or cut back), and the
+        # command can be run again once there is space: say so in one line, no traceback.
+        print(f"ctrail: error: {exc.strerror}: {exc.filename or 'the data directory'}; free "
+              "some space and run the command again", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

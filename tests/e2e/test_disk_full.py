@@ -156,3 +156,24 @@ sources:
         assert proc.returncode == 0, err
         assert "Traceback" not in err, err[-3000:]
         assert orjson.dumps(sorted(wanted - stored_audit_ids(data_dir))) == b"[]"
+
+
+def test_ingest_on_a_full_disk_is_one_line_and_a_rerun_after_freeing_stores_everything(
+        tmp_path: Path) -> None:
+    lines = tmp_path / "audit.log"
+    lines.write_text("".join(EVENT.format(id=f"ingest-{i:05d}") + "\n" for i in range(5000)))
+    config = tmp_path / "ctrail.yaml"
+    config.write_text("bus: {type: local, intake_min_free_bytes: 0}\n")
+    exe = Path(sys.executable).with_name("ctrail")
+    with small_filesystem(tmp_path / "fs", 32 * 1024 * 1024) as fs:
+        ingest = [str(exe), "ingest", "--source", "k8s-audit", str(lines), "--config",
+                  str(config), "--data-dir", str(fs / "data")]
+        ballast = fill(fs, leave_bytes=1024 * 1024)
+        full = subprocess.run(ingest, capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr[-2000:]
+        assert full.stderr.strip().splitlines()[-1].startswith("ctrail: error: ")
+        assert "space" in full.stderr or "full" in full.stderr
+        ballast.unlink()
+        again = subprocess.run(ingest, capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert stored_audit_ids(fs / "data") >= {f"ingest-{i:05d}" for i in range(5000)}
