@@ -18,6 +18,7 @@ from ctrail.settings import Settings
 
 if TYPE_CHECKING:
     from ctrail.console.app import ConsoleServer
+    from ctrail.runtime.ops import OpsServer
     from ctrail.runtime.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -52,38 +53,44 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
     sources: threading.Thread | None = None
     scheduler: Scheduler | None = None
     console: ConsoleServer | None = None
+    ops: OpsServer | None = None
+
+    def alive() -> bool:
+        return (all_alive([*pipeline.threads, *([sources] if sources else [])])
+                and (intake is None or intake.alive()))
     try:
         pipeline.start()
+        # /metrics and the probes answer from here on, also while the intake process waits for
+        # the previous run's to let go of the data directory (a run killed a moment ago).
+        ops = settings.ops.build(pipeline.telemetry, alive) if settings.ops else None
         if intake_apart:
-            intake = IntakeProcess(settings)
+            intake = IntakeProcess(settings, pipeline.telemetry)
             intake.start()
         elif with_sources:
             # `ctrail run` publishes the audit records other commands spooled, from the process
             # that writes ctrail.raw; a `ctrail worker collect` does not, so workers sharing a
             # host never race for the spool.
-            sources = threading.Thread(target=serve_sources, name="sources", daemon=True,
-                                       args=(settings, pipeline.bus, stop, role == "run"))
+            sources = threading.Thread(
+                target=serve_sources, name="sources", daemon=True,
+                args=(settings, pipeline.bus, stop, role == "run"),
+                kwargs={"failing": lambda name, failed: pipeline.telemetry.set_failing(
+                    f"intake {name}", failed)})
             sources.start()
         scheduler = _start_scheduler(settings, role)
         console = _start_console(settings, config_path) if role == "run" else None
-
-        def alive() -> bool:
-            return (all_alive([*pipeline.threads, *([sources] if sources else [])])
-                    and (intake is None or intake.alive()))
         heartbeat = Heartbeat(settings.data_dir, role, alive=alive,
                               status=lambda: {"stages": pipeline.telemetry.snapshot()})
         heartbeat.start()
-        ops = settings.ops.build(pipeline.telemetry, alive) if settings.ops else None
         log.info("ContainerTrail is running.", extra={
             "stages": list(stages), "sources": list(settings.sources) if with_sources else [],
             "intake_process": intake_apart, "bus": settings.bus.type,
             "store": settings.store.type})
         stop.wait()
         heartbeat.stop()
-        if ops is not None:
-            ops.close()
     finally:
         stop.set()
+        if ops is not None:
+            ops.close()
         if intake is not None:
             intake.stop()               # first: no sender is answered after this
         if sources is not None:
