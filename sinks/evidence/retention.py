@@ -57,6 +57,8 @@ def expire(archive: EvidenceArchive, now: datetime | None = None) -> ExpiryResul
                              "last_id": m["last_id"], "sha256": m["sha256"],
                              "retention_days": days} for m, days in due]})
             result.deleted = [m["seq"] for m, _ in due]
+            if archive.timestamps is not None:      # a tombstone is dated like any manifest
+                archive.timestamps.sealed(result.tombstone["seq"])
         for seq in {*tombstoned, *result.deleted}:
             for name in (segment_name(seq), index_name(seq)):
                 (archive.root / name).unlink(missing_ok=True)

@@ -227,3 +227,14 @@ def test_a_pinned_tsa_certificate_must_come_from_the_ca(tsas) -> None:  # type: 
     assert problem is not None and "not a timestamping certificate of ca.crt" in problem
     # A CA certificate is no TSA certificate (no timeStamping extended key usage).
     assert tsa_chain_problem(TsaTrust(ours.ca_file, ours.ca_file)) is not None
+
+
+def test_a_tombstone_is_stamped_too(ctrail, stamped, tmp_data_dir) -> None:  # type: ignore[no-untyped-def]
+    # The samples are from 2018: past every retention period, so expiry deletes them all.
+    result = ctrail("evidence", "expire", "--config", str(stamped))
+    assert result.status == 0 and "expired" in result.out, result.out + result.err
+    last = max(manifests_dir(tmp_data_dir).glob("*.json"))
+    assert json.loads(last.read_bytes())["type"] == "tombstone"
+    assert last.with_suffix(".tst").exists()
+    verified = ctrail("evidence", "verify", "--store", "--config", str(stamped))
+    assert verified.status == 0, verified.out
