@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -148,3 +149,36 @@ def test_a_payments_responder_sees_only_payments_on_elasticsearch(tmp_path: Path
         check_scope(server)
     finally:
         server.stop()
+
+
+def test_the_live_alert_stream_is_scoped_too(tmp_path: Path) -> None:
+    from console_scenario import exec_into
+    ingest(tmp_path / "data", write_lines(tmp_path / "audit.log", incident()[:1]))
+    add_users(tmp_path / "data")
+    server = serve(tmp_path / "data", live_poll_secs=0.2)
+    pay = login(server.url, "pay")
+    received: list[dict[str, Any]] = []
+    try:
+        # Reads wait at most 3 s: once the alerts are in, a quiet stream ends the test.
+        timeout = httpx.Timeout(30, read=3)
+        with pay.stream("GET", "/api/alerts/stream", timeout=timeout) as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("retry:")
+            now = datetime.now(timezone.utc)
+            late = [exec_into(now, "mallory", "shop", "web-1", tag="s"),
+                    exec_into(now, "mallory", "payments", "checkout-1", tag="p"),
+                    exec_into(now, "mallory", "payments-archive", "ledger-0", tag="a")]
+            ingest(tmp_path / "data", write_lines(tmp_path / "late.log", late))
+            try:
+                for line in lines:
+                    if line.startswith("data: "):
+                        received.append(orjson.loads(line[6:]))
+            except httpx.ReadTimeout:
+                pass
+        admin = login(server.url, "admin")
+        assert admin.get("/api/alerts").json()["count"] == 3     # all three were raised
+        admin.close()
+    finally:
+        pay.close()
+        server.stop()
+    assert [a["kubernetes"]["namespace"] for a in received] == ["payments"]
