@@ -45,14 +45,18 @@ PREVIOUS_INTAKE_WAIT_SECS: Final = 30.0
 ORPHAN_GRACE_SECS: Final = 5.0
 PR_SET_PDEATHSIG: Final = 1
 RESTART_BACKOFF_SECS: Final = (1.0, 30.0)
+Failing = Callable[[str, bool], None]
 
 
 def serve_sources(settings: Settings, bus: Bus, stop: threading.Event, publish_spool: bool,
-                  ready: Callable[[], None] = lambda: None) -> None:
+                  ready: Callable[[], None] = lambda: None,
+                  failing: Failing = lambda _name, _failing: None) -> None:
     """Run every configured source until `stop`: each in a thread of its own, appending to
     ctrail.raw; with `publish_spool`, also the audit spool's pickup (ctrail.raw's writer
     publishes what other commands spooled). `ready` is called once every source is built
-    (listening, files opened); a source that cannot be built raises (ConfigError...)."""
+    (listening, files opened); a source that cannot be built raises (ConfigError...).
+    `failing(source, True)` when a source's batches cannot be appended (a full disk), and
+    `(source, False)` once they can again (for /readyz)."""
     telemetry = Telemetry()
     collectors: list[Collector] = []
     pickup: SpoolPickup | None = None
@@ -64,7 +68,7 @@ def serve_sources(settings: Settings, bus: Bus, stop: threading.Event, publish_s
         if publish_spool:
             pickup = SpoolPickup(settings.data_dir, bus.producer())
             pickup.start()
-        threads = [threading.Thread(target=collect_until, args=(c, stop), daemon=True,
+        threads = [threading.Thread(target=collect_until, args=(c, stop, failing), daemon=True,
                                     name=f"collect-{c.name}") for c in collectors]
         for thread in threads:
             thread.start()
@@ -80,16 +84,25 @@ def serve_sources(settings: Settings, bus: Bus, stop: threading.Event, publish_s
             collector.source.close()
 
 
-def collect_until(collector: Collector, stop: threading.Event) -> None:
+def collect_until(collector: Collector, stop: threading.Event,
+                  failing: Failing = lambda _name, _failing: None) -> None:
     """Collect until stopped; sources block briefly in read() when idle."""
+    failed = False
     while not stop.is_set():
         try:
             collector.run_once()
+            if failed:
+                failed = False
+                failing(collector.name, False)
+                log.info("Intake appends again.", extra={"source": collector.name})
         except Retryable as exc:
             # A full disk, most often: the batch was not acknowledged (webhooks answer 503,
             # tailers read it again); intake takes records again once the bus writes.
             log.warning("Intake cannot append; retrying.", extra={"source": collector.name,
                                                                    "error": str(exc)})
+            if not failed:
+                failed = True
+                failing(collector.name, True)
             stop.wait(1.0)
         except Exception:
             # The input stays uncommitted, so nothing is lost; try again shortly.
@@ -127,7 +140,8 @@ def _child_main(settings: Settings, parent: int, verbose: bool, report: Connecti
             bus = settings.bus.build(settings.data_dir, guest=True)
             try:
                 serve_sources(settings, bus, stop, publish_spool=True,
-                              ready=lambda: report.send(("ready", "")))
+                              ready=lambda: report.send(("ready", "")),
+                              failing=_reporter(report))
             finally:
                 bus.close()
         finally:
@@ -135,6 +149,19 @@ def _child_main(settings: Settings, parent: int, verbose: bool, report: Connecti
     except CtrailError as exc:
         report.send((type(exc).__name__, str(exc)))
         raise SystemExit(2) from None
+
+
+def _reporter(report: Connection) -> Failing:
+    """`failing` for serve_sources in the intake process: told to the parent, for /readyz."""
+    lock = threading.Lock()
+
+    def failing(name: str, failed: bool) -> None:
+        with lock:
+            try:
+                report.send(("failing" if failed else "recovered", name))
+            except OSError:
+                pass                                # the parent is gone: nobody to tell
+    return failing
 
 
 def _hold_intake_lock(lock_dir: Path, parent: int) -> IO[str]:
@@ -198,8 +225,11 @@ def _terminate_with_parent() -> None:
 class IntakeProcess:
     """The intake child of `ctrail run`, started again (with backoff) if it dies."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, telemetry: Telemetry | None = None) -> None:
+        """`telemetry`: where a source that cannot append is marked failing (/readyz)."""
         self.settings = settings
+        self.telemetry = telemetry
+        self._failing: set[str] = set()
         self._context = multiprocessing.get_context("spawn")   # no forked threads or locks
         self._process: BaseProcess | None = None
         self._stopping = threading.Event()
@@ -244,8 +274,10 @@ class IntakeProcess:
             process = self._process
             assert process is not None
             process.join(timeout=0.5)
+            self._read_reports()
             if process.exitcode is None or self._stopping.is_set():
                 continue
+            self._mark_failing(set())                # the new process starts with a clean slate
             log.error("The intake process ended; starting it again.",
                       extra={"exit_code": process.exitcode, "backoff_secs": backoff})
             if self._stopping.wait(backoff):
@@ -257,6 +289,22 @@ class IntakeProcess:
                 backoff = RESTART_BACKOFF_SECS[0]
             except CtrailError as exc:
                 log.error("The intake process could not start again.", extra={"error": str(exc)})
+
+    def _read_reports(self) -> None:
+        failing = set(self._failing)
+        try:
+            while self._reports.poll():
+                kind, name = self._reports.recv()
+                (failing.add if kind == "failing" else failing.discard)(f"intake {name}")
+        except (EOFError, OSError):
+            pass                                     # the process ended: handled by the caller
+        self._mark_failing(failing)
+
+    def _mark_failing(self, failing: set[str]) -> None:
+        if self.telemetry is not None:
+            for name in self._failing ^ failing:
+                self.telemetry.set_failing(name, name in failing)
+        self._failing = failing
 
     def alive(self) -> bool:
         return self._process is not None and self._process.is_alive()

@@ -2,7 +2,7 @@
 
 What must hold: no event answered 200 (or read from a tailed file) is lost across fill, free and
 a kill -9 restart; while the disk is full the webhook answers 503 with Retry-After (the sender
-retries) and the process keeps running; it takes records again by itself once space returns;
+retries), /readyz names the source that cannot append, and the process keeps running; it takes records again by itself once space returns;
 the log is never left with a torn record in front of later ones. The filesystem is a real tmpfs
 (tests/small_filesystem.py says why not RLIMIT_FSIZE)."""
 
@@ -52,6 +52,16 @@ def post(port: int, body: bytes) -> tuple[int, str | None]:
         conn.close()
 
 
+def readyz(port: int) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/readyz", headers={"Authorization": "Bearer disk-token"})
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
 def stored_audit_ids(data_dir: Path) -> set[str]:
     try:
         with sqlite3.connect(f"file:{data_dir / 'store.sqlite3'}?mode=ro", uri=True,
@@ -83,7 +93,7 @@ def start(config: Path, data_dir: Path) -> subprocess.Popen[str]:
 
 def test_a_full_disk_loses_no_acknowledged_event_across_fill_free_and_restart(
         tmp_path: Path) -> None:
-    audit_log, port = tmp_path / "audit.log", free_port()
+    audit_log, port, ops_port = tmp_path / "audit.log", free_port(), free_port()
     audit_log.write_bytes(b"")
     config = tmp_path / "ctrail.yaml"
     config.write_text(f"""
@@ -91,6 +101,7 @@ bus: {{type: local, intake_min_free_bytes: 0}}
 sources:
   apiserver-log: {{type: k8s_audit_file, path: {audit_log}, poll_interval_secs: 0.1}}
   apiserver-webhook: {{type: k8s_audit_webhook, port: {port}, token: {{env: DISK_TOKEN}}}}
+ops: {{port: {ops_port}, token: {{env: DISK_TOKEN}}}}
 """)
     tailed: list[str] = []
 
@@ -122,7 +133,8 @@ sources:
                     time.sleep(0.2)
             assert refusals and all(s == 503 and r for s, r in refusals), refusals
             tail_lines(200)                       # appended while the disk is full
-            time.sleep(2)
+            wait_for(lambda: "intake apiserver-log" in readyz(ops_port)[1], timeout=15)
+            assert readyz(ops_port)[0] == 503
             assert proc.poll() is None, "ctrail run died on a full disk"
 
             ballast.unlink()
@@ -136,6 +148,7 @@ sources:
             wanted = acked | set(tailed)
             wait_stored(wanted, data_dir, proc)
             drained = time.monotonic() - freed
+            wait_for(lambda: readyz(ops_port) == (200, "ready\n"), timeout=60)
             print(f"acknowledged {len(acked)} webhook events and {len(tailed)} tailed lines; "
                   f"webhook answered 200 again {recovered:.1f} s after space returned, "
                   f"everything stored {drained:.1f} s after")
