@@ -75,6 +75,12 @@ class Source(EcsModel):
     address: str | None = None
 
 
+class Client(EcsModel):
+    """ECS `client.*`: every address of a request's chain (Kubernetes audit sourceIPs)."""
+
+    ip: tuple[str, ...] = ()
+
+
 class UserAgent(EcsModel):
     original: str | None = None
 
@@ -104,6 +110,7 @@ class Container(EcsModel):
 
 class OrchestratorCluster(EcsModel):
     name: str | None = None
+    id: str | None = None                     # GKE: the project, as Elastic's integration has it
 
 
 class OrchestratorResourceParent(EcsModel):
@@ -290,6 +297,7 @@ class Event(EcsModel):
     event: EventInfo
     user: User | None = None
     source: Source | None = None
+    client: Client | None = None
     user_agent: UserAgent | None = None
     container: Container | None = None
     orchestrator: Orchestrator | None = None

@@ -41,13 +41,23 @@ def orchestrator_fields(audit: dict[str, Any]) -> dict[str, Any]:
         resource = f"{resource}/{ref['subresource']}"
     name = (ref.get("name") or _metadata(audit, "requestObject").get("name")
             or _metadata(audit, "responseObject").get("name"))
-    fields: dict[str, Any] = {"type": "kubernetes", "api_version": ref.get("apiVersion"),
+    # The audit Event's own version (audit.k8s.io/v1), as Elastic's integration writes it; the
+    # object's is in kubernetes.audit.objectRef.apiVersion.
+    fields: dict[str, Any] = {"type": "kubernetes", "api_version": audit.get("apiVersion"),
                               "namespace": ref.get("namespace")}
     if resource:
         fields["resource"] = {"type": resource, "name": name}
     if cluster := cluster_name(audit):
-        fields["cluster"] = {"name": cluster}
+        fields["cluster"] = {"name": cluster, "id": gke_project(audit)}
     return fields
+
+
+def gke_project(audit: dict[str, Any]) -> str | None:
+    """The project of a GKE cluster (resource.labels.project_id), Elastic's orchestrator.cluster.id."""
+    resource = audit.get("resource")
+    labels = resource.get("labels") if isinstance(resource, dict) else None
+    project = labels.get("project_id") if isinstance(labels, dict) else None
+    return project if isinstance(project, str) and project else None
 
 
 def cluster_name(audit: dict[str, Any]) -> str | None:

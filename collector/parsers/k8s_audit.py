@@ -150,6 +150,7 @@ def from_gke(doc: dict[str, Any]) -> dict[str, Any]:
         "responseStatus": {"code": http},
         "annotations": doc.get("labels") or {},
         "requestReceivedTimestamp": doc.get("timestamp"),
+        "stageTimestamp": doc.get("timestamp"),
         # The monitored resource (cluster_name, location, project_id), kept as Elastic keeps it:
         # orchestrator.cluster.name is read from it (collector.parsers.audit_subject).
         **({"resource": doc["resource"]} if isinstance(doc.get("resource"), dict) else {}),
@@ -343,8 +344,10 @@ def to_event(audit: dict[str, Any], original: str, raw: bytes, received: datetim
     object_ref = audit.get("objectRef") or {}
     source_ips = [ip for ip in audit.get("sourceIPs") or () if isinstance(ip, str)]
     code = (audit.get("responseStatus") or {}).get("code")
-    names = [n for n in (user.get("username"), (audit.get("impersonatedUser") or {}).get("username"))
-             if isinstance(n, str)]
+    impersonated = audit.get("impersonatedUser") or {}
+    # related.user: names and uids, as Elastic's integration lists them.
+    names = [n for n in (user.get("username"), user.get("uid"), impersonated.get("username"),
+                         impersonated.get("uid")) if isinstance(n, str) and n]
     doc: dict[str, Any] = {
         "@timestamp": timestamp or received,
         "event": {
@@ -362,7 +365,10 @@ def to_event(audit: dict[str, Any], original: str, raw: bytes, received: datetim
             if audit.get("stageTimestamp") else None,
         },
         "user": {"name": user.get("username"), "id": user.get("uid")} if user else None,
+        # The first address is the client's own (X-Forwarded-For first, then the remote
+        # address); client.ip keeps every address of the chain, as Elastic's integration does.
         "source": {"ip": source_ips[0]} if source_ips else None,
+        "client": {"ip": tuple(source_ips)} if source_ips else None,
         "user_agent": {"original": audit["userAgent"]} if audit.get("userAgent") else None,
         "orchestrator": orchestrator_fields(audit),
         "kubernetes": {"namespace": object_ref.get("namespace"), "audit": audit,

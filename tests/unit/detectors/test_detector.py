@@ -110,7 +110,7 @@ def test_the_alert_is_ecs_shaped_and_names_rule_threat_and_entities(
                                "default/nginx-deployment-7998647bdf-phvq7"},
         "user": {"name": "minikube-user"},
         "source": {"ip": "192.168.99.1"},
-        "orchestrator": {"type": "kubernetes", "api_version": "v1", "namespace": "default",
+        "orchestrator": {"type": "kubernetes", "namespace": "default",
                          "resource": {"type": "pods/exec",
                                       "name": "nginx-deployment-7998647bdf-phvq7"}},
         "kubernetes": {"namespace": "default",
