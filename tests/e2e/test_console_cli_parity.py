@@ -4,6 +4,7 @@ alerts' triage state)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Iterator
 
 import orjson
@@ -12,30 +13,40 @@ import pytest
 from console_scenario import SCRIPT_USER, add_users, incident, ingest, login, serve, write_lines
 from ctrail.cli.main import main
 from ctrail.console.app import ConsoleServer
+from tests.services import elasticsearch_url
 
 QUERIES = ["*", "kubernetes.namespace:payments", "NOT kubernetes.namespace:payments",
            "exec", "alice", "user.name:b*", "_exists_:kubernetes.pod.name",
            "event.action:create AND NOT kubernetes.namespace:shop", '"cluster-admin"']
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ConsoleServer, str]]:
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("elasticsearch",
+                                                                marks=pytest.mark.integration)])
+def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[tuple[ConsoleServer, list[str]]]:
     root = tmp_path_factory.mktemp("parity")
-    ingest(root / "data", write_lines(root / "audit.log", incident()))
+    config = None
+    if request.param == "elasticsearch":
+        config = root / "es.yaml"
+        config.write_text(orjson.dumps({"store": {
+            "type": "elasticsearch", "hosts": [elasticsearch_url()], "refresh_on_write": True,
+            "namespace": f"p{uuid.uuid4().hex[:12]}"}}).decode())
+    ingest(root / "data", write_lines(root / "audit.log", incident()), config)
     add_users(root / "data")
-    server = serve(root / "data")
-    yield server, str(root / "data")
+    server = serve(root / "data", config)
+    yield server, ["--data-dir", str(root / "data"), *(["--config", str(config)] if config
+                                                         else [])]
     server.stop()
 
 
-def cli_json(capsys: pytest.CaptureFixture[str], data_dir: str, *args: str) -> list[Any]:
+def cli_json(capsys: pytest.CaptureFixture[str], where: list[str], *args: str) -> list[Any]:
     capsys.readouterr()
-    assert main([*args, "--format", "json", "--data-dir", data_dir]) == 0
+    assert main([*args, "--format", "json", *where]) == 0
     return [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line]
 
 
 def test_search_alerts_and_timelines_answer_as_the_cli(
-        setup: tuple[ConsoleServer, str], capsys: pytest.CaptureFixture[str]) -> None:
+        setup: tuple[ConsoleServer, list[str]], capsys: pytest.CaptureFixture[str]) -> None:
     server, data_dir = setup
     admin = login(server.url, "admin")
     try:
