@@ -35,6 +35,7 @@ from collector.sources.forward_connection import Connection
 from collector.sources.forward_records import entry_record
 from ctrail.components import RawRecord
 from ctrail.errors import ConfigError, InvalidInput, Reason
+from ctrail.runtime.http.limits import ClientLimits
 from ctrail.secrets import SecretRef, resolve_secret
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,11 @@ class FluentForwardConfig(BaseModel):
     max_message_bytes: PositiveInt = 16 * 1024 * 1024
     max_decompressed_bytes: PositiveInt = 64 * 1024 * 1024
     max_connections: PositiveInt = 256
+    max_connections_per_client: PositiveInt = Field(
+        16, description="Open connections from one address; more are closed at once.")
+    handshake_timeout_secs: PositiveFloat = Field(
+        10.0, description="TLS and the shared-key handshake must be done within this; an idle "
+                          "stranger holds a connection no longer.")
     max_queued_messages: PositiveInt = 64
     idle_timeout_secs: PositiveFloat = 300.0
     message_timeout_secs: PositiveFloat = Field(60.0, description="A started frame must be "
@@ -129,6 +135,7 @@ class ForwardSource:
         self.in_flight: dict[int, _Batch] = {}
         self._queue: queue.Queue[_Batch] = queue.Queue(config.max_queued_messages)
         self._slots = threading.BoundedSemaphore(config.max_connections)
+        self._clients = ClientLimits(config.max_connections_per_client)
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -212,7 +219,13 @@ class ForwardSource:
             except OSError:
                 time.sleep(0.1)         # e.g. out of file descriptors: do not spin
                 continue
+            if not self._clients.connect(str(address[0])):
+                log.warning("Refused a forward connection: too many open from its address.",
+                            extra={"source": self.name, "peer": address[0]})
+                sock.close()
+                continue
             if not self._slots.acquire(blocking=False):
+                self._clients.disconnect(str(address[0]))
                 log.warning("Refused a forward connection: too many open.",
                             extra={"source": self.name, "peer": address[0]})
                 sock.close()
@@ -233,6 +246,7 @@ class ForwardSource:
                 self._connections.discard(sock)
             _shutdown(sock)
             self._slots.release()
+            self._clients.disconnect(peer)
 
 
 def _shutdown(sock: socket.socket) -> None:

@@ -4,6 +4,10 @@ A connection holds at most `max_message_bytes` of unparsed input (its own copy, 
 can be dead-lettered byte for byte), waits `idle_timeout_secs` for a frame to start and
 `message_timeout_secs` for a started one to finish; any breach closes it. It answers an ack only
 after the source reports the message's records committed.
+
+Until the client has passed the handshake it has proved nothing, so it costs little: TLS and the
+handshake must be done within `handshake_timeout_secs`, its PING may be HANDSHAKE_MAX_BYTES at
+most, and what it sends is refused (the connection closed), not dead-lettered.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 RECV_BYTES = 64 * 1024
 EVIDENCE_BYTES = 64 * 1024      # of an oversize frame, its start is kept as evidence
+HANDSHAKE_MAX_BYTES = 64 * 1024  # a PING is a few hundred bytes
 
 
 class Closed(Exception):
@@ -41,14 +46,20 @@ class Connection:
         self.buffer = bytearray()       # received, not yet returned as a frame
         self.consumed = 0               # stream offset of buffer[0]
         self.unpacker = fp.unpacker(self.config.max_message_bytes + RECV_BYTES)
+        self.limit = self.config.max_message_bytes
+        self.handshake_until: float | None = None      # set while the client is a stranger
 
     def run(self) -> None:
         try:
+            self.handshake_until = time.monotonic() + self.config.handshake_timeout_secs
             if self.source.tls is not None:
-                self.sock.settimeout(self.config.message_timeout_secs)
+                self.sock.settimeout(self.config.handshake_timeout_secs)
                 self.sock = self.source.tls.wrap_socket(self.sock, server_side=True)
-            if self.source.shared_key is not None and not self._handshake():
-                return
+            if self.source.shared_key is not None:
+                self.limit = HANDSHAKE_MAX_BYTES
+                if not self._handshake():
+                    return
+            self.limit, self.handshake_until = self.config.max_message_bytes, None
             while (frame := self.next_frame()) is not None:
                 if not self._handle(*frame):
                     return
@@ -120,26 +131,35 @@ class Connection:
                 if self.buffer:
                     raise Closed("the peer closed the connection inside a frame")
                 return None
-            if len(self.buffer) + len(data) > self.config.max_message_bytes:
+            if len(self.buffer) + len(data) > self.limit:
                 self._reject(Reason.RECORD_TOO_LARGE,
-                             f"frame exceeds max_message_bytes ({self.config.max_message_bytes})",
+                             f"frame exceeds max_message_bytes ({self.limit})",
                              bytes((self.buffer + data)[:EVIDENCE_BYTES]))
             self.buffer += data
             self.unpacker.feed(data)
 
     def _receive(self, started: float) -> bytes:
+        wait = self.config.idle_timeout_secs
         if self.buffer:
             left = self.config.message_timeout_secs - (time.monotonic() - started)
             if left <= 0:
                 raise Closed("a frame took longer than message_timeout_secs")
-            self.sock.settimeout(min(left, self.config.idle_timeout_secs))
-        else:
-            self.sock.settimeout(self.config.idle_timeout_secs)
+            wait = min(left, wait)
+        if self.handshake_until is not None:
+            left = self.handshake_until - time.monotonic()
+            if left <= 0:
+                raise Closed("no handshake within handshake_timeout_secs")
+            wait = min(left, wait)
+        self.sock.settimeout(wait)
         try:
             return self.sock.recv(RECV_BYTES)
         except TimeoutError:
             raise Closed("timed out waiting for the client") from None
 
     def _reject(self, reason: Reason, detail: str, raw: bytes) -> None:
+        if self.handshake_until is not None:      # a stranger's bytes are refused, not kept
+            log.warning("Refused a forward client before its handshake.", extra={
+                "source": self.source.name, "peer": self.peer, "reason": reason.value})
+            raise Closed(detail)
         self.source.dead_letter(raw, self.peer, None, reason, detail)
         raise Closed(detail)

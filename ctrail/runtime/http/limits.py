@@ -1,4 +1,5 @@
 """Per-client limits of a listener: open connections, and requests per second (a token bucket).
+The forward input uses the first only.
 
 A client is its peer address. Both limits exist so that one client, authenticated or not, cannot
 take the slots and threads every sender shares (kube-apiserver's webhook backend, Falco,
@@ -25,7 +26,9 @@ class _Bucket:
 
 
 class ClientLimits:
-    def __init__(self, max_connections: int, requests_per_sec: float, burst: int) -> None:
+    def __init__(self, max_connections: int, requests_per_sec: float = 0.0,
+                 burst: int = 0) -> None:
+        """`requests_per_sec` and `burst` matter only to `request` (HTTP)."""
         self.max_connections = max_connections
         self.rate = requests_per_sec
         self.burst = burst
