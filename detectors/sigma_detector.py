@@ -146,9 +146,9 @@ class SigmaDetector:
         self.correlations = correlations or CorrelationSet()
         self.by_base = self.correlations.by_base
         self.history = HistoryRouter(history or HistorySet())
-        self.silent = self.history.rules.silent(
-            {base for rule in self.correlations.rules for base in rule.rules},
-            self.correlations.silent)
+        correlation_bases = {base for rule in self.correlations.rules for base in rule.rules}
+        self.silent = self.history.rules.silent(correlation_bases, self.correlations.silent)
+        self.history.thin_before_alerting(self.silent - correlation_bases)
         self.indexes = {dataset: RuleIndex(of_dataset)
                         for dataset, of_dataset in rules.by_dataset.items()}
         self.production_namespaces = production_namespaces
@@ -186,6 +186,9 @@ class SigmaDetector:
             if excepted is not None and excepted(view):
                 self.suppressed[rule.id] = self.suppressed.get(rule.id, 0) + 1
                 continue
+            if rule.id in self.history.thinnable and \
+                    not self.history.due(rule.id, view, event.timestamp.timestamp()):
+                continue                # a known first-seen term, sent lately: no alert to build
             key = None
             if rule.dedup_field is not None:
                 found = field_values(view, rule.dedup_field)
