@@ -34,7 +34,7 @@ CSRF_HEADER: Final = "x-csrf-token"
 TOKEN_PREFIX: Final = "ctrail_"
 MIN_PASSWORD_CHARS: Final = 12
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
-PUBLIC_PATHS: Final = frozenset({"/login", "/api/login"})
+PUBLIC_PATHS: Final = frozenset({"/login", "/api/login", "/login/oidc", "/login/oidc/callback"})
 PUBLIC_PREFIXES: Final = ("/static/",)
 # No inline script or style can run: a script that slipped into a page would still not run.
 SECURITY_HEADERS: Final = (
@@ -108,9 +108,24 @@ class Authenticator:
             self.db.set_password_hash(name, PASSWORDS.hash(password))
         user = self.db.user(name)
         assert user is not None
-        session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        self.db.add_session(session_id, name, csrf, now + self.config.session_hours * 3600)
         self._audit("console-login", name, address, "success", None)
+        return self._session(user, now)
+
+    def login_vouched(self, name: str, address: str, method: str) -> Principal:
+        """A session for a console user an identity provider vouched for (OpenID Connect);
+        LoginRefused(403) when no console user has that name."""
+        user = self.db.user(name)
+        if user is None:
+            self._audit("console-login", name, address, "failure",
+                        f"{method}: not a console user")
+            raise LoginRefused(403, f"{name} is not a console user: an admin adds users with "
+                               "`ctrail users add`")
+        self._audit("console-login", name, address, "success", None, method)
+        return self._session(user, time.time())
+
+    def _session(self, user: User, now: float) -> Principal:
+        session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        self.db.add_session(session_id, user.name, csrf, now + self.config.session_hours * 3600)
         return Principal(user, "session", csrf, session_id)
 
     def logout(self, principal: Principal, address: str) -> None:
@@ -130,8 +145,9 @@ class Authenticator:
         return Principal(found[0], "session", found[1], session_id) if found else None
 
     def _audit(self, action: str, name: str, address: str, outcome: Outcome,
-               reason: str | None) -> None:
-        details: dict[str, Any] = {"console_user": name, "client_address": address}
+               reason: str | None, method: str = "password") -> None:
+        details: dict[str, Any] = {"console_user": name, "client_address": address,
+                                   "method": method}
         if reason:
             details["reason"] = reason
         record(self.settings, action, details, user=name, outcome=outcome)

@@ -5,9 +5,25 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveFloat, PositiveInt
 
 from ctrail.errors import ConfigError
+from ctrail.secrets import SecretRef
+
+
+class OidcConfig(BaseModel):
+    """Log in through an OpenID Connect provider (Keycloak, Dex, Entra ID, Okta, Google...)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    issuer: HttpUrl = Field(description="The provider's issuer URL (its discovery document is "
+                            "at ISSUER/.well-known/openid-configuration).")
+    client_id: str
+    client_secret: SecretRef
+    redirect_url: HttpUrl = Field(description="This console's callback, as registered at the "
+                                  "provider: https://HOST/login/oidc/callback")
+    user_claim: str = Field("preferred_username", description="The ID token claim holding the "
+                            "console user name (e.g. email).")
+    scopes: tuple[str, ...] = ("openid", "profile", "email")
 
 
 class ConsoleConfig(BaseModel):
@@ -29,6 +45,8 @@ class ConsoleConfig(BaseModel):
     failed_login_window_secs: PositiveInt = 300
     live_poll_secs: PositiveFloat = Field(1.0, description="How often the live alert stream "
                                           "looks for new alerts.")
+    oidc: OidcConfig | None = Field(None, description="Also log in through an OpenID Connect "
+                                    "provider (users must still exist in `ctrail users`).")
 
     @property
     def tls(self) -> bool:

@@ -25,6 +25,7 @@ from ctrail.console.api import principal, time_of, unscoped
 from ctrail.console.auth import Authenticator, LoginRefused, client_address, set_session_cookie
 from ctrail.console.data import CLOSE_REASONS, AlertFilter, ConsoleData, flatten, group_alerts
 from ctrail.console.graph import picture
+from ctrail.console.oidc import OidcClient, OidcError, Pending
 from ctrail.console.users import Role
 from ctrail.errors import QueryError, UsageError
 from sinks.reports.render import draw
@@ -51,10 +52,12 @@ def _shown(value: Any) -> str:
 def build_pages(data: ConsoleData, auth: Authenticator) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     views = templates()
+    oidc = OidcClient(auth.config.oidc) if auth.config.oidc is not None else None
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         who = getattr(request.state, "principal", None)
-        return views.TemplateResponse(request, name, {"who": who, **context},
+        return views.TemplateResponse(request, name, {"who": who, "sso": oidc is not None,
+                                                      **context},
                                       status_code=status)
 
     @router.get("/login")
@@ -68,6 +71,35 @@ def build_pages(data: ConsoleData, auth: Authenticator) -> APIRouter:
         try:
             found = auth.login(form.get("user", ""), form.get("password", ""),
                                client_address(request))
+        except LoginRefused as exc:
+            return page(request, "login.html", status=exc.status, message=str(exc))
+        response = RedirectResponse("/alerts", status_code=303)
+        set_session_cookie(response, found, auth.config)
+        return response
+
+    @router.get("/login/oidc")
+    def oidc_start(request: Request) -> Response:
+        if oidc is None:
+            return page(request, "login.html", status=404, message="single sign-on is not "
+                        "configured")
+        try:
+            url, state, pending = oidc.start()
+        except OidcError as exc:
+            return page(request, "login.html", status=502, message=str(exc))
+        auth.db.add_oidc_pending(state, pending.nonce, pending.verifier, pending.expires)
+        return RedirectResponse(url, status_code=303)
+
+    @router.get("/login/oidc/callback")
+    def oidc_callback(request: Request, code: str = "", state: str = "") -> Response:
+        kept = auth.db.take_oidc_pending(state) if state else None
+        if oidc is None or kept is None or not code:
+            return page(request, "login.html", status=400, message="this sign-on link is not "
+                        "valid (used already, expired or forged): start again")
+        try:
+            name = oidc.finish(code, Pending(*kept))
+            found = auth.login_vouched(name, client_address(request), "oidc")
+        except OidcError as exc:
+            return page(request, "login.html", status=401, message=str(exc))
         except LoginRefused as exc:
             return page(request, "login.html", status=exc.status, message=str(exc))
         response = RedirectResponse("/alerts", status_code=303)

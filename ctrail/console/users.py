@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     csrf TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS failed_logins (key TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS failed_logins_key ON failed_logins (key, at);
+CREATE TABLE IF NOT EXISTS oidc_pending (
+    state TEXT PRIMARY KEY, nonce TEXT NOT NULL, verifier TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS triage (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, alert_id TEXT NOT NULL, action TEXT NOT NULL,
     user TEXT NOT NULL, at REAL NOT NULL, detail TEXT NOT NULL);
@@ -172,6 +174,20 @@ class ConsoleDb:
 
     def end_session(self, session_id: str) -> None:
         self._run("DELETE FROM sessions WHERE digest = ?", (digest(session_id),))
+
+    # ── OpenID Connect logins under way (their state kept as a digest, used once) ──────────
+
+    def add_oidc_pending(self, state: str, nonce: str, verifier: str, expires: float) -> None:
+        self._run("DELETE FROM oidc_pending WHERE expires < ?", (time.time(),))
+        self._run("INSERT INTO oidc_pending VALUES (?, ?, ?, ?)",
+                  (digest(state), nonce, verifier, expires))
+
+    def take_oidc_pending(self, state: str) -> tuple[str, str, float] | None:
+        """(nonce, verifier, expires) of a login under way, removed: a state works once."""
+        with self._lock:
+            row = self._db.execute("DELETE FROM oidc_pending WHERE state = ? RETURNING nonce, "
+                                   "verifier, expires", (digest(state),)).fetchone()
+        return (str(row[0]), str(row[1]), float(row[2])) if row else None
 
     # ── failed logins ─────────────────────────────────────────────────────────────────────────
 

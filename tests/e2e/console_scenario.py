@@ -111,7 +111,7 @@ def add_users(data_dir: Path) -> dict[str, User]:
 def serve(data_dir: Path, config: Path | None = None, **console: Any) -> ConsoleServer:
     """A real console (uvicorn on a free loopback port) over the data directory's store."""
     settings = load_settings(config, data_dir)
-    server = ConsoleServer(settings, ConsoleConfig(port=0, **console))
+    server = ConsoleServer(settings, ConsoleConfig(**{"port": 0, **console}))
     server.start()
     return server
 
