@@ -3,14 +3,15 @@ check and persistent data, the workers run unprivileged, and no secret is writte
 
 from __future__ import annotations
 
+import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.kubernetes_tools import docker_compose  # noqa: F401  (a fixture)
 
 REPO = Path(__file__).resolve().parents[3]
 COMPOSE = REPO / "docker-compose.yml"
@@ -62,18 +63,21 @@ def test_secrets_come_only_from_the_environment() -> None:
             assert value.startswith("${") and ":?" in value, (name, value)
 
 
-@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI here")
-def test_docker_compose_config_validates_it() -> None:
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip("no docker compose plugin here")
+def test_docker_compose_config_validates_it(docker_compose: list[str]) -> None:
     env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(Path.home()), **SECRETS}
-    done = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+    done = subprocess.run([*docker_compose, "-f", str(COMPOSE), "config", "--quiet"],
                           capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
-    missing = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+    missing = subprocess.run([*docker_compose, "-f", str(COMPOSE), "config", "--quiet"],
                              capture_output=True, text=True, env={**env, "KIBANA_PASSWORD": ""})
     assert missing.returncode != 0 and "KIBANA_PASSWORD" in missing.stderr
+    rendered = subprocess.run([*docker_compose, "-f", str(COMPOSE), "config", "--format",
+                               "json"], capture_output=True, text=True, env=env)
+    services = json.loads(rendered.stdout)["services"]
+    for role in ROLES:                       # the merged anchors: hardened and checked
+        worker = services[f"ctrail-{role}"]
+        assert worker["read_only"] is True and worker["cap_drop"] == ["ALL"], role
+        assert worker["healthcheck"]["test"][:2] == ["CMD", "ctrail"], role
 
 
 def test_the_image_gives_the_non_root_user_its_data_directory() -> None:
