@@ -24,7 +24,7 @@ from tests.kubernetes_tools import helm, kubernetes_openapi  # noqa: F401  (fixt
 CHART = Path(__file__).resolve().parents[3] / "deploy" / "kubernetes" / "containertrail"
 EMBEDDED: tuple[str, ...] = ()
 # Every option on: all roles, a node agent, Prometheus Operator, SASL Kafka, ES with a CA,
-# mutual TLS for the webhook.
+# mutual TLS for the webhook, Falco's alerts.
 DISTRIBUTED = (
     "--set", "mode=distributed", "--set", "kafka.bootstrapServers=kafka-0.kafka:9092",
     "--set", "kafka.security.protocol=SASL_SSL", "--set", "kafka.security.saslMechanism=PLAIN",
@@ -36,7 +36,7 @@ DISTRIBUTED = (
     "--set", "workers.notify.enabled=true", "--set", "workers.evidence.enabled=true",
     "--set", "workers.scheduler.enabled=true", "--set", "workers.forward.enabled=true",
     "--set", "nodeAgent.enabled=true", "--set", "serviceMonitor.enabled=true",
-    "--set", "webhook.tls.clientCA.secretName=apiserver-client-ca",
+    "--set", "webhook.tls.clientCA.secretName=apiserver-client-ca", "--set", "falco.enabled=true",
     "--set-json", 'config={"notify": {"receivers": {"chat": {"type": "slack", "webhook_url": '
                   '{"env": "CTRAIL_SLACK_WEBHOOK_URL"}}}}, "reports": {"weekly": {"template": '
                   '"weekly", "schedule": "0 6 * * 1"}}, "evidence": {}, "outputs": {"siem": '
@@ -175,6 +175,11 @@ def test_distributed_mode_runs_a_worker_per_role_on_kafka_and_elasticsearch(
     assert webhook["spec"]["selector"]["app.kubernetes.io/component"] == "collect"
     (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
     assert {v for rule in role["rules"] for v in rule["verbs"]} == {"list", "watch"}
+    # Falco's http_output reaches the collect workers on the webhook Service, with its token.
+    assert {p["name"]: p["port"] for p in webhook["spec"]["ports"]} == {"webhook": 443,
+                                                                       "falco": 8481}
+    falco = settings.sources["falco"]
+    assert falco.type == "falco_http" and falco.port == 8481 and falco.token is not None
     (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
     assert monitor["spec"]["endpoints"][0]["authorization"]["credentials"] == {
         "name": "ct-containertrail-auth", "key": "ops-token"}

@@ -59,6 +59,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   valueFrom: {secretKeyRef: {name: {{ include "ctrail.authSecret" . }}, key: ops-token}}
 - name: CTRAIL_AUDIT_WEBHOOK_TOKEN
   valueFrom: {secretKeyRef: {name: {{ include "ctrail.authSecret" . }}, key: audit-webhook-token}}
+{{- if .Values.falco.enabled }}
+- name: CTRAIL_FALCO_TOKEN
+  valueFrom: {secretKeyRef: {name: {{ include "ctrail.authSecret" . }}, key: falco-token}}
+{{- end }}
 {{- if eq .Values.mode "distributed" }}
 {{- with .Values.elasticsearch.passwordSecret }}
 {{- if .name }}
@@ -116,6 +120,9 @@ containers:
       - {name: ops, containerPort: {{ $root.Values.ops.port }}}
       {{- if .webhook }}
       - {name: webhook, containerPort: {{ $root.Values.webhook.port }}}
+      {{- if $root.Values.falco.enabled }}
+      - {name: falco, containerPort: {{ $root.Values.falco.port }}}
+      {{- end }}
       {{- end }}
     {{- include "ctrail.probes" (dict "configKey" "containertrail.yaml") | nindent 4 }}
     resources: {{ toYaml (.resources | default $root.Values.resources) | nindent 6 }}
