@@ -1,0 +1,90 @@
+"""First-seen rules with the real Elasticsearch as the store: exec events streamed through the
+pipeline's process, correlate and store stages raise CT-NEW-001 in the correlate stage, `ctrail
+hunt`'s replay over the stored copy gives the same alerts, and a rule added later is backfilled
+from Elasticsearch when the correlate stage starts, so it is quiet on what is stored."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from ctrail.bus import RAW
+from ctrail.bus.codec import RawEntry, encode
+from ctrail.runtime.pipeline import Pipeline
+from ctrail.settings import Settings
+from detectors.history_replay import hunt_history
+from detectors.sigma_rules import PACKAGED_RULES
+from tests.contract.test_store import (
+    elasticsearch_config,
+    empty_namespace,
+    es_namespace,  # noqa: F401  (the session's namespace)
+)
+from tests.e2e.test_hunt_history import BOB, CAROL, LATER, LEARNING
+from tests.hunt_replay import T0, summary
+
+pytestmark = pytest.mark.integration
+NEW = [f"CT-NEW-001|{CAROL}|shop", f"CT-NEW-001|{BOB}|kube-system"]
+
+
+def stream(config: Settings, records: list[dict[str, Any]]) -> None:
+    pipeline = Pipeline(config, ("process", "correlate", "store"))
+    try:
+        producer = pipeline.bus.producer()
+        for i, record in enumerate(records):
+            entry = RawEntry("k8s-audit", "history-test", f"audit.log:{i + 1}", T0,
+                             orjson.dumps(record))
+            producer.send(RAW, key=entry.key, value=entry.encode())
+        producer.flush()
+        pipeline.drain()
+    finally:
+        pipeline.close()
+
+
+def stored_alerts(config: Settings) -> list[dict[str, Any]]:
+    store = config.store.build(config.data_dir)
+    try:
+        return store.search("rule.id:CT-NEW-001", "alerts", None, None, 100)
+    finally:
+        store.close()
+
+
+def test_streamed_and_hunted_first_seen_alerts_agree_on_elasticsearch(
+        tmp_path: Path, es_namespace: str) -> None:  # noqa: F811
+    config = Settings(data_dir=tmp_path,  # type: ignore[arg-type]
+                      store=elasticsearch_config(namespace=es_namespace))
+    try:
+        stream(config, LEARNING + LATER)
+        streamed = stored_alerts(config)
+        assert sorted(doc["alert"]["group_key"] for doc in streamed) == sorted(NEW)
+        detector = config.detection.build()
+        (rule,) = [r for r in detector.history.rules.rules if r.id == "CT-NEW-001"]
+        store = config.store.build(config.data_dir)
+        try:
+            hunted = hunt_history(store, detector, rule)
+        finally:
+            store.close()
+        assert sorted(summary(orjson.loads(encode(a))) for a in hunted) == \
+            sorted(summary(doc) for doc in streamed)
+    finally:
+        empty_namespace(es_namespace)
+
+
+def test_a_rule_added_later_is_backfilled_from_elasticsearch(
+        tmp_path: Path, es_namespace: str) -> None:  # noqa: F811
+    without = tmp_path / "rules"
+    without.mkdir()
+    shutil.copy(PACKAGED_RULES / "ct-k8s-004-exec-into-pod.yml", without)
+    store = elasticsearch_config(namespace=es_namespace)
+    before = Settings(data_dir=tmp_path, store=store,  # type: ignore[arg-type]
+                      detection={"rule_paths": [without]})
+    after = Settings(data_dir=tmp_path, store=store)  # type: ignore[arg-type]
+    try:
+        stream(before, LEARNING)
+        stream(after, LATER)
+        assert sorted(doc["alert"]["group_key"] for doc in stored_alerts(after)) == sorted(NEW)
+    finally:
+        empty_namespace(es_namespace)
