@@ -25,8 +25,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
+import msgpack
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
 from collector import PARSERS
@@ -195,9 +196,19 @@ class ForwardSource:
 
     def message_records(self, message: fp.Message) -> list[RawRecord]:
         received = datetime.now(timezone.utc)
-        return [entry_record(self.name, message.tag, when, record, self.config.parser,
-                             self.config.path_key, received)
-                for when, record in message.entries]
+        records = []
+        for when, record in message.entries:
+            try:
+                records.append(entry_record(self.name, message.tag, when, record,
+                                            self.config.parser, self.config.path_key, received))
+            except (ValueError, OverflowError) as exc:
+                # An entry no parser can place in time (past year 9999): a dead letter of its
+                # own; the message's other entries are kept and its chunk is acked.
+                records.append(RawRecord(
+                    _packed(when, record), f"fluent_forward {self.name} tag={message.tag}",
+                    received, rejected=InvalidInput(
+                        Reason.INVALID_TIMESTAMP, f"entry time {when} ns: {exc}")))
+        return records
 
     def dead_letter(self, raw: bytes, peer: str, tag: str | None, reason: Reason,
                     detail: str) -> None:
@@ -247,6 +258,14 @@ class ForwardSource:
             _shutdown(sock)
             self._slots.release()
             self._clients.disconnect(peer)
+
+
+def _packed(time_ns: int, record: dict[Any, Any]) -> bytes:
+    """An entry as msgpack [time, record], for its dead letter (it was msgpack when it came)."""
+    try:
+        return bytes(msgpack.packb([time_ns, record], use_bin_type=True))
+    except (TypeError, ValueError, OverflowError):
+        return repr([time_ns, record]).encode()
 
 
 def _shutdown(sock: socket.socket) -> None:

@@ -116,7 +116,8 @@ class Connection:
                 frame = self.unpacker.unpack()
             except msgpack.OutOfData:
                 pass
-            except (ValueError, msgpack.UnpackException) as exc:
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                # TypeError: a map whose key is an array or a map (valid msgpack, no dict key)
                 self._reject(Reason.UNDECODABLE, f"not msgpack: {exc}", bytes(self.buffer))
             else:
                 end = self.unpacker.tell() - self.consumed

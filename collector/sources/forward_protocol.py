@@ -109,7 +109,7 @@ def unpack_entries(data: bytes, tag: str) -> list[tuple[int, dict[Any, Any]]]:
         for entry in entries:
             decoded.append(_entry(entry, tag))
             end = entries.tell()        # tell() also counts a trailing partial entry
-    except (ValueError, msgpack.UnpackException) as exc:
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:    # TypeError: a list key
         raise ProtocolError(f"packed entries are not msgpack: {exc}", tag) from None
     if end != len(data):
         raise ProtocolError("packed entries end in the middle of an entry", tag)

@@ -401,3 +401,17 @@ def test_one_bad_record_in_a_message_is_dead_lettered_and_the_rest_published(har
     assert dead.origin.startswith("/var/log/containers/web-7d4b9_shop_nginx")
     assert isinstance(h.items(RAW, 2)[0], Event)
     sock.close()
+
+
+def test_an_entry_past_year_9999_is_dead_lettered_and_the_chunk_acked(harness) -> None:  # type: ignore[no-untyped-def]
+    h = harness()
+    sock = connect(h.source.port)
+    frame = ["kube.var.log.containers.web_shop_nginx-1.log",
+             [[1_700_000_000, {"log": "fine", "stream": "stdout"}],
+              [253402300800, {"log": "from the year 10000", "stream": "stdout"}]],
+             {"chunk": "c-9999"}]
+    sock.sendall(msgpack.packb(frame, use_bin_type=True))
+    assert receive(sock) == {"ack": "c-9999"}              # not retried forever
+    assert len(h.items(RAW, 1)) == 1
+    [dead] = h.items(DLQ, 1)
+    assert dead.reason == "invalid_timestamp" and "253402300800" in dead.detail

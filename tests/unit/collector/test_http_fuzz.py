@@ -29,8 +29,8 @@ from tests.unit.collector.test_http_listener import (
     running,
 )
 
-HTTP_FUZZ_EXAMPLES: Final = int(os.environ.get("CTRAIL_HTTP_FUZZ_EXAMPLES", "100"))
-"""A request is a connection (~60 ms with generation): 100 in the suite; scripts/fuzz runs 10 000."""
+HTTP_FUZZ_EXAMPLES: Final = int(os.environ.get("CTRAIL_LISTENER_FUZZ_EXAMPLES", "100"))
+"""A request is a connection (~60 ms with generation): 100 in the suite; scripts/fuzz: 10 000."""
 STATUS: Final = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 BARE_ERROR: Final = re.compile(rb'Error code: (\d{3})|^\{"status":(\d{3}),')
 REQUEST_ID: Final = re.compile(rb"X-Request-Id: ([0-9a-f-]{36})\r\n")
