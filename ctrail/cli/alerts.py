@@ -8,7 +8,8 @@ from typing import Final
 
 from ctrail.audit.trail import period, record
 from ctrail.cli.common import add_common, print_docs, settings_of
-from ctrail.query import parse_duration
+from ctrail.event import fixed_width
+from ctrail.query import And, Query, Range, parse_duration, parse_query
 
 COLUMNS: Final = (
     ("@timestamp", "@timestamp"), ("rule", "rule.id"), ("severity", "alert.severity"),
@@ -20,6 +21,11 @@ COLUMNS: Final = (
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("alerts", help="alerts raised")
     parser.add_argument("--since", help="only alerts newer than this, e.g. 24h, 7d")
+    parser.add_argument("--time", choices=("event", "raised"), default="event",
+                        help="what --since counts: the time of the event that raised the alert "
+                        "(default), or when the alert was raised (event.ingested: when that "
+                        "event reached ContainerTrail; a forensic import of old logs raises "
+                        "alerts now about events of then)")
     parser.add_argument("--rule", help="only this rule id, e.g. CT-K8S-004")
     parser.add_argument("--limit", type=int, default=1000, help="most alerts to print")
     add_common(parser)
@@ -29,13 +35,19 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     since = datetime.now(timezone.utc) - parse_duration(args.since) if args.since else None
     query = f'rule.id:"{args.rule}"' if args.rule else "*"
+    tree: Query = parse_query(query)
+    event_since = since
+    if since is not None and args.time == "raised":
+        # Stored times have one fixed-width form, so they compare as text as they do in time.
+        tree, event_since = And((tree, Range("event.ingested", fixed_width(since), None))), None
     settings = settings_of(args)
     store = settings.store.build(settings.data_dir)
     try:
-        docs = store.search(query, "alerts", since, None, args.limit)
+        docs = store.search(tree, "alerts", event_since, None, args.limit)
     finally:
         store.close()
-    record(settings, "alerts-search", {"query": query, "since": args.since, "rule": args.rule,
+    record(settings, "alerts-search", {"query": query, "since": args.since, "time": args.time,
+                                       "rule": args.rule,
                                        **period(since, None), "limit": args.limit,
                                        "results": len(docs)})
     print_docs(docs, args.format, "alerts", COLUMNS)

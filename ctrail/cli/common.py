@@ -5,26 +5,67 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Final, Iterable, Sequence
 
 import orjson
 from rich.console import Console
 from rich.table import Table
 
+from ctrail.errors import UsageError
 from ctrail.settings import Settings, load_settings
+
+# The options every command takes, before or after its name (`ctrail --data-dir X alerts` and
+# `ctrail alerts --data-dir X`): registered on the top parser and on each command's with no
+# default (argparse.SUPPRESS), so that neither erases what the other parsed; the defaults are
+# filled in after parsing (with_common_defaults).
+COMMON_DEFAULTS: Final[dict[str, Any]] = {"config": None, "data_dir": None, "format": "table"}
+# The commands that print results, by their run function: the only ones --format json means
+# something to (the others print a line of status, or nothing).
+PRINTS_RESULTS: Final = frozenset({
+    "ctrail.cli.search.run", "ctrail.cli.hunt.run", "ctrail.cli.alerts.run",
+    "ctrail.cli.timeline.run", "ctrail.cli.dlq.run_list", "ctrail.cli.dlq_replay.run",
+    "ctrail.cli.rules.run_list", "ctrail.cli.rules.run_test", "ctrail.cli.rules.run_lint",
+    "ctrail.cli.users.run"})
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None,
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
                         help="config file (default: config/containertrail.yaml when present)")
-    parser.add_argument("--data-dir", type=Path, default=None,
+    parser.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
                         help="data directory (overrides data_dir of the config)")
-    parser.add_argument("--format", choices=("table", "json"), default="table",
+    parser.add_argument("--format", choices=("table", "json"), default=argparse.SUPPRESS,
                         help="table for people, json for JSON Lines with ECS field names")
 
 
+def with_common_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill in the common options nobody gave; refuse --format json for a command that prints
+    no results (UsageError), rather than ignore it."""
+    for name, default in COMMON_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    run = getattr(args, "run", None)
+    where = f"{getattr(run, '__module__', '')}.{getattr(run, '__name__', '')}"
+    if args.format == "json" and run is not None and where not in PRINTS_RESULTS:
+        raise UsageError(f"--format json means nothing to `ctrail {args.command}`: it prints "
+                         "no results (search, timeline, alerts, hunt, dlq and rules do)")
+    return args
+
+
+# Commands that read what was stored: against a data directory that does not exist they would
+# answer "nothing", which is wrong (nothing was ever stored there), not empty.
+READS_STORED: Final = frozenset({
+    "ctrail.cli.search.run", "ctrail.cli.hunt.run", "ctrail.cli.alerts.run",
+    "ctrail.cli.timeline.run", "ctrail.cli.dlq.run_list"})
+
+
 def settings_of(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config, args.data_dir)
+    settings = load_settings(args.config, args.data_dir)
+    run = getattr(args, "run", None)
+    reads = f"{getattr(run, '__module__', '')}.{getattr(run, '__name__', '')}" in READS_STORED
+    if reads and settings.store.type == "sqlite" and not settings.data_dir.is_dir():
+        raise UsageError(f"the data directory {settings.data_dir} does not exist: nothing was "
+                         "ever stored there (check --data-dir, or data_dir in the config)")
+    return settings
 
 
 def field(doc: dict[str, Any], path: str) -> Any:
@@ -47,6 +88,9 @@ def print_docs(docs: Iterable[dict[str, Any]], output_format: str, title: str,
             out.write(orjson.dumps(doc) + b"\n")
         out.flush()
         return len(docs)
+    if not docs:                     # one line, not the frame of an empty table
+        print(f"{title}: none.")
+        return 0
     table = Table(title=f"{title} ({len(docs)})", title_justify="left", expand=False)
     for header, _path in columns:
         table.add_column(header, overflow="fold")

@@ -72,6 +72,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         pipeline.close()
     print(f"{accepted} accepted, {dead} dead-lettered")
+    if dead and not accepted:
+        # Every record refused: most often records of another source given the wrong --source.
+        print(f"ctrail: error: every record was dead-lettered; are these {args.source} records "
+              f"(wrong --source? one of {', '.join(sorted(PARSERS))})? `ctrail dlq list` says "
+              "why each was refused", file=sys.stderr)
+        return 1
     if any(behind.values()):
         lags = ", ".join(f"{stage} {lag}" for stage, lag in behind.items() if lag)
         raise Unavailable(f"published, but the workers did not catch up within {args.wait:.0f} s "

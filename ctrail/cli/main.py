@@ -26,6 +26,7 @@ from ctrail.cli import (
     users,
     worker,
 )
+from ctrail.cli.common import add_common, with_common_defaults
 from ctrail.errors import ConfigError, CtrailError, QueryError, UsageError
 
 USAGE_ERRORS = (ConfigError, UsageError, QueryError)
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ctrail", description="ContainerTrail: container-security audit pipeline.")
     parser.add_argument("--version", action="version", version=f"ctrail {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    add_common(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (run, worker, ingest, search, hunt, alerts, dlq, health, timeline, rules):
         module.register(commands)
@@ -51,7 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Everything ctrail writes (store, logs, dead letters, evidence, reports, keys) holds audit
     # data: readable by its owner only (directories 0700, files 0600).
     os.umask(0o077)
-    args = build_parser().parse_args(argv)
+    try:
+        args = with_common_defaults(build_parser().parse_args(argv))
+    except UsageError as exc:
+        print(f"ctrail: error: {exc}", file=sys.stderr)
+        return 2
     quiet = logging.INFO if args.command == "run" else logging.WARNING
     logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

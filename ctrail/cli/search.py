@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 from typing import Final
 
-from ctrail.audit.trail import period, record
+from ctrail.audit.trail import DATASET as OWN_AUDIT, period, record
 from ctrail.cli.common import add_common, print_docs, settings_of
-from ctrail.query import parse_time
+from ctrail.query import (
+    TIMESTAMP,
+    And,
+    Equals,
+    Exists,
+    Not,
+    Or,
+    Query,
+    Range,
+    Regex,
+    Wildcard,
+    parse_query,
+    parse_time,
+)
 
 COLUMNS: Final = (
     ("@timestamp", "@timestamp"), ("action", "event.action"), ("outcome", "event.outcome"),
@@ -15,6 +30,10 @@ COLUMNS: Final = (
     ("resource", "orchestrator.resource.type"), ("name", "orchestrator.resource.name"),
     ("dataset", "event.dataset"),
 )
+
+QUOTED: Final = re.compile(r'"(?:\\.|[^"\\])*"')
+# A lower-case operator word standing alone between two terms.
+LOWERCASE_OPERATOR: Final = re.compile(r"(?:(?<=\S)\s+(and|or|not)|^\s*(not))\s+(?=\S)")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -31,9 +50,17 @@ def run(args: argparse.Namespace) -> int:
     time_from = parse_time(args.time_from) if args.time_from else None
     time_to = parse_time(args.time_to) if args.time_to else None
     settings = settings_of(args)
+    parsed = parse_query(args.query)
+    for word in lowercase_operators(args.query):
+        warn(f"'{word}' is searched for as a word: Lucene's operators are upper case "
+             f"({word.upper()})")
     store = settings.store.build(settings.data_dir)
     try:
-        docs = store.search(args.query, "events", time_from, time_to, args.limit)
+        for name in sorted(fields_of(parsed)):
+            if not store.search(Exists(name), "events", None, None, 1):
+                warn(f"no stored event has the field {name}; is it spelled as stored "
+                     "(e.g. user.name, kubernetes.audit.verb)?")
+        docs = store.search(without_own_audit(parsed), "events", time_from, time_to, args.limit)
     finally:
         store.close()
     # Recorded before printing: a reader that stops early (`| head`) has still searched.
@@ -41,3 +68,45 @@ def run(args: argparse.Namespace) -> int:
                                 "limit": args.limit, "results": len(docs)})
     print_docs(docs, args.format, "events", COLUMNS)
     return 0
+
+
+def warn(message: str) -> None:
+    print(f"ctrail: warning: {message}", file=sys.stderr)
+
+
+def lowercase_operators(text: str) -> list[str]:
+    """The bare lower-case and/or/not between terms (outside quotes): Lucene reads them as words
+    to search for, which is rarely what was meant."""
+    bare = QUOTED.sub("_", text)          # a phrase is a term too
+    return sorted({m.group(1) or m.group(2) for m in LOWERCASE_OPERATOR.finditer(bare)})
+
+
+def fields_of(query: Query) -> set[str]:
+    """The field names a query tests (not @timestamp, which every event has)."""
+    match query:
+        case And(children) | Or(children):
+            return set().union(*(fields_of(child) for child in children))
+        case Not(child):
+            return fields_of(child)
+        case Equals(field) | Wildcard(field) | Regex(field) | Exists(field) | Range(field):
+            return set() if field == TIMESTAMP else {field}
+    return set()
+
+
+def without_own_audit(query: Query) -> Query:
+    """Our own audit records (who searched, exported, changed rules) are left out of results
+    unless the query asks for their dataset."""
+    if OWN_AUDIT in fields_values(query):
+        return query
+    return And((query, Not(Equals("event.dataset", OWN_AUDIT))))
+
+
+def fields_values(query: Query) -> set[str]:
+    match query:
+        case And(children) | Or(children):
+            return set().union(*(fields_values(child) for child in children))
+        case Not(child):
+            return fields_values(child)
+        case Equals("event.dataset", value):
+            return {value}
+    return set()

@@ -69,10 +69,19 @@ def run(args: argparse.Namespace) -> int:
         out = sys.stdout.buffer
         out.write(orjson.dumps({"subject": subject}) + b"\n")
         out.flush()
+    elif not docs and not known(subject):
+        print(f"Nothing is known about {subject['type']} {subject['query']}: no facts, no events.")
+        return 0
     else:
         print_subject(subject)
     print_docs(docs, args.format, "events", COLUMNS)
     return 0
+
+
+def known(subject: dict[str, Any]) -> bool:
+    """Whether the graph resolved anything about the subject (beyond what was asked)."""
+    return any(value not in (None, [], {}) for name, value in subject.items()
+               if name not in ("type", "query"))
 
 
 def plan(graph: EntityGraph, args: argparse.Namespace) -> tuple[dict[str, Any], str]:

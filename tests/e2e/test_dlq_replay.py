@@ -131,7 +131,8 @@ def test_each_replay_is_in_our_audit_trail(ctrail, wrong_source: Path, tmp_path:
     valid.write_bytes(AUDIT_LINE + b"\n")
     ctrail("ingest", "--source", "k8s-audit", str(valid))     # a pipeline run stores the record
 
-    (audit,) = ctrail("search", "event.action:dlq-replay", "--format", "json").json_lines()
+    (audit,) = ctrail("search", "event.dataset:containertrail.audit AND event.action:dlq-replay",
+                      "--format", "json").json_lines()
     assert audit["event"]["dataset"] == "containertrail.audit"
     assert '"query":"reason:schema_mismatch"' in audit["event"]["original"]
     assert '"replayed":3' in audit["event"]["original"]
