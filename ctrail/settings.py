@@ -7,8 +7,9 @@ e.g. `CTRAIL_ENRICH__CLUSTER_NAME=prod-eu`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
@@ -42,8 +43,14 @@ class PipelineConfig(Section):
         1024 * 1024, description="A raw record larger than this is dead-lettered, not parsed.")
 
 
+ENV_PREFIX: Final = "CTRAIL_"
+ENV_NESTING: Final = "__"
+# The union members pydantic names in a secret reference's errors (ctrail.secrets.SecretRef).
+SECRET_REF_TYPES: Final = frozenset({"EnvRef", "FileRef"})
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CTRAIL_", env_nested_delimiter="__",
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING,
                                       extra="forbid", frozen=True)
 
     data_dir: Path = Field(Path("ctrail-data"), description="Where the local log and store live.")
@@ -117,11 +124,50 @@ def load_settings(path: Path | None, data_dir: Path | None = None) -> Settings:
     try:
         settings = Settings(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}"
-                             for e in exc.errors()[:5])
-        raise ConfigError(f"invalid config {path}: {problems}") from None
+        raise ConfigError(config_problems(exc, path)) from None
     # A command-line flag wins over the environment and the file.
     return settings if data_dir is None else settings.model_copy(update={"data_dir": data_dir})
+
+
+def config_problems(exc: ValidationError, path: Path) -> str:
+    """One line naming where each problem is: the environment variable that set the value (an
+    override wins over the file, so the file is not where to look), else the key path in the
+    file. A secret written as a plain string is told how secrets are written."""
+    problems, from_env = [], True
+    seen: set[tuple[Any, ...]] = set()
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        if loc and loc[-1] in SECRET_REF_TYPES:      # one problem, not one per union member
+            loc = loc[:-1]
+            if loc in seen:
+                continue
+            if isinstance(error.get("input"), str):
+                error = {**error, "msg": "a secret is never written in the config: use "
+                         "{env: NAME} (an environment variable) or {file: /run/secrets/NAME}"}
+        seen.add(loc)
+        variable = env_variable(loc)
+        from_env = from_env and variable is not None
+        where = f"environment variable {variable}" if variable else ".".join(map(str, loc))
+        problems.append(f"{where or '(root)'}: {error['msg']}")
+        if len(problems) == 5:
+            break
+    if from_env:
+        return "invalid environment: " + "; ".join(problems)
+    return f"invalid config {path}: " + "; ".join(problems)
+
+
+def env_variable(loc: tuple[Any, ...]) -> str | None:
+    """The CTRAIL_... variable that supplied the value at `loc` (or a section around it)."""
+    upper = {name.upper(): name for name in os.environ}
+    for end in range(len(loc), 0, -1):
+        name = ENV_PREFIX + ENV_NESTING.join(str(part).upper() for part in loc[:end])
+        if name in upper:
+            return upper[name]
+        if end == len(loc):                 # a key below it (bus: set by CTRAIL_BUS__TYPE)
+            below = sorted(v for k, v in upper.items() if k.startswith(name + ENV_NESTING))
+            if below:
+                return ", ".join(below)
+    return None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

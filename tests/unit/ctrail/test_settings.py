@@ -61,3 +61,31 @@ def test_the_production_config_is_valid_and_distributed() -> None:
     settings = load_settings(Path(__file__).resolve().parents[3] / "config" / "production.yaml")
     assert (settings.bus.type, settings.store.type) == ("kafka", "elasticsearch")
     assert "apiserver-webhook" in settings.sources
+
+
+def test_a_plain_string_token_says_how_secrets_are_written(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("sources:\n  hook:\n    type: k8s_audit_webhook\n    token: hunter2\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(config)
+    message = str(raised.value)
+    assert "sources.hook.k8s_audit_webhook.token: a secret is never written in the config: " \
+        "use {env: NAME}" in message and "{file: /run/secrets/NAME}" in message
+    assert "hunter2" not in message and "EnvRef" not in message
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("CTRAIL_PIPELINE__MAX_RECORD_BYTES", "lots", "valid integer"),
+    ("CTRAIL_BUS__TYPE", "carrier-pigeon", "'local', 'kafka'"),
+])
+def test_an_error_in_an_environment_variable_names_the_variable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str,
+        says: str) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("pipeline:\n  batch_events: 10\n")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(config)
+    message = str(raised.value)
+    assert message.startswith(f"invalid environment: environment variable {variable}: ")
+    assert says in message and str(config) not in message
