@@ -9,9 +9,11 @@ here, since history arrives newest first.
 
 - Backfill (`backfill`): a rule the correlate stage's checkpoint does not know learns the history
   window that ends at the newest stored event of its datasets (event time, not the wall clock).
-  Every candidate is recorded as known, nothing alerts, and the rule's learning is taken to have
-  begun at the oldest event read (or the window's start): a store that holds the whole window
-  makes the rule active at once, a younger one leaves it learning for the rest.
+  Every candidate is recorded as known and nothing alerts. A store that holds events older
+  than the window covers it: the rule is active at once. In a younger store the rule has
+  learned since the oldest event the scan read, and keeps learning for the rest of the window.
+  The scan reads the base rules' datasets, narrowed to their rule-index key where it is a
+  resource, subresource or verb (scan_query), one rule at a time.
 - Hunt (`hunt_history`): the rule's candidates in [from - history window, to) are replayed
   oldest first through a fresh HistoryEngine, and the alerts it raises in [from, to) are the
   result. With --from, [from - window, from) is the learning period; without it, learning begins
@@ -36,6 +38,7 @@ from detectors.derived import TagHistory
 from detectors.history_engine import HistoryEngine
 from detectors.history_rules import HistoryRouter, HistoryRule, HistorySet
 from detectors.hunt import newest_first
+from detectors.rule_index import PREFERRED_FIELDS
 from detectors.sigma_detector import SigmaDetector
 from detectors.sigma_rules import is_history_rule, rule_documents
 
@@ -79,33 +82,50 @@ def backfill(engine: HistoryEngine, detector: SigmaDetector, store: Any,
              rule_ids: Sequence[str], until: datetime | None = None) -> dict[str, int]:
     """Learn the history window of each rule in `rule_ids` from the store (see the module
     docstring); returns how many candidates each learned."""
-    rules = [engine.rules[rule_id] for rule_id in rule_ids]
-    learned = {rule.id: 0 for rule in rules}
-    if not rules:
-        return learned
-    scope = datasets_query(detector, rules)
-    newest = store.search(scope, "events", None, until, 1)
-    if not newest:
-        return learned
-    end = datetime.fromisoformat(str(newest[-1]["@timestamp"]))
-    starts = {rule.id: end.timestamp() - rule.history_secs for rule in rules}
-    replay = replaying(detector, rules)
-    oldest = end.timestamp()
-    time_from = end - timedelta(seconds=max(rule.history_secs for rule in rules))
-    for event in stored_events(store, scope, time_from, until):
-        t = event.timestamp.timestamp()
-        oldest = min(oldest, t)
-        for candidate in candidates_of(replay, event):
-            rule_id = routing(candidate)[0]
-            if rule_id in learned and candidate.timestamp.timestamp() >= starts[rule_id]:
-                engine.learn(candidate)
-                learned[rule_id] += 1
-    for rule in rules:
-        engine.begin_learning(rule.id, max(oldest, starts[rule.id]))
-        engine.unlearned.discard(rule.id)
-    log.info("Backfilled first-seen and spike rules from the store.",
-             extra={"learned": learned, "until": end.isoformat()})
+    learned = {rule_id: _backfill_one(engine, detector, store, engine.rules[rule_id], until)
+               for rule_id in rule_ids}
+    log.info("Backfilled first-seen and spike rules from the store.", extra={"learned": learned})
     return learned
+
+
+def _backfill_one(engine: HistoryEngine, detector: SigmaDetector, store: Any,
+                  rule: HistoryRule, until: datetime | None) -> int:
+    datasets = datasets_query(detector, [rule])
+    newest = store.search(datasets, "events", None, until, 1)
+    if not newest:
+        return 0                                # nothing stored: learns from its first match
+    end = datetime.fromisoformat(str(newest[-1]["@timestamp"]))
+    start = end - timedelta(seconds=rule.history_secs)
+    replay = replaying(detector, [rule])
+    learned, oldest = 0, end.timestamp()
+    for event in stored_events(store, scan_query(detector, rule), start, until):
+        oldest = min(oldest, event.timestamp.timestamp())
+        for candidate in candidates_of(replay, event):
+            if routing(candidate)[0] == rule.id:    # not the correlations' candidates
+                engine.learn(candidate)
+                learned += 1
+    # The store covers the whole window when it holds an event older than its start; else
+    # the rule has watched since the oldest event read.
+    covered = bool(store.search(datasets, "events", None, start, 1))
+    engine.begin_learning(rule.id, start.timestamp() if covered else oldest)
+    engine.unlearned.discard(rule.id)
+    return learned
+
+
+def scan_query(detector: SigmaDetector, rule: HistoryRule) -> str:
+    """The stored events that can feed the rule: its base rules' datasets, narrowed to the
+    values of their rule-index key when every base rule has one on an audit field the API
+    server logs in canonical lower case (resource, subresource, verb), which the stores
+    compare exactly; else every event of the datasets."""
+    by_id = {r.id: r for r in detector.rules.rules}
+    keys = [key for base in rule.rules if (key := by_id[base].key) is not None
+            and key[0] in PREFERRED_FIELDS]
+    datasets = datasets_query(detector, [rule])
+    if len(keys) < len(rule.rules):
+        return datasets
+    clauses = " OR ".join(f'{field}:"{value}"' for field, values in keys
+                          for value in sorted(values))
+    return f"({datasets}) AND ({clauses})"
 
 
 def history_rule_names(path: Path) -> list[str]:
@@ -142,7 +162,7 @@ def hunt_history(store: Any, detector: SigmaDetector, rule: HistoryRule,
     replay = replaying(detector, [rule])
     start = time_from - timedelta(seconds=rule.history_secs) if time_from else None
     found: list[Alert] = []
-    for event in stored_events(store, datasets_query(detector, [rule]), start, time_to):
+    for event in stored_events(store, scan_query(detector, rule), start, time_to):
         found.extend(c for c in candidates_of(replay, event) if routing(c)[0] == rule.id)
     found.reverse()                             # oldest first, in stored order
     found.sort(key=lambda c: c.timestamp)

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import pytest
 
 from ctrail.event import Alert, Event
-from detectors.history_replay import backfill, hunt_history
+from detectors.history_replay import backfill, hunt_history, scan_query
 from history_support import DAY, HistoryPipeline, denied_at, exec_at, request_at, when
 from sinks.elasticsearch import ElasticsearchConfig
 from sinks.sqlite import SqliteConfig
@@ -112,3 +112,22 @@ def test_hunt_from_a_time_learns_the_window_before_it(store: Any) -> None:
     (alert,) = hunt_history(store, detector, rule, time_from=when(16 * DAY - 1))
     assert alert.alert.group_key == f"CT-NEW-001|{BOB}|payments"
     assert hunt_history(store, detector, rule, time_from=when(17 * DAY - 1)) == []
+
+
+def test_a_store_that_covers_the_window_makes_the_rule_active_at_once(store: Any) -> None:
+    stored(store, [exec_at(0, BOB), exec_at(20 * DAY), exec_at(30 * DAY, BOB, "payments")])
+    pipeline = HistoryPipeline()
+    assert backfill(pipeline.engine, pipeline.detector, store, ["CT-NEW-001"]) == \
+        {"CT-NEW-001": 2}                              # bob's day-0 exec is out of the window
+    assert pipeline.engine.states["CT-NEW-001"].since == when(16 * DAY).timestamp()
+    assert pipeline.feed([exec_at(31 * DAY)], "CT-NEW-001") == []
+    (alert,) = pipeline.feed([exec_at(31 * DAY, BOB)], "CT-NEW-001")     # last seen day 0
+    assert alert.alert.group_key == f"CT-NEW-001|{BOB}|shop"
+
+
+def test_the_scan_is_narrowed_to_what_the_base_rules_can_match() -> None:
+    detector = HistoryPipeline().detector
+    rules = {rule.id: rule for rule in detector.history.rules.rules}
+    assert scan_query(detector, rules["CT-NEW-001"]) == \
+        '(event.dataset:"kubernetes.audit") AND (kubernetes.audit.objectRef.resource:"pods")'
+    assert scan_query(detector, rules["CT-NEW-003"]) == 'event.dataset:"kubernetes.audit"'
