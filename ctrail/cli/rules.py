@@ -28,10 +28,12 @@ from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, UsageError
 from ctrail.event import Alert, Event
 from detectors.audit_policy import load_policy
-from detectors.correlation import load_correlations
+from detectors.correlation import CorrelationRule, load_correlations
 from detectors.history_rules import load_history_rules
 from detectors.policy_coverage import audit_rules, unfed_correlations, unfed_rules
 from detectors.sigma_rules import CompiledRule, LoadError, load_rules
+from detectors.source_fields import never_matching
+from detectors.window_state import CorrelationEngine
 
 RULE_COLUMNS = (("id", "id"), ("title", "title"), ("level", "level"), ("ATT&CK", "attack"),
                 ("file", "file"))
@@ -73,9 +75,21 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_list(args: argparse.Namespace) -> int:
     detection = settings_of(args).detection
     rules = load_rules(detection.rule_paths, detection.variables())
-    print_docs((rule_doc(rule) for rule in rules.rules), args.format, "Rules", RULE_COLUMNS)
-    report_errors(rules.errors)
+    correlations = load_correlations(detection.rule_paths, rules)
+    print_docs([*(rule_doc(rule) for rule in rules.rules),
+                *(correlation_doc(rule) for rule in correlations.rules)],
+               args.format, "Rules", RULE_COLUMNS)
+    report_errors([*rules.errors, *correlations.errors])
     return 0
+
+
+def correlation_doc(rule: CorrelationRule) -> dict[str, Any]:
+    threat = rule.threat
+    attack = [*(threat.technique.id if threat and threat.technique else ()),
+              *(threat.tactic.name if threat and threat.tactic else ())]
+    return {"id": rule.id, "title": rule.title, "level": rule.severity.word, "attack": attack,
+            "file": str(rule.path) if rule.path else None, "type": rule.type,
+            "rules": list(rule.rules)}
 
 
 def rule_doc(rule: CompiledRule) -> dict[str, Any]:
@@ -93,7 +107,14 @@ def run_validate(args: argparse.Namespace) -> int:
     errors = [*rules.errors, *load_correlations(args.paths, rules).errors,
               *load_history_rules(args.paths, rules).errors]
     report_errors(errors)
-    print(f"{len(rules.rules)} rules loaded, {len(errors)} broken")
+    # Loaded, but blind: a rule no event of its source can match is worth a warning.
+    blind = [(rule, reasons) for rule in audit_rules(args.paths, variables)
+             if (reasons := never_matching(rule))]
+    for rule, reasons in blind:
+        where = f"{rule.path}: " if rule.path else ""
+        print(f"ctrail: warning: {where}rule {rule.id} can never match an audit event: "
+              f"{'; '.join(reasons)}", file=sys.stderr)
+    print(f"{len(rules.rules)} rules loaded, {len(errors)} broken, {len(blind)} never match")
     return 1 if errors else 0
 
 
@@ -124,7 +145,10 @@ def run_test(args: argparse.Namespace) -> int:
     if rule_file.is_file():
         detection = detection.model_copy(update={"rule_paths": (rule_file,)})
     detector = detection.build()
-    known = {rule.id for rule in detector.rules.rules}
+    # Correlation rules too: their windows run here over the file's events, in event time.
+    engine = CorrelationEngine(detector.correlations.rules, detection.late_events_secs)
+    known = {rule.id for rule in detector.rules.rules} | \
+        {rule.id for rule in detector.correlations.rules}
     if not rule_file.is_file() and args.rule not in known:
         raise UsageError(f"{args.rule} is neither a rule file nor a loaded rule id")
     wanted = known if rule_file.is_file() else {args.rule}
@@ -139,8 +163,14 @@ def run_test(args: argparse.Namespace) -> int:
             print(f"{record.origin}: not a {args.source} record: {exc}", file=sys.stderr)
             continue
         events += len(parsed)
-        alerts.extend(a for event in parsed if isinstance(event, Event)
-                      for a in detector.observe(event) if a.rule.id in wanted)
+        for event in parsed:
+            if isinstance(event, Event):
+                single, candidates = detector.detect(event)
+                found = [*single, *(a for c in candidates for a in engine.observe(c))]
+                alerts.extend(a for a in found if a.rule.id in wanted)
+    # The file is all there is: every window still open closes now.
+    alerts.extend(a for a in engine.advance(datetime.max.replace(tzinfo=timezone.utc))
+                  if a.rule.id in wanted)
     print_docs((a.model_dump(by_alias=True, exclude_none=True, mode="json") for a in alerts),
                args.format, "Matches", ALERT_COLUMNS)
     print(f"{events} events, {len(alerts)} matches, {rejected} records not parsed",
