@@ -28,6 +28,7 @@ from ctrail.cli import (
 )
 from ctrail.cli.common import add_common, with_common_defaults
 from ctrail.errors import ConfigError, CtrailError, QueryError, UsageError
+from ctrail.logformat import configure_logging
 
 USAGE_ERRORS = (ConfigError, UsageError, QueryError)
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ctrail", description="ContainerTrail: container-security audit pipeline.")
     parser.add_argument("--version", action="version", version=f"ctrail {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log lines on stderr: text, or json (ECS JSON, one a line, for a "
+                        "log shipper)")
     add_common(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (run, worker, ingest, search, hunt, alerts, dlq, health, timeline, rules):
@@ -59,8 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ctrail: error: {exc}", file=sys.stderr)
         return 2
     quiet = logging.INFO if args.command == "run" else logging.WARNING
-    logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.DEBUG if args.verbose else quiet, args.log_format)
     try:
         return int(args.run(args))
     except USAGE_ERRORS as exc:

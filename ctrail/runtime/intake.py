@@ -35,6 +35,7 @@ from ctrail.audit.spool import SpoolPickup
 from ctrail.bus import Bus
 from ctrail.durable import lock_directory
 from ctrail.errors import ConfigError, CtrailError, Retryable, Unavailable
+from ctrail.logformat import configure_logging, current_format
 from ctrail.runtime.collect import Collector, collector_for
 from ctrail.runtime.telemetry import Telemetry
 from ctrail.settings import Settings
@@ -110,11 +111,11 @@ def collect_until(collector: Collector, stop: threading.Event,
             stop.wait(1.0)
 
 
-def _child_main(settings: Settings, parent: int, verbose: bool, report: Connection) -> None:
+def _child_main(settings: Settings, parent: int, verbose: bool, report: Connection,
+                log_format: str = "text") -> None:
     """The intake process. It reports "ready", or the one-line error that kept a source from
     starting (the parent stops `ctrail run` with it), on `report`."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.DEBUG if verbose else logging.INFO, log_format)
     os.umask(0o077)
     stop = threading.Event()
 
@@ -248,7 +249,8 @@ class IntakeProcess:
         verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
         self._reports, report = self._context.Pipe(duplex=False)
         self._process = self._context.Process(
-            target=_child_main, args=(self.settings, os.getpid(), verbose, report),
+            target=_child_main, args=(self.settings, os.getpid(), verbose, report,
+                                      current_format()),
             name="ctrail-intake")
         self._process.start()
         report.close()

@@ -4,6 +4,7 @@ raised time, a missing data directory, an empty timeline, and an ingest that sto
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,13 @@ def test_an_ingest_that_dead_letters_everything_fails_with_a_hint(ctrail, real_d
     wrong = ctrail("ingest", "--source", "k8s-audit", str(real_data / FALCO_ALERTS))
     assert wrong.status == 1 and wrong.out.startswith("0 accepted,")
     assert "wrong --source?" in wrong.err and "ctrail dlq list" in wrong.err
+
+
+def test_log_format_json_writes_ecs_log_lines(ctrail_subprocess, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                              real_data: Path) -> None:
+    done = ctrail_subprocess("--log-format", "json", "ingest", "--source", "falco",
+                             str(real_data / EXEC), "--data-dir", str(tmp_path / "data"))
+    lines = [json.loads(line) for line in done.err.splitlines() if line.startswith("{")]
+    (dead,) = [line for line in lines if line["message"] == "Records of a batch were dead-lettered."]
+    assert dead["log.level"] == "warning" and dead["ecs.version"]
+    assert dead["log"]["logger"] == "ctrail.runtime.chain" and dead["dead_lettered"] == 1
