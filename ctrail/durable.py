@@ -3,6 +3,7 @@ directory owned by one process at a time."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -10,6 +11,13 @@ from pathlib import Path
 from typing import IO
 
 from ctrail.errors import Unavailable
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A write refused for want of space (or quota, or a file size limit): it can succeed later."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -292,9 +292,10 @@ class StageState:
     def finish(self, alerts: list[Alert]) -> list[Alert]:
         """The alerts to publish for this batch; checkpoints first when anything changed."""
         out = [*self.pending, *alerts]
-        self.pending = []
         if out or any(part.dirty for part in self.parts.values()):
+            self.pending = out          # a save that fails (a full disk) keeps them for the retry
             self.save(out)
+        self.pending = []
         return out
 
     def save(self, outbox: Sequence[Alert] = ()) -> None:

@@ -16,6 +16,7 @@ from typing import Callable, Sequence, TypeVar
 
 from ctrail.bus import ALERTS, DLQ, Consumer, Producer, Record
 from ctrail.bus.codec import Item, RawEntry, decode, encode
+from ctrail.durable import is_disk_full
 from ctrail.errors import InvalidInput, Reason, Retryable
 from ctrail.event import Alert, Rejection
 from ctrail.runtime.deadletter import rejection
@@ -132,7 +133,11 @@ class StageWorker:
                 if time.monotonic() >= lag_due:      # from this thread: consumers are not shared
                     self.telemetry.set_lag(self.name, self.consumer.lag())
                     lag_due = time.monotonic() + LAG_EVERY_SECS
-            except Retryable as exc:
+            except (Retryable, OSError) as exc:
+                if isinstance(exc, OSError) and not is_disk_full(exc):
+                    raise
+                # A full disk anywhere in the stage (a window checkpoint, not only the bus or
+                # the store) is waited out like any dependency, not the end of the thread.
                 log.warning("Stage will retry.", extra={"stage": self.name, "error": str(exc),
                                                         "backoff_secs": backoff})
                 self.telemetry.record(self.name, retries=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -98,3 +100,31 @@ def test_a_record_that_does_not_decode_is_dead_lettered(bus: LocalBus) -> None:
     assert worker.run_once(timeout_secs=0) == 4
     (dead,) = bus.consumer("check", [DLQ]).poll(10, timeout_secs=0)
     assert decode(DLQ, dead.value).reason == "undecodable"
+
+
+def test_a_full_disk_inside_a_stage_is_waited_out_not_the_end_of_its_thread(
+        bus: LocalBus) -> None:
+    calls = []
+
+    def checkpoint_on_full_disk(items: Sequence[Item]) -> StageResult:
+        calls.append(len(items))
+        if len(calls) == 1:                 # a window checkpoint's write_atomic, say
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return passthrough(items)
+
+    telemetry = Telemetry()
+    worker = StageWorker("process", bus.consumer("process", [EVENTS]), bus.producer(),
+                         checkpoint_on_full_disk, telemetry)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    try:
+        for _ in range(100):
+            if worker.consumer.lag() == 0:
+                break
+            stop.wait(0.05)
+        assert worker.consumer.lag() == 0 and calls == [3, 3] and thread.is_alive()
+        assert telemetry.failing() == []
+    finally:
+        stop.set()
+        thread.join()
