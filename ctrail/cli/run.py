@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -82,7 +83,7 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
                               status=lambda: {"stages": pipeline.telemetry.snapshot()})
         heartbeat.start()
         log.info("ContainerTrail is running.", extra={
-            "stages": list(stages), "sources": list(settings.sources) if with_sources else [],
+            "role": role, "pid": os.getpid(), "stages": list(stages), "sources": list(settings.sources) if with_sources else [],
             "intake_process": intake_apart, "bus": settings.bus.type,
             "store": settings.store.type})
         stop.wait()
