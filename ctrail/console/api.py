@@ -32,7 +32,6 @@ from ctrail.console.auth import (
     set_session_cookie,
 )
 from ctrail.console.data import AlertFilter, ConsoleData, alert_id, group_alerts, now
-from ctrail.console.scopes import scoped
 from ctrail.console.users import Role
 from ctrail.query import parse_time
 
@@ -176,7 +175,7 @@ def build_router(data: ConsoleData, auth: Authenticator) -> APIRouter:
                to: str | None = None, limit: int = Query(10_000, ge=1, le=EXPORT_MAX),
                format: Literal["jsonl", "csv"] = "jsonl") -> Response:
         start, end = time_of(time_from), time_of(to)
-        docs = data.store.search(scoped(q, who.user), "events", start, end, limit)
+        docs = data.store.search(data.events_query(q, who.user), "events", start, end, limit)
         record(data.settings, "console-export", {"query": q, **period(start, end), "limit": limit,
                                                  "format": format, "results": len(docs)},
                user=who.user.name)

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from ctrail import query as q
 from ctrail.audit.trail import period, record
+from ctrail.cli.search import without_own_audit
 from ctrail.cli.timeline import plan
 from ctrail.components import Store
 from ctrail.console.scopes import NAMESPACE, in_scope, scoped
@@ -64,9 +65,16 @@ class ConsoleData:
 
     # ── events ────────────────────────────────────────────────────────────────────────────────
 
+    @staticmethod
+    def events_query(query: str | q.Query, user: User) -> q.Query:
+        """A search of events as `ctrail search` makes it (our own audit records left out
+        unless asked for), within the user's scope."""
+        return scoped(without_own_audit(q.as_query(query)), user)
+
     def search(self, user: User, query: str, time_from: datetime | None,
                time_to: datetime | None, limit: int) -> list[dict[str, Any]]:
-        docs = self.store.search(scoped(query, user), "events", time_from, time_to, limit)
+        docs = self.store.search(self.events_query(query, user), "events", time_from, time_to,
+                                 limit)
         record(self.settings, "search", {"query": query, **period(time_from, time_to),
                                          "limit": limit, "results": len(docs), "console": True},
                user=user.name)
@@ -84,7 +92,7 @@ class ConsoleData:
             return None
         step = (end - start) / buckets
         edges = [start + step * i for i in range(buckets)] + [end]
-        tree = scoped(query, user)
+        tree = self.events_query(query, user)
         values = [self.store.count(tree, "events", low, high)
                   for low, high in zip(edges, edges[1:])]
         labels = [edge.isoformat(timespec="seconds") for edge in edges[:-1]]
@@ -100,7 +108,7 @@ class ConsoleData:
         """Field names that start with `prefix`, from the newest events in the user's scope
         (not the whole mapping: a field only another tenant's events have is not shown)."""
         names: set[str] = set()
-        for doc in self.store.search(scoped("*", user), "events", None, None, sample):
+        for doc in self.store.search(self.events_query("*", user), "events", None, None, sample):
             names.update(flatten(doc))
         return sorted(n for n in names if n.startswith(prefix))[:50]
 
