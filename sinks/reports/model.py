@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any, Final, Iterable
 
 
 def slug(text: str) -> str:
@@ -76,10 +76,17 @@ def count_table(title: str, header: str, counts: Counter[str], limit: int = 50) 
     return Table(title, [header, "count"], [[k, v] for k, v in by_count(counts, limit)])
 
 
+# Column widths a time chart may use, shortest first: the report's span picks the shortest
+# that gives at most MAX_COLUMNS (a 15-minute report in minutes, a quarter in weeks).
+STEPS_SECS: Final = (60, 5 * 60, 15 * 60, 3600, 6 * 3600, 86400, 7 * 86400)
+MAX_COLUMNS: Final = 48
+
+
 def time_series(title: str, stamps: Iterable[datetime], start: datetime, end: datetime) -> Chart:
-    """Counts per hour, day or week: whichever gives at most 48 columns over the period."""
+    """Counts per minute, 5 or 15 minutes, hour, 6 hours, day or week: the shortest step that
+    gives at most MAX_COLUMNS columns over the period (30 days beyond)."""
     span = (end - start).total_seconds()
-    step = next((s for s in (3600, 6 * 3600, 86400, 7 * 86400) if span / s <= 48), 30 * 86400)
+    step = next((s for s in STEPS_SECS if span / s <= MAX_COLUMNS), 30 * 86400)
     width = timedelta(seconds=step)
     n = max(1, int(-(-span // step)))
     counts = [0] * n

@@ -20,6 +20,11 @@ from sinks.reports.model import Chart, Report
 WIDTH: Final = 640
 BAR_HEIGHT: Final = 18
 TIME_HEIGHT: Final = 180
+CHAR_PX: Final = 7.0              # a wide estimate of an 11px label character
+LABEL_PAD: Final = 12             # between the label and its bar
+MIN_LABEL_PX: Final = 80
+MAX_LABEL_PX: Final = 320
+VALUE_PX: Final = 60              # room right of the longest bar for its value
 PALETTE: Final = ("#2f6fdf", "#e8590c", "#2b8a3e", "#c2255c", "#5f3dc4", "#0b7285")
 SEVERITY_COLOURS: Final = {"critical": "#a61e4d", "high": "#e8590c", "medium": "#f59f00",
                            "low": "#2b8a3e", "informational": "#868e96"}
@@ -31,9 +36,10 @@ class Bar:
     y: float
     w: float
     h: float
-    label: str
+    label: str                    # the whole label (the tooltip)
     value: int
     colour: str
+    shown: str = ""               # the label as drawn, cut to fit its column
 
 
 @dataclass(frozen=True)
@@ -55,17 +61,35 @@ def draw(chart: Chart) -> Drawing:
                     max(step - 2, 1), v / top * (TIME_HEIGHT - 30), label, v, PALETTE[0])
                 for i, (label, v) in enumerate(zip(chart.labels, chart.values)) if v]
         return Drawing(chart, WIDTH, TIME_HEIGHT, bars, 0)
-    left, room = 200, WIDTH - 200 - 50
+    labels = [shown_label(label) for label in chart.labels]
+    # The label column as wide as its longest label needs (at a generous CHAR_PX a character),
+    # within bounds; a longer label is cut to fit and has its full text as a tooltip.
+    longest = max((len(label) for label in labels), default=0)
+    left = min(max(LABEL_PAD + CHAR_PX * longest, MIN_LABEL_PX), MAX_LABEL_PX)
+    fits = int((left - LABEL_PAD) // CHAR_PX)
+    room = WIDTH - left - VALUE_PX
     bars = [Bar(left, 4 + i * (BAR_HEIGHT + 4), max(v / top * room, 1), BAR_HEIGHT, label, v,
-                SEVERITY_COLOURS.get(label, PALETTE[i % len(PALETTE)]))
-            for i, (label, v) in enumerate(zip(chart.labels, chart.values))]
+                SEVERITY_COLOURS.get(label, PALETTE[i % len(PALETTE)]),
+                label if len(label) <= fits else label[:fits - 1] + "…")
+            for i, (label, v) in enumerate(zip(labels, chart.values))]
     return Drawing(chart, WIDTH, 8 + len(bars) * (BAR_HEIGHT + 4), bars, left)
+
+
+def shown_label(label: object) -> str:
+    """A chart label as text: an absent value (no user, no namespace) says so."""
+    return "(none)" if label is None or label == "" else str(label)
+
+
+def finalize(value: object) -> object:
+    """What `{{ }}` prints: nothing for None, never the word "None"."""
+    return "" if value is None else value
 
 
 def environment() -> Environment:
     env = Environment(loader=PackageLoader("sinks.reports", "templates"),
                       autoescape=select_autoescape(["html.j2"]), undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                      finalize=finalize)
     env.filters["md"] = _markdown_cell
     env.globals["draw"] = draw
     env.globals["zip"] = zip

@@ -152,3 +152,33 @@ def test_the_embedded_store_keeps_events_until_deleted(tmp_path: Path) -> None:
             "store keeps events until deleted"
     finally:
         store.close()
+
+
+def test_time_buckets_adapt_to_the_reports_span() -> None:
+    quarter_hour = time_series("t", [T0 + timedelta(minutes=m) for m in (0, 1, 14)], T0,
+                               T0 + timedelta(minutes=15))
+    assert len(quarter_hour.values) == 15 and sum(quarter_hour.values) == 3   # per minute
+    assert len(time_series("t", [], T0, T0 + timedelta(hours=3)).values) == 36   # per 5 min
+    assert len(time_series("t", [], T0, T0 + timedelta(days=90)).values) == 13   # per week
+
+
+def test_bar_labels_are_not_clipped() -> None:
+    long = "system:serviceaccount:kube-prometheus-stack:my-kube-prometheus-stack-operator"
+    drawing = draw(Chart("c", [long, "alice", None], [3, 2, 1]))   # type: ignore[list-item]
+    # The label column is wide enough for what is drawn (right-aligned at label_x - 6).
+    assert all(len(bar.shown) * 7.0 <= drawing.label_x - 6 for bar in drawing.bars)
+    assert drawing.bars[0].label == long and drawing.bars[0].shown.endswith("…")
+    assert [bar.shown for bar in drawing.bars[1:]] == ["alice", "(none)"]
+    assert all(bar.x + bar.w + 4 + 7.0 * len(str(bar.value)) <= drawing.width
+               for bar in drawing.bars)
+
+
+def test_no_none_reaches_any_format_and_wide_tables_scroll(tmp_path: Path) -> None:
+    report = Report("r", "R", T0, T0 + timedelta(days=1), T0,
+                    summary=[("alerts", None)], notes=["n"],
+                    sections=[Section("S", text="", charts=[Chart("c", ["a"], [1])], tables=[
+                        Table("T", ["user", "namespace"], [[None, "x" * 300]], note="")])])
+    for path in render(report, tmp_path, ["html", "md", "csv"]):
+        assert "None" not in path.read_text(), path
+    html = (tmp_path / f"r-{T0 + timedelta(days=1):%Y%m%dT%H%M}.html").read_text()
+    assert '<div class="table-wrap">' in html and "overflow-x: auto" in html
