@@ -217,3 +217,14 @@ def test_plain_audit_lines_keep_the_request_received_time(real_data: Path) -> No
     for line in lines:
         event = parse(line)
         assert event.timestamp == datetime.fromisoformat(audit(event)["requestReceivedTimestamp"])
+
+
+def test_gke_request_and_response_bodies_are_the_events_bodies(real_data: Path) -> None:
+    # Pod-spec, role and binding rules read requestObject: GKE's protoPayload.request.
+    with_bodies = [e for e in panther_gke(real_data) if e["protoPayload"].get("request")]
+    assert len(with_bodies) >= 10
+    for entry in with_bodies:
+        found = audit(parse(orjson.dumps(entry)))
+        assert found["requestObject"] == entry["protoPayload"]["request"]
+        if entry["protoPayload"].get("response") is not None:
+            assert found["responseObject"] == entry["protoPayload"]["response"]
