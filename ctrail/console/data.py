@@ -21,6 +21,7 @@ from ctrail.components import Store
 from ctrail.console.scopes import NAMESPACE, in_scope, scoped
 from ctrail.console.users import ConsoleDb, User
 from ctrail.errors import UsageError
+from ctrail.event import fixed_width
 from ctrail.query import parse_time
 from ctrail.settings import Settings
 from enrich.today import explain, load_graph
@@ -131,7 +132,8 @@ class ConsoleData:
     def new_alerts(self, user: User, since: datetime, seen: set[str]) -> list[dict[str, Any]]:
         """Alerts stored since `since` (by event.ingested, not @timestamp: an alert about an
         old event is new too) that are not in `seen`."""
-        tree = q.Range("event.ingested", (since - LIVE_OVERLAP).isoformat(), None)
+        # Stored times have one fixed-width form: as text they order as the instants do.
+        tree = q.Range("event.ingested", fixed_width(since - LIVE_OVERLAP), None)
         docs = self.store.search(scoped(tree, user), "alerts", None, None, 500)
         return self.with_triage([d for d in docs if alert_id(d) not in seen])
 
