@@ -231,7 +231,7 @@ class HistoryRouter:
                 index.setdefault(base, []).append(rule)
         self.by_base = {base: tuple(rules) for base, rules in index.items()}
         self.thin = thin
-        self.recent: OrderedDict[str, float] = OrderedDict()
+        self.recent: OrderedDict[tuple[str, tuple[str, ...]], float] = OrderedDict()
         self.thinnable: frozenset[str] = frozenset()
 
     def thin_before_alerting(self, silent_only_here: set[str] | frozenset[str]) -> None:
@@ -249,7 +249,7 @@ class HistoryRouter:
         for rule in self.by_base.get(base, ()):
             values = [term_values(view, name) for name in rule.fields]
             for group in itertools.islice(itertools.product(*values), MAX_GROUPS_PER_EVENT):
-                last = self.recent.get(f"{rule.id}\x00{orjson.dumps(group).decode()}")
+                last = self.recent.get((rule.id, group))
                 if last is None or abs(t - last) >= RESEND_AFTER_SECS:
                     return True
         return False
@@ -265,10 +265,9 @@ class HistoryRouter:
         out = []
         t = match.timestamp.timestamp()
         for group in itertools.islice(itertools.product(*values), MAX_GROUPS_PER_EVENT):
-            group_json = orjson.dumps(group).decode()
-            if self.thin and rule.type == "new_terms" and self._sent_lately(
-                    f"{rule.id}\x00{group_json}", t):
+            if self.thin and rule.type == "new_terms" and self._sent_lately((rule.id, group), t):
                 continue
+            group_json = orjson.dumps(group).decode()
             out.append(match.model_copy(update={
                 "event": match.event.model_copy(update={"original": ""}),
                 "alert": AlertInfo(severity=match.alert.severity,
@@ -277,7 +276,7 @@ class HistoryRouter:
                 "tags": (TAG_CORRELATION + rule.id, TAG_GROUP + group_json)}))
         return out
 
-    def _sent_lately(self, key: str, t: float) -> bool:
+    def _sent_lately(self, key: tuple[str, tuple[str, ...]], t: float) -> bool:
         last = self.recent.get(key)
         if last is not None and abs(t - last) < RESEND_AFTER_SECS:
             self.recent.move_to_end(key)

@@ -197,7 +197,8 @@ class SigmaDetector:
         routed = [candidate for alert in alerts
                   for correlation in self.by_base.get(alert.rule.id, ())
                   for candidate in correlation_candidates(correlation, alert.rule.id, view, alert)]
-        routed.extend(self.history.candidates(alerts, view))
+        if alerts:
+            routed.extend(self.history.candidates(alerts, view))
         return [alert for alert in alerts if alert.rule.id not in self.silent], routed
 
     def advance(self, now: datetime) -> list[Alert]:
