@@ -18,6 +18,7 @@ from tests.unit.collector.test_http_listener import (
     k8s,
     running,
 )
+from tests.waiting import wait_for
 
 AUTH = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
 
@@ -113,10 +114,10 @@ def test_slow_clients_from_one_address_cannot_lock_out_another(tmp_path: Path) -
             started = time.monotonic()
             ok = request(b"Content-Length: %d\r\n" % N, EVENT_LIST)
             assert status_of(exchange(run.listener.port, ok, source="127.0.0.2")) == 200
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 2.0         # served now, not after a deadline
             # One more from the flooding address, while its 16 are held: 429 from the accept loop.
             assert exchange(run.listener.port, b"").startswith(b"HTTP/1.1 429 ")
-            deadline = time.monotonic() + 3
+            deadline = time.monotonic() + 5
             for sock in slow:                           # every one is closed by the deadline
                 sock.settimeout(max(deadline - time.monotonic(), 0.01))
                 try:
@@ -124,8 +125,9 @@ def test_slow_clients_from_one_address_cannot_lock_out_another(tmp_path: Path) -
                         pass
                 except ConnectionResetError:
                     pass
-            assert time.monotonic() - started < 3
-            assert status_of(exchange(run.listener.port, ok)) == 200     # its slots are free
+            assert time.monotonic() - started < 5           # header_timeout_secs, not 60 s
+            # Its slots are free again (each released as its thread ends, just after the close).
+            wait_for(lambda: status_of(exchange(run.listener.port, ok)) == 200, timeout=5)
         finally:
             for sock in slow:
                 sock.close()
