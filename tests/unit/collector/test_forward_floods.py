@@ -34,7 +34,7 @@ def test_idle_strangers_are_dropped_at_the_handshake_deadline(keyed) -> None:  #
     idle = [connect(h.source.port) for _ in range(8)]          # every slot, no handshake
     started = time.monotonic()
     assert all(closed_by_peer(sock) for sock in idle)
-    assert time.monotonic() - started < 3                       # not idle_timeout_secs (300)
+    assert time.monotonic() - started < 5                       # not idle_timeout_secs (300)
     sock = connect(h.source.port)                               # a real client gets in
     assert handshake(sock, KEY)[1] is True
 
@@ -65,5 +65,5 @@ def test_a_large_frame_before_the_handshake_is_refused_and_not_kept(keyed) -> No
     except (BrokenPipeError, ConnectionResetError):
         pass                                                    # cut off while sending: good
     assert closed_by_peer(sock)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5
     assert h.items(DLQ, 1, timeout=1.0) == [] and h.items(RAW, 1, timeout=0.2) == []
