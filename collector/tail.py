@@ -5,7 +5,8 @@ records' events are durable, so a restart resumes exactly after the last record 
 published. A read() that follows a read() without commit() (the batch could not be made durable:
 a full disk) reads the same records again, from the checkpoint, rather than moving on.
 Rotation by rename (a new inode at the path) finishes the old file first; copytruncate (the file
-shrinks below our position) starts again from the top. A rotation while we were stopped is found
+shrinks below our position) finishes its copy when one is beside it, then starts again from the
+top. A rotation while we were stopped is found
 at start by the checkpointed file's identity (collector.rotation): that file is finished, the
 files rotated after it are read, then the file at the path.
 
@@ -67,7 +68,9 @@ class FileTail:
             return self.read(max_records)
         rotated = self._rotated()
         if os.fstat(self._reader.handle.fileno()).st_size < self._reader.position:
-            self._reader.position, self._reader.number = 0, 0        # copytruncate
+            if self._finish_copy():                                  # copytruncate
+                return self.read(max_records)
+            self._reader.position, self._reader.number = 0, 0
             self._reader.handle.seek(0)
             self.generation += 1
             self._starts.clear()
@@ -183,6 +186,18 @@ class FileTail:
         self._identity = identity_of(handle, path, position)
         self._reader = LineReader(handle, self.cap, position, number)
         return True
+
+    def _finish_copy(self) -> bool:
+        """The file shrank under us (copytruncate): if its copy is beside it (recognised by its
+        first bytes), read on in the copy from here, then the file from its top."""
+        assert self._reader is not None
+        position, number = self._reader.position, self._reader.number
+        found = locate(self.path, self._identity, position, time.time_ns())
+        if found is None or found[0] == self.path:
+            return False
+        self._close_handle()
+        self._backlog = []
+        return self._open_at(found[0], position, number)
 
     def _next_file(self) -> None:
         """The rotated file is done: the next one rotated after it, else the path's."""

@@ -182,3 +182,27 @@ def test_an_unrelated_file_beside_the_log_is_not_read(tmp_path: Path) -> None:
     append(log, lines("b", 3))
     assert run_until_idle(log, ckpt) == expected(lines("a", 10)[
         len(b"".join(lines("a", 10).splitlines(True)[:5])):], lines("b", 3))
+
+
+def test_copytruncate_while_running_finishes_the_copy_then_the_file(tmp_path: Path) -> None:
+    log, ckpt = tmp_path / "audit.log", tmp_path / "ckpt.json"
+    old, new = lines("old", 120), lines("new", 15)
+    append(log, old[:2000])
+    tail = FileTail(log, ckpt, 4096, poll_interval_secs=0)
+    try:
+        got = []
+        while records := tail.read(50):
+            tail.commit(records)
+            got += [r.data for r in records]
+        append(log, old[2000:])                  # written, not yet read, when logrotate runs
+        shutil.copyfile(log, tmp_path / "audit.log.1")
+        with open(log, "r+b") as live:
+            live.truncate(0)
+        append(log, new)
+        for _ in range(10):
+            records = tail.read(50)
+            tail.commit(records)
+            got += [r.data for r in records]
+    finally:
+        tail.close()
+    assert got == expected(old, new)
