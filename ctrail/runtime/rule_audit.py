@@ -44,7 +44,8 @@ def record_rule_changes(settings: Settings, detector: SigmaDetector, bus: Bus) -
     ones, then remember them; returns what changed (empty when nothing did)."""
     path = settings.data_dir / "detection" / "rules.json"
     loaded = ({rule.id for rule in detector.rules.rules}
-              | {rule.id for rule in detector.correlations.rules})
+              | {rule.id for rule in detector.correlations.rules}
+              | {rule.id for rule in detector.history.rules.rules})
     current = fingerprint(settings.detection.rule_paths, loaded)
     before = load(path)
     changed = changes(before.rules, current)
