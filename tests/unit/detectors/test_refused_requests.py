@@ -18,9 +18,11 @@ RULES = {rule.id: rule for rule in load_rules([PACKAGED_RULES]).rules}
 # evidence (CT-COR-003's base), or they already ask whether the request was allowed (CT-K8S-009:
 # an anonymous request that was allowed, by the authorizer's decision or the status).
 # About refusals (CT-SPK-001 counts them), or about any request at all: a human user's
-# credential used from a new address shows even when the request is refused (CT-NEW-003).
+# credential used from a new address shows even when the request is refused (CT-NEW-003), and
+# so does a person outside the allowed users acting on the API (CT-K8S-028, as Falco's
+# Disallowed K8s User).
 NOT_ABOUT_SUCCESS = {"CT-COR-BASE-FORBIDDEN", "CT-K8S-009", "CT-SPK-BASE-DENIED",
-                     "CT-NEW-BASE-HUMAN-REQUEST"}
+                     "CT-NEW-BASE-HUMAN-REQUEST", "CT-K8S-028"}
 
 
 def refused(audit: dict[str, Any]) -> dict[str, Any]:
