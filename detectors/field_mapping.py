@@ -77,6 +77,12 @@ ALLOW_LISTS: Final = frozenset({"allowed_users", "allowed_namespaces"})
 NO_VALUE: Final = "\x00(none configured)"
 
 
+def is_configured(pipeline: ProcessingPipeline, name: str) -> bool:
+    """Whether the configuration list `name` (PLACEHOLDERS) has values of the user's in this
+    pipeline, rather than its stand-in for an empty list."""
+    return pipeline.vars.get(name) not in (["*"], [NO_VALUE], None)
+
+
 def containertrail_pipeline(variables: dict[str, list[str]] | None = None) -> ProcessingPipeline:
     """The processing pipeline mapping Sigma field names onto our event fields, with the
     configuration lists `variables` (PLACEHOLDERS; each defaults to empty) for placeholders.

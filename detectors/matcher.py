@@ -123,6 +123,13 @@ Predicate = Callable[[EventView], bool]
 def resolve(node: Any, parts: tuple[str, ...]) -> list[Any]:
     """Every value at the dotted path `parts` below `node`, lists (and the tuples of a model
     dump) flattened one level."""
+    value = node
+    for key in parts:           # the common case first: nested objects holding every key
+        if type(value) is not dict or key not in value:
+            break
+        value = value[key]
+    else:
+        return list(value) if type(value) is list or type(value) is tuple else [value]
     found: list[Any] = []
     _walk(node, parts, 0, found)
     return found

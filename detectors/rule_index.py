@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, Sequence
 
 from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionOR
+from sigma.types import SigmaNumber
 
 from detectors.field_mapping import AUDIT_PREFIX
 from detectors.matcher import EventView, FieldPath, flatten_or
@@ -23,7 +24,8 @@ from detectors.values import exact_text
 if TYPE_CHECKING:
     from detectors.sigma_rules import CompiledRule
 
-IndexKey = tuple[str, frozenset[str]]
+# A key's values: lower-case texts, and numbers (as floats) for Sigma number values.
+IndexKey = tuple[str, frozenset[str | float]]
 
 # The most selective fields first: an audit rule keyed on its resource meets fewer events than
 # one keyed on its verb.
@@ -32,8 +34,8 @@ PREFERRED_FIELDS: Final = (f"{AUDIT_PREFIX}objectRef.resource",
 
 
 def index_key(conditions: Sequence[Any]) -> IndexKey | None:
-    """The field and lower-case texts one of which a rule with these condition trees requires,
-    or None. Only a single condition is keyed (several conditions are OR-ed)."""
+    """The field and values one of which a rule with these condition trees requires, or None.
+    Only a single condition is keyed (several conditions are OR-ed)."""
     if len(conditions) != 1:
         return None
     keys = required(conditions[0])
@@ -44,20 +46,44 @@ def index_key(conditions: Sequence[Any]) -> IndexKey | None:
 
 
 def required(node: Any) -> list[IndexKey]:
-    """Every (field, texts) requirement the tree imposes through ANDs from its root."""
+    """Every (field, values) requirement the tree imposes: through ANDs from its root, and
+    through an OR where every alternative requires the same field (the values united), as
+    `(resource: events and verb: delete) or (resource: configmaps and ...)` requires a resource
+    of the two."""
     if isinstance(node, ConditionAND):
         return [key for arg in node.args for key in required(arg)]
     if isinstance(node, ConditionFieldEqualsValueExpression):
-        text = exact_text(node.value)
-        return [(node.field, frozenset((text,)))] if text is not None else []
+        value = key_value(node.value)
+        return [(node.field, frozenset((value,)))] if value is not None else []
     if isinstance(node, ConditionOR):
-        alternatives = flatten_or(node)
-        leaves = [a for a in alternatives if isinstance(a, ConditionFieldEqualsValueExpression)]
-        texts = [exact_text(leaf.value) for leaf in leaves]
-        fields = {leaf.field for leaf in leaves}
-        if len(leaves) == len(alternatives) and len(fields) == 1 and None not in texts:
-            return [(fields.pop(), frozenset(t for t in texts if t is not None))]
+        alternatives = [required(alternative) for alternative in flatten_or(node)]
+        common = [field for field, _ in alternatives[0]
+                  if all(any(f == field for f, _ in keys) for keys in alternatives[1:])]
+        return [(field, frozenset().union(*(next(v for f, v in keys if f == field)
+                                           for keys in alternatives)))
+                for field in dict.fromkeys(common)]
     return []
+
+
+def key_value(value: Any) -> str | float | None:
+    """What a value is looked up as: the lower-cased text of a case-insensitive string without
+    wildcards, a number as a float (as number_key reads an event's value), else None."""
+    if type(value) is SigmaNumber:
+        return float(value.number)
+    return exact_text(value)
+
+
+def number_key(value: Any) -> float | None:
+    """An event value as a number-keyed rule's test reads it (detectors.values: a number, or
+    a string that parses as one; never a boolean), or None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, (int, float)) or type(value) is str:
+            return float(value)
+    except (ValueError, OverflowError):
+        return None
+    return None
 
 
 class RuleIndex:
@@ -65,23 +91,33 @@ class RuleIndex:
 
     def __init__(self, rules: Sequence[CompiledRule]) -> None:
         self.unkeyed: list[tuple[int, CompiledRule]] = []
-        self.keyed: dict[str, tuple[FieldPath, dict[str, list[tuple[int, CompiledRule]]]]] = {}
+        # field -> (its path, whether any key of it is a number, rules by key value)
+        self.keyed: dict[str, tuple[FieldPath, bool, dict[str | float, list[tuple[int, CompiledRule]]]]] = {}
         for position, rule in enumerate(rules):
+            if rule.inert:
+                continue
             if rule.key is None:
                 self.unkeyed.append((position, rule))
                 continue
-            field, texts = rule.key
-            _, table = self.keyed.setdefault(field, (FieldPath(field), {}))
-            for text in texts:
-                table.setdefault(text, []).append((position, rule))
+            field, values = rule.key
+            path, numbers, table = self.keyed.get(field, (FieldPath(field), False, {}))
+            numbers = numbers or any(isinstance(value, float) for value in values)
+            self.keyed[field] = (path, numbers, table)
+            for value in values:
+                table.setdefault(value, []).append((position, rule))
 
     def candidates(self, view: EventView) -> list[CompiledRule]:
         found = list(self.unkeyed)
-        for path, table in self.keyed.values():
+        for path, numbers, table in self.keyed.values():
             for text in view.lowered(path):
                 hits = table.get(text)
                 if hits:
                     found.extend(hits)
+            if numbers:
+                for value in view.values(path):
+                    hits = table.get(number_key(value))     # type: ignore[arg-type]
+                    if hits:
+                        found.extend(hits)
         if len(found) > len(self.unkeyed):
             found = sorted(dict(found).items())    # once each, in load order
         return [rule for _, rule in found]

@@ -25,6 +25,8 @@ Our custom rule attribute (pySigma keeps unknown top-level keys in `custom_attri
   of this event field (derived fields too) instead of the event: every event with the same
   value raises the same alert, which the store keeps once and suppression folds (CT-COR-005:
   once per image digest).
+- `off_while_empty: [<list>, ...]`: configuration lists the rule means nothing without (CT-K8S-028:
+  allowed_users); while one is empty the rule is loaded and listed but never evaluated.
 
 Configuration lists reach rules as Sigma placeholders (`%ci_actors%`, detectors.field_mapping),
 replaced when the rules load, so load_rules takes their values.
@@ -52,7 +54,12 @@ from sigma.rule.base import SigmaYAMLLoader
 from ctrail.errors import ConfigError
 from ctrail.event import Severity, Threat
 from detectors.attack import threat_from_tags
-from detectors.field_mapping import containertrail_pipeline, datasets_of
+from detectors.field_mapping import (
+    PLACEHOLDERS,
+    containertrail_pipeline,
+    datasets_of,
+    is_configured,
+)
 from detectors.matcher import FieldPath, Predicate, any_of, compile_condition
 from detectors.request_identity import reads_request_body
 from detectors.rule_index import IndexKey, index_key
@@ -100,6 +107,7 @@ class CompiledRule:
     dedup_field: str | None = None  # `dedup_field`: one alert per value of this field
     identity_from_event: bool = False   # an external detector's alert, re-raised as itself
     reads_request_body: bool = False    # its alert id tells requests apart by their body too
+    inert: bool = False             # `off_while_empty` and such a list is empty: never evaluated
 
 
 @dataclass(frozen=True)
@@ -247,7 +255,17 @@ def compile_rule(sigma_rule: SigmaRule, pipeline: ProcessingPipeline) -> Compile
         severity_from_event=sigma_rule.custom_attributes.get("severity_from_event") is True,
         identity_from_event=sigma_rule.custom_attributes.get("identity_from_event") is True,
         dedup_field=dedup_field(rule_id, sigma_rule.custom_attributes),
-        reads_request_body=reads_request_body(trees))
+        reads_request_body=reads_request_body(trees),
+        inert=not all(is_configured(pipeline, name)
+                      for name in off_while_empty(rule_id, sigma_rule.custom_attributes)))
+
+
+def off_while_empty(rule_id: str, attributes: dict[str, Any]) -> list[str]:
+    names = attributes.get("off_while_empty", [])
+    if not isinstance(names, list) or not all(name in PLACEHOLDERS for name in names):
+        raise RuleCompileError(f"rule {rule_id}: off_while_empty must list configuration lists "
+                               f"({', '.join(sorted(PLACEHOLDERS))})")
+    return names
 
 
 def dedup_field(rule_id: str, attributes: dict[str, Any]) -> str | None:

@@ -16,7 +16,8 @@ def test_keys_prefer_the_resource_then_the_verb(sigmahq_rules: Path,
     keys = {rule.title: rule.key for rule in load_rules([sigmahq_rules]).rules}
     assert keys["Kubernetes Secrets Modified or Deleted"] == (
         "kubernetes.audit.objectRef.resource", frozenset({"secrets"}))
-    assert keys["Kubernetes Unauthorized or Unauthenticated Access"] is None   # numbers only
+    assert keys["Kubernetes Unauthorized or Unauthenticated Access"] == (
+        "kubernetes.audit.responseStatus.code", frozenset({401.0, 403.0}))
     (same_field,) = load_rules([write_rule(
         "    a:\n        verb: delete\n    b:\n        verb: [get, list]\n    condition: a or b"
     )]).rules
@@ -57,3 +58,42 @@ def test_the_index_changes_no_outcome_on_any_real_trace(sigmahq_rules: Path,
                 view = EventView(event)
                 assert [r for r in index.candidates(view) if r.matches(view)] == \
                     [r for r in rules if r.matches(view)], path.name
+
+
+def test_an_or_of_selections_on_one_field_is_keyed_by_all_their_values(
+        write_rule: Callable[..., Path]) -> None:
+    (rule,) = load_rules([write_rule(
+        "    a:\n        objectRef.resource: events\n        verb: delete\n"
+        "    b:\n        objectRef.resource: [configmaps, secrets]\n        objectRef.name|contains: audit\n"
+        "    condition: a or b")]).rules
+    assert rule.key == ("kubernetes.audit.objectRef.resource",
+                        frozenset({"events", "configmaps", "secrets"}))
+
+
+def test_a_number_key_finds_the_values_its_test_accepts(write_rule: Callable[..., Path]) -> None:
+    """responseStatus.code: 403 matches 403, 403.0 and "403" (detectors.values); the index must
+    offer the rule for each, and not for a boolean or another number."""
+    (rule,) = load_rules([write_rule(
+        "    sel:\n        responseStatus.code: 403\n    condition: sel")]).rules
+    assert rule.key == ("kubernetes.audit.responseStatus.code", frozenset({403.0}))
+    index = RuleIndex([rule])
+    for code, offered in ((403, True), (403.0, True), ("403", True), (" 403 ", True),
+                          (404, False), ("forbidden", False), (True, False), (None, False)):
+        audit = {**exec_audit(), "responseStatus": {"code": code}}
+        view = EventView(audit_event(audit))
+        assert (index.candidates(view) == [rule]) is offered, code
+        assert rule.matches(view) is offered, code
+
+
+def test_a_rule_off_while_its_list_is_empty_is_loaded_but_never_a_candidate() -> None:
+    """CT-K8S-028 (a person outside detection.allowed_users) means nothing while the list is
+    empty, so it costs nothing then; with the list configured it is offered and fires."""
+    intruder = audit_event({**exec_audit(), "user": {"username": "mallory"}})
+    view = EventView(intruder)
+    off = {rule.id: rule for rule in load_rules([PACKAGED_RULES]).rules}["CT-K8S-028"]
+    assert off.inert and off not in RuleIndex([off]).candidates(view)
+    assert not off.matches(view)                     # what it would say anyway
+    on = {rule.id: rule for rule in load_rules(
+        [PACKAGED_RULES], {"allowed_users": ["alice"]}).rules}["CT-K8S-028"]
+    assert not on.inert and RuleIndex([on]).candidates(view) == [on]
+    assert on.matches(view)
