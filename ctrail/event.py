@@ -24,9 +24,12 @@ def fixed_width(moment: datetime) -> str:
     """A time as every store and output writes it: UTC, microseconds always, `Z`
     (2026-11-20T10:12:06.000000Z). Compared as text, these order as the instants do; pydantic's
     own form drops a zero fraction (10:12:06Z sorts after 10:12:06.5Z) and keeps offsets."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not timezone.utc:
+        moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None \
+            else moment.astimezone(timezone.utc)
+    # isoformat, not strftime: a third faster (three times per stored event), and its year has
+    # four digits always (strftime writes year 5 as "5").
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def stored_instant(text: object) -> datetime:

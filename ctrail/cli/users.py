@@ -13,7 +13,6 @@ import sys
 
 from ctrail.audit.trail import record
 from ctrail.cli.common import add_common, print_docs, settings_of
-from ctrail.console.auth import MIN_PASSWORD_CHARS, hash_password, new_token
 from ctrail.console.users import ConsoleDb, Role, User
 from ctrail.errors import UsageError
 
@@ -92,6 +91,8 @@ def _change(db: ConsoleDb, args: argparse.Namespace) -> dict[str, object]:
         print(f"{user.name} is now {user.role.value}; their sessions were ended.",
               file=sys.stderr)
         return user.public()
+    from ctrail.console.auth import new_token  # starlette and argon2: only when used
+
     token = new_token()
     db.add_token(args.name, token, args.label)
     print(token)
@@ -99,6 +100,8 @@ def _change(db: ConsoleDb, args: argparse.Namespace) -> dict[str, object]:
 
 
 def _password_hash(from_stdin: bool) -> str:
+    from ctrail.console.auth import MIN_PASSWORD_CHARS, hash_password
+
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:

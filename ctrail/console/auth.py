@@ -11,6 +11,7 @@ also carry the session's CSRF token in the X-CSRF-Token header; a token request 
 
 from __future__ import annotations
 
+import functools
 import hmac
 import secrets
 import time
@@ -48,7 +49,14 @@ SECURITY_HEADERS: Final = (
 )
 PASSWORDS: Final = PasswordHasher()     # argon2id with the library's (RFC 9106) parameters
 # Checked when the user does not exist, so a wrong name takes as long as a wrong password.
-_DUMMY_HASH: Final = PASSWORDS.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to check an unknown name's password against, so a login for a name that does not
+    exist takes as long as one for a name that does. Made on first need: an argon2 hash takes
+    ~90 ms, which every ctrail command importing this module paid."""
+    return PASSWORDS.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
@@ -100,7 +108,7 @@ class Authenticator:
             self._audit("console-login", name, address, "failure", "rate limited")
             raise LoginRefused(429, "too many failed logins: try again later")
         stored = self.db.password_hash(name)
-        if not password_matches(stored or _DUMMY_HASH, password) or stored is None:
+        if not password_matches(stored or _dummy_hash(), password) or stored is None:
             self.db.failed_login(keys, now)
             self._audit("console-login", name, address, "failure", "wrong name or password")
             raise LoginRefused(401, "wrong user name or password")
