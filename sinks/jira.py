@@ -35,18 +35,21 @@ import orjson
 from pydantic import Field, PositiveFloat
 
 from ctrail.event import Alert
-from ctrail.secrets import SecretRef, resolve_secret
-from sinks.notify.context import kibana_link, next_steps, subject, where, who
+from ctrail.secrets import SecretRef
+from sinks.notify.context import cut, facts, headline, kibana_link, next_steps
 from sinks.notify.message import (
+    HttpNotifier,
     Message,
     Outcome,
     Pending,
     ReceiverBase,
     Result,
+    by_group,
     classify,
     post_json,
     redact,
     register_secret,
+    secret_value,
 )
 from sinks.notify.routing import alert_severity
 
@@ -86,10 +89,6 @@ def group_label(group_key: str) -> str:
     return "ctrail-group-" + hashlib.blake2b(group_key.encode(), digest_size=8).hexdigest()
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def document(alerts: Sequence[Alert], kibana_url: str | None, opening: str) -> list[Block]:
     """What an issue or comment says about the alerts of one group, latest last (pure)."""
     alert = alerts[-1]
@@ -99,13 +98,11 @@ def document(alerts: Sequence[Alert], kibana_url: str | None, opening: str) -> l
                            ("heading", f"{alert.rule.name} ({alert.rule.id}), {severity}")]
     if alert.rule.description:
         blocks.append(("para", alert.rule.description))
-    facts = [("Who", who(alert) or "unknown"),
-             *((k.replace("_", " ").capitalize(), v) for k, v in where(alert).items()),
-             ("Alerts", f"{len(alerts)} ({count} occurrences)"),
+    told = [*facts(alert), ("Alerts", f"{len(alerts)} ({count} occurrences)"),
              ("First", alerts[0].timestamp.isoformat()), ("Last", alert.timestamp.isoformat()),
              ("Alert ids", ", ".join(a.event.id for a in alerts[-20:])),
              ("Group", alert.alert.group_key)]
-    blocks += [("fact", label, value) for label, value in facts]
+    blocks += [("fact", label, value) for label, value in told]
     steps = next_steps(alert)
     if steps:
         blocks += [("heading", "What to run next"), ("code", "\n".join(steps))]
@@ -116,7 +113,7 @@ def document(alerts: Sequence[Alert], kibana_url: str | None, opening: str) -> l
 
 
 def _text(text: str, marks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    node: dict[str, Any] = {"type": "text", "text": _cut(text, TEXT_MAX // 4) or "-"}
+    node: dict[str, Any] = {"type": "text", "text": cut(text, TEXT_MAX // 4) or "-"}
     if marks:
         node["marks"] = marks
     return node
@@ -168,7 +165,7 @@ def to_wiki(blocks: Sequence[Block]) -> str:
             lines.append(f"[{wiki_escape(block[1])}|{block[2].replace(']', '%5D')}]")
         else:
             lines.append(wiki_escape(block[1]))
-    return _cut("\n".join(lines), TEXT_MAX)
+    return cut("\n".join(lines), TEXT_MAX)
 
 
 def pick_transition(transitions: Sequence[dict[str, Any]], wanted: str | None) -> str | None:
@@ -185,17 +182,12 @@ def pick_transition(transitions: Sequence[dict[str, Any]], wanted: str | None) -
     return None
 
 
-class JiraNotifier:
+class JiraNotifier(HttpNotifier[JiraConfig]):
     def __init__(self, name: str, config: JiraConfig, kibana_url: str | None) -> None:
-        self.name = name
-        self.config = config
-        self.rate_per_sec, self.burst = config.rate_per_sec, config.burst
-        self.max_digest_alerts = config.max_digest_alerts
+        super().__init__(name, config, kibana_url)
         self.resolve_after_secs = config.resolve_after_secs
         self.keeps_incidents = True          # its issue key, even when it never resolves
-        self.kibana_url = kibana_url
-        token = resolve_secret(config.token).get_secret_value()
-        register_secret(token)
+        token = secret_value(config.token)
         if config.user:
             basic = base64.b64encode(f"{config.user}:{token}".encode()).decode()
             register_secret(basic)
@@ -206,7 +198,6 @@ class JiraNotifier:
         # Cloud's search is /search/jql (the old /search is gone there); Data Center's /search.
         self._search = f"{self._api}/search/jql" if config.api_version == 3 else f"{self._api}/search"
         self._uncertain: set[str] = set()    # groups whose last create may have been made
-        self.client = httpx.Client(timeout=config.timeout_secs)
 
     def _format(self, blocks: Sequence[Block]) -> Any:
         return to_adf(blocks) if self.config.api_version == 3 else to_wiki(blocks)
@@ -214,12 +205,11 @@ class JiraNotifier:
     def create_fields(self, alerts: Sequence[Alert]) -> dict[str, Any]:
         alert = alerts[-1]
         severity = alert_severity(alert).word
-        summary = (f"[{severity.upper()}] {alert.rule.name}: {who(alert) or 'unknown user'} in "
-                   f"{subject(alert)}")
+        summary = headline(alert)
         fields: dict[str, Any] = {
             "project": {"key": self.config.project},
             "issuetype": {"name": self.config.issue_type},
-            "summary": _cut(" ".join(summary.splitlines()), SUMMARY_MAX),
+            "summary": cut(" ".join(summary.splitlines()), SUMMARY_MAX),
             "description": self._format(document(alerts, self.kibana_url,
                                                  "ContainerTrail raised this alert.")),
             "labels": list(dict.fromkeys([*self.config.labels, alert.rule.id.replace(" ", "_"),
@@ -230,11 +220,8 @@ class JiraNotifier:
 
     def messages(self, batch: Sequence[Pending], budget: int) -> list[Message]:
         """One request per group: a comment on its open issue, else a new issue."""
-        groups: dict[str, list[Pending]] = {}
-        for pending in batch:
-            groups.setdefault(pending.alert.alert.group_key, []).append(pending)
         messages = []
-        for group_key, rows in list(groups.items())[:budget]:
+        for group_key, rows in by_group(batch, budget):
             alerts = [p.alert for p in rows]
             issue = rows[0].incident or None
             body: dict[str, Any] = {
@@ -326,9 +313,6 @@ class JiraNotifier:
         if done is None:
             return Result(Outcome.RETRY, detail=error)
         return _outcome(done)
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def _outcome(response: httpx.Response) -> Result:

@@ -26,18 +26,27 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from ctrail.event import Alert
-from ctrail.secrets import SecretRef, resolve_secret
-from sinks.notify.context import bounded_key, kibana_link, next_steps, subject, where, who
+from ctrail.secrets import SecretRef
+from sinks.notify.context import (
+    bounded_key,
+    cut,
+    headline,
+    kibana_link,
+    next_steps,
+    subject,
+    techniques,
+    where,
+    who,
+)
 from sinks.notify.message import (
+    HttpNotifier,
     Message,
-    Outcome,
     Pending,
     ReceiverBase,
     Result,
-    classify,
-    post_json,
-    redact,
-    register_secret,
+    by_group,
+    secret_value,
+    send_json,
 )
 from sinks.notify.routing import alert_severity
 
@@ -85,16 +94,12 @@ def alias(group_key: str) -> str:
     return bounded_key(group_key, ALIAS_MAX)
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def _details(fields: dict[str, str]) -> dict[str, str]:
     """String values only, at most DETAILS_MAX characters of keys and values in all."""
     out: dict[str, str] = {}
     room = DETAILS_MAX
     for key, value in fields.items():
-        value = _cut(value, max(1, min(500, room - len(key))))
+        value = cut(value, max(1, min(500, room - len(key))))
         if not value or len(key) + len(value) > room:
             break
         out[key] = value
@@ -108,9 +113,7 @@ def create_alert(alert: Alert, *, count: int, first_seen: str, alert_ids: Sequen
     """The create request for an alert group, built from its latest alert (pure)."""
     severity = alert_severity(alert).word
     place, user = where(alert), who(alert)
-    repeated = f" ({count}×)" if count > 1 else ""
-    message = f"[{severity.upper()}] {alert.rule.name}: {user or 'unknown user'} in " \
-              f"{subject(alert)}{repeated}"
+    message = headline(alert) + (f" ({count}×)" if count > 1 else "")
     lines = [f"{alert.rule.name} ({alert.rule.id}), severity {severity}."]
     if alert.rule.description:
         lines.append(alert.rule.description)
@@ -123,19 +126,18 @@ def create_alert(alert: Alert, *, count: int, first_seen: str, alert_ids: Sequen
     link = kibana_link(kibana_url, alert)
     if link:
         lines += ["", f"Open in Kibana: {link}"]
-    techniques = alert.threat.technique.id if alert.threat and alert.threat.technique else ()
-    all_tags = [*tags, alert.rule.id, f"severity:{severity}", *techniques]
+    all_tags = [*tags, alert.rule.id, f"severity:{severity}", *techniques(alert)]
     details = _details({"rule_id": alert.rule.id, "user": user or "", **place,
                         "count": str(count), "first_seen": first_seen,
                         "last_seen": alert.timestamp.isoformat(),
                         "group_key": alert.alert.group_key,
                         "alert_ids": ",".join(list(alert_ids)[-20:])})
     body: dict[str, Any] = {
-        "message": _cut(message, MESSAGE_MAX), "alias": alias(alert.alert.group_key),
-        "description": _cut("\n".join(lines), DESCRIPTION_MAX),
-        "tags": list(dict.fromkeys(_cut(t, TAG_MAX) for t in all_tags if t))[:TAGS_MAX],
+        "message": cut(message, MESSAGE_MAX), "alias": alias(alert.alert.group_key),
+        "description": cut("\n".join(lines), DESCRIPTION_MAX),
+        "tags": list(dict.fromkeys(cut(t, TAG_MAX) for t in all_tags if t))[:TAGS_MAX],
         "details": {k: v for k, v in details.items() if v},
-        "entity": _cut(place.get("pod") and f"{place.get('namespace', '-')}/{place['pod']}"
+        "entity": cut(place.get("pod") and f"{place.get('namespace', '-')}/{place['pod']}"
                        or subject(alert), ALIAS_MAX),
         "source": SOURCE, "priority": PRIORITY.get(severity, "P5")}
     if responders:
@@ -143,26 +145,16 @@ def create_alert(alert: Alert, *, count: int, first_seen: str, alert_ids: Sequen
     return body
 
 
-class OpsgenieNotifier:
+class OpsgenieNotifier(HttpNotifier[OpsgenieConfig]):
     def __init__(self, name: str, config: OpsgenieConfig, kibana_url: str | None) -> None:
-        self.name = name
-        self.config = config
-        self.rate_per_sec, self.burst = config.rate_per_sec, config.burst
-        self.max_digest_alerts = config.max_digest_alerts
+        super().__init__(name, config, kibana_url)
         self.resolve_after_secs = config.resolve_after_secs
-        self.kibana_url = kibana_url
-        key = resolve_secret(config.api_key).get_secret_value()
-        register_secret(key)
-        self._headers = {"Authorization": f"GenieKey {key}"}
-        self.client = httpx.Client(timeout=config.timeout_secs)
+        self._headers = {"Authorization": f"GenieKey {secret_value(config.api_key)}"}
 
     def messages(self, batch: Sequence[Pending], budget: int) -> list[Message]:
         """One create per group (first come, first sent), at most `budget` groups."""
-        groups: dict[str, list[Pending]] = {}
-        for pending in batch:
-            groups.setdefault(pending.alert.alert.group_key, []).append(pending)
         messages = []
-        for group_key, rows in list(groups.items())[:budget]:
+        for group_key, rows in by_group(batch, budget):
             alerts = [p.alert for p in rows]
             body = create_alert(alerts[-1], count=sum(a.alert.count for a in alerts),
                                 first_seen=alerts[0].timestamp.isoformat(),
@@ -182,19 +174,13 @@ class OpsgenieNotifier:
         base = self.config.url.rstrip("/")
         url = (f"{base}/v2/alerts/{quote(message.key, safe='')}/close?identifierType=alias"
                if message.kind == "resolve" else f"{base}/v2/alerts")
-        response, error = post_json(self.client, url, message.body, self._headers)
-        if response is None:
-            return Result(Outcome.RETRY, detail=error)
-        if response.status_code in (400, 422):     # a request it cannot process: never again
-            return Result(Outcome.REJECTED, response.status_code,
-                          detail=redact(_reasons(response)))
-        return classify(response.status_code, response.headers, response.text[:200])
-
-    def close(self) -> None:
-        self.client.close()
+        return send_json(self.client, url, message.body, self._headers, explain=_reasons)
 
 
 def _reasons(response: httpx.Response) -> str:
+    """The API's reasons for a request it cannot process (400, 422: rejected, never retried)."""
+    if response.status_code not in (400, 422):
+        return response.text[:200]
     try:
         answer = orjson.loads(response.content)
         return f"{answer.get('message', '')} {answer.get('errors', '')}"[:300]

@@ -21,17 +21,25 @@ import orjson
 from pydantic import Field, PositiveFloat
 
 from ctrail.event import Alert
-from ctrail.secrets import SecretRef, resolve_secret
-from sinks.notify.context import bounded_key, kibana_link, next_steps, subject, where, who
+from ctrail.secrets import SecretRef
+from sinks.notify.context import (
+    bounded_key,
+    headline,
+    kibana_link,
+    next_steps,
+    techniques,
+    where,
+    who,
+)
 from sinks.notify.message import (
+    HttpNotifier,
     Message,
-    Outcome,
     Pending,
     ReceiverBase,
     Result,
-    classify,
-    post_json,
-    register_secret,
+    by_group,
+    secret_value,
+    send_json,
 )
 from sinks.notify.routing import alert_severity
 
@@ -68,16 +76,13 @@ def pagerduty_event(alert: Alert, routing_key: str, *, count: int, first_seen: s
     """The trigger for an alert group, built from its latest alert (pure)."""
     severity = alert_severity(alert).word
     place, user = where(alert), who(alert)
-    repeated = f" ({count}×)" if count > 1 else ""
-    summary = (f"[{severity.upper()}] {alert.rule.name}: {user or 'unknown user'} in "
-               f"{subject(alert)}{repeated}")
-    techniques = alert.threat.technique.id if alert.threat and alert.threat.technique else ()
+    summary = headline(alert) + (f" ({count}×)" if count > 1 else "")
     details = {"rule": {"id": alert.rule.id, "name": alert.rule.name,
                         "description": alert.rule.description},
                "severity": severity, "user": user, **place, "count": count,
                "first_seen": first_seen, "last_seen": alert.timestamp.isoformat(),
                "alert_ids": list(alert_ids)[-20:], "group_key": alert.alert.group_key,
-               "attack_techniques": list(techniques), "next_steps": next_steps(alert)}
+               "attack_techniques": list(techniques(alert)), "next_steps": next_steps(alert)}
     payload: dict[str, Any] = {
         "summary": summary[:SUMMARY_MAX], "severity": SEVERITY.get(severity, "info"),
         "source": place.get("cluster") or source or "containertrail",
@@ -97,25 +102,16 @@ def pagerduty_event(alert: Alert, routing_key: str, *, count: int, first_seen: s
     return event
 
 
-class PagerDutyNotifier:
+class PagerDutyNotifier(HttpNotifier[PagerDutyConfig]):
     def __init__(self, name: str, config: PagerDutyConfig, kibana_url: str | None) -> None:
-        self.name = name
-        self.config = config
-        self.rate_per_sec, self.burst = config.rate_per_sec, config.burst
-        self.max_digest_alerts = config.max_digest_alerts
+        super().__init__(name, config, kibana_url)
         self.resolve_after_secs = config.resolve_after_secs
-        self.kibana_url = kibana_url
-        self._key = resolve_secret(config.routing_key).get_secret_value()
-        register_secret(self._key)
-        self.client = httpx.Client(timeout=config.timeout_secs)
+        self._key = secret_value(config.routing_key)
 
     def messages(self, batch: Sequence[Pending], budget: int) -> list[Message]:
         """One trigger per group (first come, first sent), at most `budget` groups."""
-        groups: dict[str, list[Pending]] = {}
-        for pending in batch:
-            groups.setdefault(pending.alert.alert.group_key, []).append(pending)
         messages = []
-        for group_key, rows in list(groups.items())[:budget]:
+        for group_key, rows in by_group(batch, budget):
             alerts = [p.alert for p in rows]
             body = pagerduty_event(
                 alerts[-1], self._key, count=sum(a.alert.count for a in alerts),
@@ -131,16 +127,14 @@ class PagerDutyNotifier:
                             "dedup_key": key}, "resolve", key, group_key)
 
     def post(self, message: Message) -> Result:
-        response, error = post_json(self.client, self.config.url, message.body)
-        if response is None:
-            return Result(Outcome.RETRY, detail=error)
-        detail = ""
-        if response.status_code == 400:        # the API lists what is wrong: keep it
-            try:
-                detail = "; ".join(map(str, orjson.loads(response.content).get("errors", [])))
-            except (orjson.JSONDecodeError, AttributeError):
-                detail = response.text[:200]
-        return classify(response.status_code, response.headers, detail)
+        return send_json(self.client, self.config.url, message.body, explain=_errors)
 
-    def close(self) -> None:
-        self.client.close()
+
+def _errors(response: httpx.Response) -> str:
+    """What the API lists as wrong with an invalid event (400); nothing for other answers."""
+    if response.status_code != 400:
+        return ""
+    try:
+        return "; ".join(map(str, orjson.loads(response.content).get("errors", [])))
+    except (orjson.JSONDecodeError, AttributeError):
+        return response.text[:200]

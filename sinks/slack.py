@@ -16,23 +16,24 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal, Sequence
 
-import httpx
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
 from ctrail.event import Alert
-from ctrail.secrets import SecretRef, resolve_secret
-from sinks.notify.context import kibana_link, next_steps, subject, where, who
-from sinks.notify.digest import Digest, digest_reason, summarise
+from ctrail.secrets import SecretRef
+from sinks.notify.context import cut, facts, kibana_link, next_steps, subject, techniques, who
+from sinks.notify.digest import Digest, digest_reason, digest_why, summarise
 from sinks.notify.message import (
+    DigestReceiverBase,
+    HttpNotifier,
     Message,
     Outcome,
     Pending,
-    ReceiverBase,
     Result,
     classify,
     post_json,
     redact,
-    register_secret,
+    secret_value,
+    send_json,
 )
 from sinks.notify.report_notice import ReportNotice
 from sinks.notify.routing import alert_severity
@@ -48,7 +49,7 @@ BAD_MESSAGE: Final = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_
                                 "no_text", "invalid_arguments", "too_many_attachments"})
 
 
-class SlackConfig(ReceiverBase):
+class SlackConfig(DigestReceiverBase):
     """A Slack channel: `webhook_url` (an incoming webhook), or `token` and `channel`."""
 
     type: Literal["slack"] = "slack"
@@ -56,8 +57,6 @@ class SlackConfig(ReceiverBase):
     token: SecretRef | None = Field(None, description="Bot token for chat.postMessage.")
     channel: str | None = Field(None, description="Channel id or name, with `token`.")
     api_url: str = "https://slack.com/api"
-    digest_min_alerts: PositiveInt = Field(
-        10, description="A backlog at least this long, beyond the pace, goes as one digest.")
 
     @model_validator(mode="after")
     def _one_way(self) -> "SlackConfig":
@@ -72,7 +71,7 @@ class SlackConfig(ReceiverBase):
 
 
 def _text(kind: str, text: str, limit: int) -> dict[str, Any]:
-    return {"type": kind, "text": text if len(text) <= limit else text[:limit - 1] + "…"}
+    return {"type": kind, "text": cut(text, limit)}
 
 
 def _escape(text: str) -> str:
@@ -93,19 +92,15 @@ def _actions(url: str | None, action_id: str) -> list[dict[str, Any]]:
 def alert_message(alert: Alert, kibana_url: str | None) -> dict[str, Any]:
     """The Block Kit message for one alert (pure)."""
     severity = alert_severity(alert).word
-    rule, place, user = alert.rule, where(alert), who(alert)
+    rule, user = alert.rule, who(alert)
     title = f"{EMOJI.get(severity, ':information_source:')} {severity.upper()}: {rule.name}"
     lines = [f"*{_escape(rule.name)}* (`{_escape(rule.id)}`), severity *{severity}*"]
     if rule.description:
         lines.append(_escape(rule.description))
-    techniques = alert.threat.technique.id if alert.threat and alert.threat.technique else ()
-    if techniques:
-        lines.append("ATT&amp;CK: " + ", ".join(techniques))
-    facts = [("Who", user or "unknown"), *((k.replace("_", " ").capitalize(), v)
-                                          for k, v in place.items()),
-             ("Repeated", f"{alert.alert.count}×")]
-    fields = [_text("mrkdwn", f"*{label}*\n{_escape(value)}", FIELD_MAX)
-              for label, value in facts[:MAX_FIELDS]]
+    if techniques(alert):
+        lines.append("ATT&amp;CK: " + ", ".join(techniques(alert)))
+    shown = [*facts(alert), ("Repeated", f"{alert.alert.count}×")][:MAX_FIELDS]
+    fields = [_text("mrkdwn", f"*{label}*\n{_escape(value)}", FIELD_MAX) for label, value in shown]
     steps = next_steps(alert)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": _text("plain_text", title, HEADER_MAX)},
@@ -125,11 +120,9 @@ def alert_message(alert: Alert, kibana_url: str | None) -> dict[str, Any]:
 
 def digest_message(digest: Digest, kibana_url: str | None) -> dict[str, Any]:
     """One Block Kit message for many alerts (pure)."""
-    why = ("quiet hours ended" if digest.reason == "quiet hours"
-           else "alerts arrived faster than this channel's pace")
     intro = (f"*{digest.count}* alerts ({digest.repeats} occurrences) from "
              f"{digest.first.isoformat()} to {digest.last.isoformat()}, in one message because "
-             f"{why}.\nBy severity: " + ", ".join(f"{w} {n}" for w, n in digest.severities))
+             f"{digest_why(digest.reason)}.\nBy severity: " + ", ".join(f"{w} {n}" for w, n in digest.severities))
     rules = [_text("mrkdwn", f"*{_escape(name)}* (`{_escape(rid)}`)\n{n} alerts", FIELD_MAX)
              for rid, name, n in digest.top_rules]
     places = ", ".join(f"{_escape(ns)} ({n})" for ns, n in digest.namespaces)
@@ -172,28 +165,20 @@ def report_message(notice: ReportNotice) -> dict[str, Any]:
     return {"text": _escape(f"{notice.title}: {notice.period}"), "blocks": blocks}
 
 
-class SlackNotifier:
+class SlackNotifier(HttpNotifier[SlackConfig]):
     def __init__(self, name: str, config: SlackConfig, kibana_url: str | None) -> None:
-        self.name = name
-        self.config = config
-        self.rate_per_sec, self.burst = config.rate_per_sec, config.burst
-        self.max_digest_alerts = config.max_digest_alerts
-        self.kibana_url = kibana_url
+        super().__init__(name, config, kibana_url)
         self._url = self._token = None
         if config.webhook_url is not None:
-            self._url = resolve_secret(config.webhook_url).get_secret_value()
-            register_secret(self._url)
+            self._url = secret_value(config.webhook_url)
         else:
             assert config.token is not None
-            self._token = resolve_secret(config.token).get_secret_value()
-            register_secret(self._token)
-        self.client = httpx.Client(timeout=config.timeout_secs)
+            self._token = secret_value(config.token)
 
     def messages(self, batch: Sequence[Pending], budget: int) -> list[Message]:
-        held = any(p.digest for p in batch)
-        if held or len(batch) > max(budget, self.config.digest_min_alerts - 1):
-            body = digest_message(summarise([p.alert for p in batch], digest_reason(held)),
-                                  self.kibana_url)
+        reason = digest_reason(batch, budget, self.config.digest_min_alerts)
+        if reason is not None:
+            body = digest_message(summarise([p.alert for p in batch], reason), self.kibana_url)
             return [Message(tuple(p.seq for p in batch), body, "digest")]
         return [Message((p.seq,), alert_message(p.alert, self.kibana_url), "alert",
                         p.alert.event.id, p.alert.alert.group_key) for p in batch[:budget]]
@@ -203,10 +188,7 @@ class SlackNotifier:
 
     def post(self, message: Message) -> Result:
         if self._url is not None:
-            response, error = post_json(self.client, self._url, message.body)
-            if response is None:
-                return Result(Outcome.RETRY, detail=error)
-            return classify(response.status_code, response.headers, response.text[:200])
+            return send_json(self.client, self._url, message.body)
         body = {**message.body, "channel": self.config.channel}
         response, error = post_json(self.client, f"{self.config.api_url}/chat.postMessage", body,
                                     {"Authorization": f"Bearer {self._token}"})
@@ -220,6 +202,3 @@ class SlackNotifier:
         error = str(answer.get("error", "unknown"))
         outcome = Outcome.REJECTED if error in BAD_MESSAGE else Outcome.RETRY
         return Result(outcome, 200, detail=redact(f"chat.postMessage: {error}"))
-
-    def close(self) -> None:
-        self.client.close()

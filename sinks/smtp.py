@@ -30,17 +30,18 @@ from typing import Any, Final, Literal, Sequence
 from pydantic import Field, PositiveInt, model_validator
 
 from ctrail.event import Alert
-from ctrail.secrets import SecretRef, resolve_secret
-from sinks.notify.context import kibana_link, next_steps, subject, where, who
-from sinks.notify.digest import digest_reason
+from ctrail.secrets import SecretRef
+from sinks.notify.context import cut, facts, headline, kibana_link, next_steps, subject, who
+from sinks.notify.digest import digest_reason, digest_why
 from sinks.notify.message import (
+    DigestReceiverBase,
     Message,
+    NotifierBase,
     Outcome,
     Pending,
-    ReceiverBase,
     Result,
     redact,
-    register_secret,
+    secret_value,
 )
 from sinks.notify.report_notice import ReportNotice
 from sinks.notify.routing import alert_severity
@@ -49,7 +50,7 @@ DEFAULT_PORT: Final = {"starttls": 587, "tls": 465, "none": 25}
 STYLE: Final = ("font-family:Arial,Helvetica,sans-serif;font-size:14px;color:#212529")
 
 
-class EmailConfig(ReceiverBase):
+class EmailConfig(DigestReceiverBase):
     """Mail to one or more addresses through an SMTP server (a relay or a provider's submission
     port)."""
 
@@ -64,8 +65,6 @@ class EmailConfig(ReceiverBase):
     from_address: str
     to: tuple[str, ...] = Field(min_length=1)
     subject_prefix: str = "[ContainerTrail]"
-    digest_min_alerts: PositiveInt = Field(
-        10, description="A backlog at least this long, beyond the pace, goes as one digest.")
     max_attachment_bytes: PositiveInt = Field(
         20 * 1024 * 1024, description="Report files attached, in all, up to this size.")
 
@@ -85,14 +84,11 @@ class EmailConfig(ReceiverBase):
 
 
 def one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.splitlines())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return cut(" ".join(text.splitlines()), limit)
 
 
 def _facts(alert: Alert) -> list[tuple[str, str]]:
-    return [("Who", who(alert) or "unknown"),
-            *((k.replace("_", " ").capitalize(), v) for k, v in where(alert).items()),
-            ("Repeated", f"{alert.alert.count}×"), ("Alert", alert.event.id),
+    return [*facts(alert), ("Repeated", f"{alert.alert.count}×"), ("Alert", alert.event.id),
             ("Group", alert.alert.group_key), ("Time", alert.timestamp.isoformat())]
 
 
@@ -112,7 +108,7 @@ def alert_mail(alert: Alert, kibana_url: str | None, prefix: str) -> dict[str, A
     """Subject, text and HTML of the mail for one alert (pure)."""
     severity = alert_severity(alert).word
     rule = alert.rule
-    title = f"[{severity.upper()}] {rule.name}: {who(alert) or 'unknown user'} in {subject(alert)}"
+    title = headline(alert)
     intro = f"{rule.name} ({rule.id}), severity {severity}."
     steps, link = next_steps(alert), kibana_link(kibana_url, alert)
     text = [intro, *([rule.description] if rule.description else []), "",
@@ -135,9 +131,7 @@ def digest_mail(alerts: Sequence[Alert], reason: str, prefix: str) -> dict[str, 
     """One mail naming every alert of a backlog, most severe first (pure)."""
     ordered = sorted(alerts, key=lambda a: -int(alert_severity(a)))
     title = f"{len(alerts)} alerts ({reason} digest)"
-    why = ("quiet hours ended" if reason == "quiet hours"
-           else "alerts arrived faster than this receiver's pace")
-    intro = f"{len(alerts)} alerts in one mail because {why}."
+    intro = f"{len(alerts)} alerts in one mail because {digest_why(reason, 'this receiver')}."
     lines = [f"[{alert_severity(a).word.upper()}] {a.rule.name} ({a.rule.id}): "
              f"{who(a) or 'unknown'} in {subject(a)}, {a.timestamp.isoformat()} ({a.event.id})"
              for a in ordered]
@@ -166,25 +160,17 @@ def report_mail(notice: ReportNotice, prefix: str) -> dict[str, Any]:
             "attachments": [str(p) for p in notice.files]}
 
 
-class EmailNotifier:
+class EmailNotifier(NotifierBase[EmailConfig]):
     def __init__(self, name: str, config: EmailConfig, kibana_url: str | None) -> None:
-        self.name = name
-        self.config = config
-        self.rate_per_sec, self.burst = config.rate_per_sec, config.burst
-        self.max_digest_alerts = config.max_digest_alerts
-        self.kibana_url = kibana_url
-        self._password = (resolve_secret(config.password).get_secret_value()
-                          if config.password is not None else None)
-        if self._password:
-            register_secret(self._password)
+        super().__init__(name, config, kibana_url)
+        self._password = secret_value(config.password) if config.password is not None else None
         self._context = ssl.create_default_context(
             cafile=str(config.ca_file) if config.ca_file else None)
 
     def messages(self, batch: Sequence[Pending], budget: int) -> list[Message]:
-        held = any(p.digest for p in batch)
-        if held or len(batch) > max(budget, self.config.digest_min_alerts - 1):
-            body = digest_mail([p.alert for p in batch], digest_reason(held),
-                               self.config.subject_prefix)
+        reason = digest_reason(batch, budget, self.config.digest_min_alerts)
+        if reason is not None:
+            body = digest_mail([p.alert for p in batch], reason, self.config.subject_prefix)
             key = f"digest:{batch[0].seq}-{batch[-1].seq}"
             return [Message(tuple(p.seq for p in batch), body, "digest", key)]
         return [Message((p.seq,), alert_mail(p.alert, self.kibana_url,
@@ -261,9 +247,6 @@ class EmailNotifier:
                 smtp.close()
                 raise
         return smtp
-
-    def close(self) -> None:
-        pass
 
 
 def smtp_result(code: int, error: bytes | str, refused_for_good: bool) -> Result:

@@ -18,22 +18,20 @@ from __future__ import annotations
 import re
 from typing import Any, Final, Literal, Sequence
 
-import httpx
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
 from ctrail.event import Alert
-from ctrail.secrets import SecretRef, resolve_secret
-from sinks.notify.context import kibana_link, next_steps, subject, where, who
-from sinks.notify.digest import Digest, digest_reason, summarise
+from ctrail.secrets import SecretRef
+from sinks.notify.context import cut, facts, kibana_link, next_steps, subject, techniques, who
+from sinks.notify.digest import Digest, digest_reason, digest_why, summarise
 from sinks.notify.message import (
+    DigestReceiverBase,
+    HttpNotifier,
     Message,
-    Outcome,
     Pending,
-    ReceiverBase,
     Result,
-    classify,
-    post_json,
-    register_secret,
+    secret_value,
+    send_json,
 )
 from sinks.notify.report_notice import ReportNotice
 from sinks.notify.routing import alert_severity
@@ -51,21 +49,18 @@ LINE_START: Final = re.compile(r"(?m)^(\s*)([-+#>])")
 NUMBERED: Final = re.compile(r"(?m)^(\s*\d+)\.")
 
 
-class TeamsConfig(ReceiverBase):
+class TeamsConfig(DigestReceiverBase):
     """A Teams channel, by the URL of its Workflows webhook (a secret: it carries a signature)."""
 
     type: Literal["teams"] = "teams"
     webhook_url: SecretRef = Field(description="The Workflows webhook URL (a secret).")
-    digest_min_alerts: PositiveInt = Field(
-        10, description="A backlog at least this long, beyond the pace, goes as one digest.")
 
     def build(self, name: str, kibana_url: str | None) -> "TeamsNotifier":
         return TeamsNotifier(name, self, kibana_url)
 
 
 def plain(text: str, limit: int = TEXT_MAX) -> str:
-    text = text if len(text) <= limit else text[:limit - 1] + "…"
-    text = LINE_START.sub(r"\1\\\2", MARKDOWN.sub(r"\\\1", text))
+    text = LINE_START.sub(r"\1\\\2", MARKDOWN.sub(r"\\\1", cut(text, limit)))
     return NUMBERED.sub(r"\1\\.", text)
 
 
@@ -100,15 +95,13 @@ def alert_card(alert: Alert, kibana_url: str | None) -> dict[str, Any]:
     lines = [f"{plain(rule.name)} ({plain(rule.id)}), severity {severity}"]
     if rule.description:
         lines.append(plain(rule.description))
-    techniques = alert.threat.technique.id if alert.threat and alert.threat.technique else ()
-    if techniques:
-        lines.append("ATT&CK: " + ", ".join(plain(t, 20) for t in techniques))
-    facts = [("Who", who(alert) or "unknown"),
-             *((k.replace("_", " ").capitalize(), v) for k, v in where(alert).items()),
-             ("Repeated", f"{alert.alert.count}×")]
+    ids = techniques(alert)
+    if ids:
+        lines.append("ATT&CK: " + ", ".join(plain(t, 20) for t in ids))
     body = [text_block(plain(f"{severity.upper()}: {rule.name} in {subject(alert)}", 300),
                        weight="Bolder", size="Medium", color=COLOUR.get(severity, "Default")),
-            text_block("\n\n".join(lines)), fact_set(facts)]
+            text_block("\n\n".join(lines)),
+            fact_set([*facts(alert), ("Repeated", f"{alert.alert.count}×")])]
     steps = next_steps(alert)
     if steps:
         body += [text_block("What to run next", weight="Bolder"),
@@ -121,13 +114,11 @@ def alert_card(alert: Alert, kibana_url: str | None) -> dict[str, Any]:
 
 def digest_card(digest: Digest, kibana_url: str | None) -> dict[str, Any]:
     """One card for many alerts (pure)."""
-    why = ("quiet hours ended" if digest.reason == "quiet hours"
-           else "alerts arrived faster than this channel's pace")
     body = [text_block(f"{digest.count} alerts ({digest.reason} digest)", weight="Bolder",
                        size="Medium"),
             text_block(f"{digest.count} alerts ({digest.repeats} occurrences) from "
                        f"{digest.first.isoformat()} to {digest.last.isoformat()}, in one message "
-                       f"because {why}. By severity: "
+                       f"because {digest_why(digest.reason)}. By severity: "
                        + ", ".join(f"{w} {n}" for w, n in digest.severities)),
             text_block("Top rules", weight="Bolder"),
             fact_set([(f"{name} ({rid})", f"{n} alerts") for rid, name, n in digest.top_rules]),
@@ -154,22 +145,15 @@ def report_card(notice: ReportNotice) -> dict[str, Any]:
     return card_message(body, open_url("Open the report", notice.link))
 
 
-class TeamsNotifier:
+class TeamsNotifier(HttpNotifier[TeamsConfig]):
     def __init__(self, name: str, config: TeamsConfig, kibana_url: str | None) -> None:
-        self.name = name
-        self.config = config
-        self.rate_per_sec, self.burst = config.rate_per_sec, config.burst
-        self.max_digest_alerts = config.max_digest_alerts
-        self.kibana_url = kibana_url
-        self._url = resolve_secret(config.webhook_url).get_secret_value()
-        register_secret(self._url)
-        self.client = httpx.Client(timeout=config.timeout_secs)
+        super().__init__(name, config, kibana_url)
+        self._url = secret_value(config.webhook_url)
 
     def messages(self, batch: Sequence[Pending], budget: int) -> list[Message]:
-        held = any(p.digest for p in batch)
-        if held or len(batch) > max(budget, self.config.digest_min_alerts - 1):
-            body = digest_card(summarise([p.alert for p in batch], digest_reason(held)),
-                               self.kibana_url)
+        reason = digest_reason(batch, budget, self.config.digest_min_alerts)
+        if reason is not None:
+            body = digest_card(summarise([p.alert for p in batch], reason), self.kibana_url)
             return [Message(tuple(p.seq for p in batch), body, "digest")]
         return [Message((p.seq,), alert_card(p.alert, self.kibana_url), "alert",
                         p.alert.event.id, p.alert.alert.group_key) for p in batch[:budget]]
@@ -178,10 +162,4 @@ class TeamsNotifier:
         return Message((seq,), report_card(notice), "report", notice.delivery_id)
 
     def post(self, message: Message) -> Result:
-        response, error = post_json(self.client, self._url, message.body)
-        if response is None:
-            return Result(Outcome.RETRY, detail=error)
-        return classify(response.status_code, response.headers, response.text[:200])
-
-    def close(self) -> None:
-        self.client.close()
+        return send_json(self.client, self._url, message.body)

@@ -27,22 +27,21 @@ import hmac
 import time
 from typing import Any, Callable, Final, Literal, Sequence
 
-import httpx
 import orjson
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from ctrail.bus.codec import encode
 from ctrail.event import Alert
-from ctrail.secrets import SecretRef, resolve_secret
+from ctrail.secrets import SecretRef
+from sinks.notify.digest import digest_reason
 from sinks.notify.message import (
+    DigestReceiverBase,
+    HttpNotifier,
     Message,
-    Outcome,
     Pending,
-    ReceiverBase,
     Result,
-    classify,
-    post_json,
-    register_secret,
+    secret_value,
+    send_json,
 )
 
 TIMESTAMP_HEADER: Final = "X-ContainerTrail-Timestamp"
@@ -51,7 +50,7 @@ DELIVERY_HEADER: Final = "X-ContainerTrail-Delivery"
 TOLERANCE_SECS: Final = 300
 
 
-class WebhookConfig(ReceiverBase):
+class WebhookConfig(DigestReceiverBase):
     """A generic JSON receiver; `url` and `signing_secret` are both secrets (URLs carry tokens)."""
 
     type: Literal["webhook"] = "webhook"
@@ -97,23 +96,16 @@ def digest_body(receiver: str, alerts: Sequence[Alert], first_seq: int, last_seq
             "count": len(alerts), "alerts": [_doc(a) for a in alerts]}
 
 
-class WebhookNotifier:
+class WebhookNotifier(HttpNotifier[WebhookConfig]):
     def __init__(self, name: str, config: WebhookConfig,
                  clock: Callable[[], float] = time.time) -> None:
-        self.name = name
-        self.config = config
-        self.rate_per_sec, self.burst = config.rate_per_sec, config.burst
-        self.max_digest_alerts = config.max_digest_alerts
-        self._url = resolve_secret(config.url).get_secret_value()
-        self._secret = resolve_secret(config.signing_secret).get_secret_value()
-        register_secret(self._url)
-        register_secret(self._secret)
+        super().__init__(name, config)
+        self._url = secret_value(config.url)
+        self._secret = secret_value(config.signing_secret)
         self.clock = clock          # the real time: the receiver checks it against its own
-        self.client = httpx.Client(timeout=config.timeout_secs)
 
     def messages(self, batch: Sequence[Pending], budget: int) -> list[Message]:
-        if any(p.digest for p in batch) or len(batch) > max(budget,
-                                                            self.config.digest_min_alerts - 1):
+        if digest_reason(batch, budget, self.config.digest_min_alerts) is not None:
             body = digest_body(self.name, [p.alert for p in batch], batch[0].seq, batch[-1].seq)
             return [Message(tuple(p.seq for p in batch), body, "digest", body["delivery_id"])]
         return [Message((p.seq,), alert_body(self.name, p.alert), "alert",
@@ -126,10 +118,4 @@ class WebhookNotifier:
         timestamp = str(int(self.clock()))
         headers = {TIMESTAMP_HEADER: timestamp, DELIVERY_HEADER: message.key,
                    SIGNATURE_HEADER: sign(self._secret.encode(), timestamp, body)}
-        response, error = post_json(self.client, self._url, body, headers)
-        if response is None:
-            return Result(Outcome.RETRY, detail=error)
-        return classify(response.status_code, response.headers, response.text[:200])
-
-    def close(self) -> None:
-        self.client.close()
+        return send_json(self.client, self._url, body, headers)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from urllib.parse import quote
 
 from ctrail.event import Alert
-from sinks.notify.routing import cluster_of, namespace_of
+from sinks.notify.routing import alert_severity, cluster_of, namespace_of
 
 
 def who(alert: Alert) -> str | None:
@@ -31,6 +31,28 @@ def where(alert: Alert) -> dict[str, str]:
         "digest": image.hash.all[0] if image and image.hash and image.hash.all else None,
     }
     return {key: value for key, value in fields.items() if value}
+
+
+def facts(alert: Alert) -> list[tuple[str, str]]:
+    """Who, then where, labelled for a responder: ("Who", ...), ("Namespace", ...), ..."""
+    return [("Who", who(alert) or "unknown"),
+            *((key.replace("_", " ").capitalize(), value) for key, value in where(alert).items())]
+
+
+def techniques(alert: Alert) -> tuple[str, ...]:
+    """The alert's ATT&CK technique ids."""
+    return alert.threat.technique.id if alert.threat and alert.threat.technique else ()
+
+
+def headline(alert: Alert) -> str:
+    """One line for a title or summary: "[HIGH] Rule name: user in namespace/pod"."""
+    return (f"[{alert_severity(alert).word.upper()}] {alert.rule.name}: "
+            f"{who(alert) or 'unknown user'} in {subject(alert)}")
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` in at most `limit` characters, an ellipsis marking a cut."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def subject(alert: Alert) -> str:

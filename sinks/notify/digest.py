@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Sequence
 
 from ctrail.event import Alert, Severity
+from sinks.notify.message import Pending
 from sinks.notify.routing import alert_severity, namespace_of
 
 
@@ -39,5 +40,16 @@ def summarise(alerts: Sequence[Alert], reason: str, top: int = 5) -> Digest:
         reason=reason)
 
 
-def digest_reason(any_held: bool) -> str:
-    return "quiet hours" if any_held else "storm"
+def digest_reason(batch: Sequence[Pending], budget: int, digest_min_alerts: int) -> str | None:
+    """Why `batch` goes as one digest ("quiet hours" when it holds rows released after them,
+    "storm" when it is longer than the budget and `digest_min_alerts`), or None: one message
+    per alert."""
+    if any(p.digest for p in batch):
+        return "quiet hours"
+    return "storm" if len(batch) > max(budget, digest_min_alerts - 1) else None
+
+
+def digest_why(reason: str, pace_of: str = "this channel") -> str:
+    """The reason in words, for a digest's first line."""
+    return ("quiet hours ended" if reason == "quiet hours"
+            else f"alerts arrived faster than {pace_of}'s pace")

@@ -1,4 +1,5 @@
-"""What every receiver shares: the Notifier protocol, HTTP outcome classification, redaction.
+"""What every receiver shares: the Notifier protocol and base classes, HTTP outcome
+classification, secrets and redaction.
 
 A receiver (Slack, PagerDuty, webhook) is two halves, as STYLE.md's functional core asks:
 `messages()` plans the requests for a batch of pending rows (pure), and `post()` sends one
@@ -15,13 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Any, Final, Mapping, Protocol, Sequence
+from typing import Any, Callable, Final, Generic, Mapping, Protocol, Sequence, TypeVar
 
 import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
 from ctrail.event import Alert
+from ctrail.secrets import SecretRef, resolve_secret
 
 
 class Outcome(StrEnum):
@@ -86,6 +88,51 @@ class ReceiverBase(BaseModel):
         1000, description="The most alerts one digest (or one batch of rows) covers.")
 
 
+class DigestReceiverBase(ReceiverBase):
+    """A receiver that sends a backlog beyond its pace as one digest (Slack, Teams, email,
+    webhook)."""
+
+    digest_min_alerts: PositiveInt = Field(
+        10, description="A backlog at least this long, beyond the pace, goes as one digest.")
+
+
+ConfigT = TypeVar("ConfigT", bound=ReceiverBase)
+
+
+class NotifierBase(Generic[ConfigT]):
+    """What every receiver keeps from its config: its name, pace and the Kibana URL."""
+
+    def __init__(self, name: str, config: ConfigT, kibana_url: str | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.rate_per_sec, self.burst = config.rate_per_sec, config.burst
+        self.max_digest_alerts = config.max_digest_alerts
+        self.kibana_url = kibana_url
+
+    def close(self) -> None:
+        pass
+
+
+class HttpNotifier(NotifierBase[ConfigT]):
+    """A receiver reached over HTTP: one client, with the config's timeout."""
+
+    def __init__(self, name: str, config: ConfigT, kibana_url: str | None = None) -> None:
+        super().__init__(name, config, kibana_url)
+        self.client = httpx.Client(timeout=config.timeout_secs)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def by_group(batch: Sequence[Pending], budget: int) -> list[tuple[str, list[Pending]]]:
+    """The pending rows by alert group (first come, first listed), at most `budget` groups: one
+    request per group for receivers that keep one incident per group."""
+    groups: dict[str, list[Pending]] = {}
+    for pending in batch:
+        groups.setdefault(pending.alert.alert.group_key, []).append(pending)
+    return list(groups.items())[:budget]
+
+
 # Which non-2xx answers mean "this message is bad" rather than "try later". Everything else
 # (401/403/404: a revoked webhook or token; 429; 5xx) is retried, with the breaker opening, so
 # alerts wait in the outbox while someone fixes the receiver instead of being thrown away.
@@ -116,6 +163,17 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - now).total_seconds())
 
 
+def send_json(client: httpx.Client, url: str, body: bytes | dict[str, Any],
+              headers: Mapping[str, str] | None = None,
+              explain: Callable[[httpx.Response], str] = lambda r: r.text[:200]) -> Result:
+    """POST and classify the answer; `explain` says what went wrong from a non-2xx answer
+    (the API's own reasons where it lists them)."""
+    response, error = post_json(client, url, body, headers)
+    if response is None:
+        return Result(Outcome.RETRY, detail=error)
+    return classify(response.status_code, response.headers, explain(response))
+
+
 def post_json(client: httpx.Client, url: str, body: bytes | dict[str, Any],
               headers: Mapping[str, str] | None = None) -> tuple[httpx.Response | None, str]:
     """POST; (response, "") or (None, redacted error) on a network failure."""
@@ -142,6 +200,13 @@ def register_secret(value: str) -> None:
     if value:
         with _LOCK:
             _SECRETS.add(value)
+
+
+def secret_value(ref: SecretRef) -> str:
+    """The secret's value, registered for redaction before any request can carry it."""
+    value = resolve_secret(ref).get_secret_value()
+    register_secret(value)
+    return value
 
 
 def redact(text: str) -> str:
