@@ -84,6 +84,15 @@ def wait_stored(wanted: set[str], data_dir: Path, proc: subprocess.Popen[str],
                              f"ctrail run said: {err[-4000:]}") from None
 
 
+def kill_9(proc: subprocess.Popen[str]) -> None:
+    """kill -9 of ctrail run, waited for; its stderr is not read to its end, since the orphaned
+    intake process keeps it open for a few seconds more (on a loaded machine, longer)."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.stderr is not None
+    proc.stderr.close()
+
+
 def start(config: Path, data_dir: Path) -> subprocess.Popen[str]:
     exe = Path(sys.executable).with_name("ctrail")
     return subprocess.Popen([str(exe), "run", "--config", str(config), "--data-dir",
@@ -153,8 +162,7 @@ ops: {{port: {ops_port}, token: {{env: DISK_TOKEN}}}}
                   f"webhook answered 200 again {recovered:.1f} s after space returned, "
                   f"everything stored {drained:.1f} s after")
         finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate(timeout=30)
+            kill_9(proc)
         for segment in (data_dir / "bus").glob("*/*.log"):
             data = segment.read_bytes()
             assert scan_valid_end(data) == len(data), f"torn record in {segment}"

@@ -19,7 +19,7 @@ from pathlib import Path
 from ctrail.bus import RAW
 from ctrail.bus.codec import RawEntry
 from ctrail.bus.local import read_topic_files
-from tests.e2e.test_disk_full import EVENT
+from tests.e2e.test_disk_full import EVENT, kill_9
 from tests.e2e.test_run import REPO
 from tests.waiting import wait_for
 
@@ -105,8 +105,7 @@ sources:
     try:
         wait_all_stored(write, data_dir, proc)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
+        kill_9(proc)
 
     # While it is down: the audit log rotated twice (the first rotation gzipped), the
     # container log once; each rotated file has lines that were never read.
