@@ -380,29 +380,48 @@ def test_a_receiver_circuit_open_longer_than_its_limit_raises_ct_ops_004(
 
 # ── Routed like any alert ──────────────────────────────────────────────────────────────────
 
-def test_the_pipeline_publishes_its_own_alerts_to_the_store(tmp_path: Path) -> None:
+def _watched_file_pipeline(tmp_path: Path, watch: dict[str, Any]) -> tuple[Path, Pipeline]:
+    """A process and store pipeline whose one source, audit-file, is an empty audit log."""
     log = tmp_path / "audit.log"
     log.write_text("")
     settings = Settings(data_dir=tmp_path / "data",  # type: ignore[arg-type]
                         sources={"audit-file": {"type": "file", "path": str(log),
                                                 "format": "k8s-audit"}},
-                        watch={"interval_secs": 0.1, "silence": {"quiet_secs": 1}})
-    pipeline = Pipeline(settings, ("process", "store"))
-    try:
-        from tests.hunt_replay import exec_into
-        producer = pipeline.bus.producer()
-        now = datetime.now(timezone.utc)
-        entry = RawEntry("k8s-audit", "audit-file", f"{log}:1", now,
-                         orjson.dumps(exec_into(0, "alice@example.com", "web-0")))
+                        watch=watch)
+    return log, Pipeline(settings, ("process", "store"))
+
+
+def _read_and_start(pipeline: Pipeline, log: Path, records: list[bytes]) -> None:
+    """`records` as the file source's lines 1, 2, ... processed; then the stages (and the
+    watch thread) run."""
+    producer = pipeline.bus.producer()
+    now = datetime.now(timezone.utc)
+    for n, data in enumerate(records):
+        entry = RawEntry("k8s-audit", "audit-file", f"{log}:{n + 1}", now, data)
         producer.send(RAW, key=entry.key, value=entry.encode())
-        producer.flush()
-        pipeline.drain()
-        pipeline.start()                                 # the watch thread runs now
-        store = pipeline.context.store()
-        deadline = now + timedelta(seconds=20)
-        while not (found := store.search('rule.id:"CT-OPS-001"', "alerts", None, None, 10)):
-            assert datetime.now(timezone.utc) < deadline, "no CT-OPS-001 was stored"
-            threading.Event().wait(0.1)
+    producer.flush()
+    pipeline.drain()
+    pipeline.start()
+
+
+def _stored_alerts(pipeline: Pipeline, rule_id: str) -> list[dict[str, Any]]:
+    """The alerts of `rule_id` in the pipeline's store, once there are any (20 s at most)."""
+    store = pipeline.context.store()
+    deadline = datetime.now(timezone.utc) + timedelta(seconds=20)
+    while not (found := store.search(f'rule.id:"{rule_id}"', "alerts", None, None, 10)):
+        assert datetime.now(timezone.utc) < deadline, f"no {rule_id} was stored"
+        threading.Event().wait(0.1)
+    return found
+
+
+def test_the_pipeline_publishes_its_own_alerts_to_the_store(tmp_path: Path) -> None:
+    from tests.hunt_replay import exec_into
+
+    log, pipeline = _watched_file_pipeline(tmp_path, {"interval_secs": 0.1,
+                                                      "silence": {"quiet_secs": 1}})
+    try:
+        _read_and_start(pipeline, log, [orjson.dumps(exec_into(0, "alice@example.com", "web-0"))])
+        found = _stored_alerts(pipeline, "CT-OPS-001")
         assert found[0]["alert"]["group_key"] == "CT-OPS-001|audit-file|arrival"
         assert pipeline.telemetry.silent() == {"audit-file": {"arrival": True, "event": False}}
     finally:
@@ -413,29 +432,14 @@ def test_a_source_whose_records_do_not_parse_raises_ct_ops_002_through_the_pipel
         tmp_path: Path) -> None:
     from tests.hunt_replay import exec_into
 
-    log = tmp_path / "audit.log"
-    log.write_text("")
-    settings = Settings(data_dir=tmp_path / "data",  # type: ignore[arg-type]
-                        sources={"audit-file": {"type": "file", "path": str(log),
-                                                "format": "k8s-audit"}},
-                        watch={"interval_secs": 0.1, "dead_letters": {"min_records": 10}})
-    pipeline = Pipeline(settings, ("process", "store"))
+    log, pipeline = _watched_file_pipeline(tmp_path, {"interval_secs": 0.1,
+                                                      "dead_letters": {"min_records": 10}})
     try:
-        producer = pipeline.bus.producer()
-        now = datetime.now(timezone.utc)
-        for n in range(12):                  # a third of them are not audit events at all
-            data = b"<html>502 Bad Gateway</html>" if n % 3 == 0 else orjson.dumps(
-                exec_into(n, "alice@example.com", f"web-{n}"))
-            entry = RawEntry("k8s-audit", "audit-file", f"{log}:{n + 1}", now, data)
-            producer.send(RAW, key=entry.key, value=entry.encode())
-        producer.flush()
-        pipeline.drain()
-        pipeline.start()
-        store = pipeline.context.store()
-        deadline = now + timedelta(seconds=20)
-        while not (found := store.search('rule.id:"CT-OPS-002"', "alerts", None, None, 10)):
-            assert datetime.now(timezone.utc) < deadline, "no CT-OPS-002 was stored"
-            threading.Event().wait(0.1)
+        # a third of them are not audit events at all
+        _read_and_start(pipeline, log, [
+            b"<html>502 Bad Gateway</html>" if n % 3 == 0 else orjson.dumps(
+                exec_into(n, "alice@example.com", f"web-{n}")) for n in range(12)])
+        found = _stored_alerts(pipeline, "CT-OPS-002")
         assert found[0]["alert"]["group_key"] == "CT-OPS-002|audit-file"
         assert "4 of 12 records" in found[0]["message"]
     finally:
