@@ -9,38 +9,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-import apscheduler.executors.base
-import apscheduler.schedulers.base
 import pytest
 from apscheduler.executors.debug import DebugExecutor
 
 from ctrail.runtime.scheduler import Scheduler
 from ctrail.settings import Settings
-
-MONDAY_5AM = datetime(2026, 1, 5, 5, 0, tzinfo=timezone.utc)
-
-
-class SimulatedClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.scheduler_time import SimulatedClock, simulated_scheduler_time
 
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> SimulatedClock:
-    """APScheduler reads datetime.now() in the scheduler and the executor: both see this."""
-    sim = SimulatedClock(MONDAY_5AM)
-
-    class SimulatedDatetime(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
-            return sim.now.astimezone(tz) if tz else sim.now.replace(tzinfo=None)
-
-    monkeypatch.setattr(apscheduler.schedulers.base, "datetime", SimulatedDatetime)
-    monkeypatch.setattr(apscheduler.executors.base, "datetime", SimulatedDatetime)
-    return sim
+    return simulated_scheduler_time(monkeypatch)
 
 
 @pytest.fixture

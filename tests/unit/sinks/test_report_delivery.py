@@ -8,10 +8,8 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
-import apscheduler.executors.base
-import apscheduler.schedulers.base
 import pytest
 from apscheduler.executors.debug import DebugExecutor
 
@@ -25,8 +23,8 @@ from sinks.notify.report_notice import enqueue_report
 from sinks.notify.service import NotifyService
 from smtp_server import SmtpServer, parts
 from test_outbox import START, Clock
+from tests.scheduler_time import SimulatedClock, simulated_scheduler_time
 
-MONDAY_5AM = datetime(2026, 1, 5, 5, 0, tzinfo=timezone.utc)
 LINK = "https://reports.example.com/weekly"
 
 
@@ -53,28 +51,10 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     slack.close()
 
 
-class SchedulerClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
-def when(monkeypatch: pytest.MonkeyPatch) -> SchedulerClock:
-    """The scheduler's time: APScheduler reads datetime.now() in the scheduler and the
-    executor (as tests/unit/reports/test_scheduler.py does), and so does our Scheduler."""
-    sim = SchedulerClock(MONDAY_5AM)
-
-    class SimulatedDatetime(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
-            return sim.now.astimezone(tz) if tz else sim.now.replace(tzinfo=None)
-
-    monkeypatch.setattr(apscheduler.schedulers.base, "datetime", SimulatedDatetime)
-    monkeypatch.setattr(apscheduler.executors.base, "datetime", SimulatedDatetime)
-    return sim
+def when(monkeypatch: pytest.MonkeyPatch) -> SimulatedClock:
+    """The scheduler's time (the notify side keeps its own Clock)."""
+    return simulated_scheduler_time(monkeypatch)
 
 
 def deliver(service: NotifyService, clock: Clock, secs: float) -> None:
