@@ -12,7 +12,7 @@ come), so absence windows (`lt`, `lte`, `eq`) that were still open are decided t
 
 Same results as streaming: alert ids come from the rule, the group and the event that opened or
 began the window, and alert times from event time, so streaming ingest of a data set and a hunt
-over the stored copy give the same alerts (tests/integration/test_hunt_correlation.py). Where
+over the stored copy give the same alerts (tests/integration/test_hunt_correlation_elasticsearch.py). Where
 they can differ, streaming is the one that lost information: an event that arrived later than
 `late_events_secs` behind the newest was dropped by the stream (counted in late_dropped), and
 the hunt, reading in event-time order, counts it. Suppression, which folds repeats of an alert

@@ -2,7 +2,7 @@
 real pipeline (ctrail.raw -> process -> correlate -> store, as `ctrail ingest` runs it) and then
 hunted over the stored copy (detectors.hunt_correlation). Used on the embedded store
 (tests/unit/detectors/test_hunt_correlation.py) and on the real Elasticsearch
-(tests/integration/test_hunt_correlation.py).
+(tests/integration/test_hunt_correlation_elasticsearch.py).
 
 The records, raw audit lines and Harbor webhooks, arrive in the order a collector would take
 them in, not sorted: a few arrive out of order (within the late allowance), so the stream's
