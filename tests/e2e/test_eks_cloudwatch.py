@@ -14,11 +14,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from collector.sources.cloudwatch_logs import CloudWatchLogsConfig, CloudWatchLogsSource
 from ctrail.components import RawRecord
@@ -31,21 +30,12 @@ KEYS = {"TEST_AWS_KEY_ID": "AKIDEKSAUDIT", "TEST_AWS_SECRET": "eks-audit-secret"
 CLOCK = itertools.count(int(time.time() * 1000))
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def cluster(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
+def cluster(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
     """A fresh EKS log group with two audit streams and the authenticator's stream."""
     for name, value in KEYS.items():
         monkeypatch.setenv(name, value)
-    logs = boto3.client("logs", endpoint_url=endpoint, region_name="eu-west-1",
+    logs = boto3.client("logs", endpoint_url=moto_endpoint, region_name="eu-west-1",
                         aws_access_key_id=KEYS["TEST_AWS_KEY_ID"],
                         aws_secret_access_key=KEYS["TEST_AWS_SECRET"])
     group = GROUP_OF.format(f"prod-{uuid.uuid4().hex[:8]}")
@@ -98,13 +88,13 @@ def ids(records: list[RawRecord]) -> list[str]:
 
 
 def test_audit_streams_are_read_resumed_after_restart_and_never_twice(
-        endpoint: str, cluster: tuple[str, Any], tmp_path: Path) -> None:
+        moto_endpoint: str, cluster: tuple[str, Any], tmp_path: Path) -> None:
     group, logs = cluster
     first = [audit_line(f"a-{i}") for i in range(1500)]          # more than one page
     put(logs, group, "kube-apiserver-audit-0a1b", first)
     put(logs, group, "kube-apiserver-audit-9f8e", [audit_line("b-0")])
     put(logs, group, "authenticator-77", ["time=... msg=access granted"])
-    src = source(endpoint, group, tmp_path)
+    src = source(moto_endpoint, group, tmp_path)
     records = drain(src)
     assert sorted(ids(records)) == sorted([f"a-{i}" for i in range(1500)] + ["b-0"])
     by_stream = [r for r in records if r.stream == "kube-apiserver-audit-0a1b"]
@@ -113,17 +103,17 @@ def test_audit_streams_are_read_resumed_after_restart_and_never_twice(
 
     put(logs, group, "kube-apiserver-audit-0a1b", [audit_line("a-1500")])
     put(logs, group, "kube-apiserver-audit-9f8e", [audit_line("b-1"), audit_line("b-2")])
-    restarted = source(endpoint, group, tmp_path)
+    restarted = source(moto_endpoint, group, tmp_path)
     assert sorted(ids(drain(restarted))) == ["a-1500", "b-1", "b-2"]
     restarted.close()
-    assert drain(source(endpoint, group, tmp_path)) == []          # nothing twice
+    assert drain(source(moto_endpoint, group, tmp_path)) == []     # nothing twice
 
 
 def test_a_batch_not_committed_is_read_again_and_a_restart_mid_page_resumes_there(
-        endpoint: str, cluster: tuple[str, Any], tmp_path: Path) -> None:
+        moto_endpoint: str, cluster: tuple[str, Any], tmp_path: Path) -> None:
     group, logs = cluster
     put(logs, group, "kube-apiserver-audit-0a1b", [audit_line(f"c-{i}") for i in range(30)])
-    src = source(endpoint, group, tmp_path)
+    src = source(moto_endpoint, group, tmp_path)
     batch = wait_read(src, 10)
     assert ids(batch) == [f"c-{i}" for i in range(10)]
     again = src.read(10)                              # not committed: the same records again
@@ -131,7 +121,7 @@ def test_a_batch_not_committed_is_read_again_and_a_restart_mid_page_resumes_ther
     src.commit(again)
     src.close()
     # A restart within the page: the committed 10 are skipped, the other 20 come.
-    restarted = source(endpoint, group, tmp_path)
+    restarted = source(moto_endpoint, group, tmp_path)
     assert ids(drain(restarted)) == [f"c-{i}" for i in range(10, 30)]
 
 
@@ -145,14 +135,14 @@ def wait_read(src: CloudWatchLogsSource, n: int) -> list[RawRecord]:
 
 
 def test_a_missing_log_group_is_retried_not_fatal(
-        endpoint: str, cluster: tuple[str, Any], tmp_path: Path,
+        moto_endpoint: str, cluster: tuple[str, Any], tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
-    src = source(endpoint, GROUP_OF.format("not-yet"), tmp_path)
+    src = source(moto_endpoint, GROUP_OF.format("not-yet"), tmp_path)
     assert drain(src, idle_reads=2) == []
     assert "Cannot list the CloudWatch log streams; retrying." in caplog.text
 
 
-def test_ctrail_run_stores_what_eks_wrote(endpoint: str, cluster: tuple[str, Any],
+def test_ctrail_run_stores_what_eks_wrote(moto_endpoint: str, cluster: tuple[str, Any],
                                           tmp_path: Path) -> None:
     group, logs = cluster
     put(logs, group, "kube-apiserver-audit-0a1b",
@@ -164,7 +154,7 @@ sources:
     type: cloudwatch_logs
     log_group: {group}
     region: eu-west-1
-    endpoint_url: {endpoint}
+    endpoint_url: {moto_endpoint}
     access_key_id: {{env: TEST_AWS_KEY_ID}}
     secret_access_key: {{env: TEST_AWS_SECRET}}
     poll_interval_secs: 0.2

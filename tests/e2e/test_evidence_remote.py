@@ -9,13 +9,12 @@ import shutil
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from moto.server import ThreadedMotoServer
 
 from ctrail.errors import Unavailable
 from ctrail.settings import load_settings
@@ -26,21 +25,12 @@ SAMPLES = sorted((REPO / "samples/k8s-audit").glob("*.json"))[:10]    # a few se
 HOLD = '[{name: case-42, from: "2018-10-01T00:00:00Z", to: "2018-11-01T00:00:00Z"}]'
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
+def bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
     monkeypatch.setenv("TEST_S3_KEY_ID", "AKIDEVIDENCE")
     monkeypatch.setenv("TEST_S3_SECRET", "evidence-secret")
     name = f"evidence-{uuid.uuid4().hex[:12]}"
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
                       aws_access_key_id="AKIDEVIDENCE", aws_secret_access_key="evidence-secret")
     s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
     return name, s3
@@ -85,8 +75,8 @@ def remote_of(config: Path, data_dir: Path) -> RemoteArchive:
 
 
 @pytest.fixture
-def uploaded(ctrail, tmp_path, tmp_data_dir, s3_endpoint, bucket) -> Path:  # type: ignore[no-untyped-def]
-    config = write_config(tmp_path, s3_endpoint, bucket[0])
+def uploaded(ctrail, tmp_path, tmp_data_dir, moto_endpoint, bucket) -> Path:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path, moto_endpoint, bucket[0])
     result = ctrail("ingest", "--config", str(config), "--source", "k8s-audit", *map(str, SAMPLES))
     assert result.status == 0, result.err
     scheduled_pass(config, tmp_data_dir)
@@ -170,17 +160,17 @@ def test_verify_remote_names_a_changed_remote_object(ctrail, uploaded, bucket) -
     assert named == {key, manifest}
 
 
-def test_lifting_a_legal_hold_is_mirrored(ctrail, uploaded, bucket, tmp_path, s3_endpoint,  # type: ignore[no-untyped-def]
+def test_lifting_a_legal_hold_is_mirrored(ctrail, uploaded, bucket, tmp_path, moto_endpoint,  # type: ignore[no-untyped-def]
                                           tmp_data_dir) -> None:
     name, s3 = bucket
-    lifted = write_config(tmp_path, s3_endpoint, name, holds="[]")
+    lifted = write_config(tmp_path, moto_endpoint, name, holds="[]")
     result = remote_of(lifted, tmp_data_dir).sync(())
     assert result.uploaded == [] and result.holds_changed
     head = s3.head_object(Bucket=name, Key="prod/evidence/segments/00000001.jsonl.gz")
     assert head["ObjectLockLegalHoldStatus"] == "OFF"
     assert ctrail("evidence", "verify", "--remote", "--config", str(lifted)).status == 0
     # Checked against a config that still holds them, the lifted holds are named.
-    held = write_config(tmp_path, s3_endpoint, name)
+    held = write_config(tmp_path, moto_endpoint, name)
     result = ctrail("evidence", "verify", "--remote", "--config", str(held))
     assert result.status == 1 and "REMOTE_HOLD: segment 1: " in result.out
     assert "legal hold OFF, our legal holds say ON" in result.out
@@ -202,11 +192,11 @@ def test_an_unreachable_bucket_is_retried_after_a_backoff(uploaded, tmp_data_dir
     assert remote.sync(()).uploaded == [] and "failures" not in remote.state
 
 
-def test_timestamp_tokens_travel_through_the_bucket(ctrail, tmp_path, tmp_data_dir, s3_endpoint,  # type: ignore[no-untyped-def]
+def test_timestamp_tokens_travel_through_the_bucket(ctrail, tmp_path, tmp_data_dir, moto_endpoint,  # type: ignore[no-untyped-def]
                                                      bucket) -> None:
     from tests.services.tsa import LoopbackTsa
     tsa = LoopbackTsa(tmp_path / "tsa")
-    config = write_config(tmp_path, s3_endpoint, bucket[0])
+    config = write_config(tmp_path, moto_endpoint, bucket[0])
     config.write_text(config.read_text().replace("  remote:\n", f"""  timestamp:
     url: {tsa.start()}
     ca_file: {tsa.ca_file}
@@ -232,7 +222,7 @@ def test_timestamp_tokens_travel_through_the_bucket(ctrail, tmp_path, tmp_data_d
     assert sorted(p.name for p in (archive / "manifests").glob("*.tst")) == tokens
 
 
-def test_every_object_can_go_up_in_parts(ctrail, uploaded, bucket, tmp_path, s3_endpoint,  # type: ignore[no-untyped-def]
+def test_every_object_can_go_up_in_parts(ctrail, uploaded, bucket, tmp_path, moto_endpoint,  # type: ignore[no-untyped-def]
                                          tmp_data_dir, monkeypatch) -> None:
     """The multipart path end to end (one part each: S3 allows a small last part): locked,
     held and verified like a single PUT."""
@@ -240,7 +230,7 @@ def test_every_object_can_go_up_in_parts(ctrail, uploaded, bucket, tmp_path, s3_
     monkeypatch.setattr(multipart, "MULTIPART_ABOVE", 0)
     other = f"{bucket[0]}-parts"
     bucket[1].create_bucket(Bucket=other, ObjectLockEnabledForBucket=True)
-    config = write_config(tmp_path, s3_endpoint, other)
+    config = write_config(tmp_path, moto_endpoint, other)
     (tmp_data_dir / "evidence" / STATE_FILE).unlink()
     result = remote_of(config, tmp_data_dir).sync(load_settings(config).evidence.legal_holds)  # type: ignore[union-attr]
     assert len(result.uploaded) > 4
