@@ -16,8 +16,6 @@ from typing import Any, Iterator
 
 import orjson
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from collector.sources.fluent_forward import FluentForwardConfig, ForwardSource
 from ctrail.audit.spool import DRAINING, SPOOL
@@ -25,6 +23,7 @@ from ctrail.audit.trail import audit_event
 from ctrail.bus.codec import encode
 from ctrail.settings import Settings
 from detectors import PACKAGED_RULES
+from tests.signing_key import write_signing_key
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,8 +86,7 @@ def test_searches_alert_queries_hunts_and_timelines_are_recorded_with_user_and_d
 @pytest.fixture
 def evidence_config(tmp_path: Path) -> Path:
     key = tmp_path / "signing.pem"
-    key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    write_signing_key(key)
     path = tmp_path / "ctrail.yaml"
     # The 2018 samples are far past 400 days: expiry deletes them, except what the hold keeps.
     path.write_text(f"""evidence:

@@ -11,8 +11,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from tests.signing_key import write_signing_key
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((REPO / "samples/k8s-audit").glob("*.json"))
@@ -22,8 +22,7 @@ RANGE = ("--from", "2018-10-01T00:00:00Z", "--to", "2018-11-01T00:00:00Z")
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     key = tmp_path / "signing.pem"
-    key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    write_signing_key(key)
     path = tmp_path / "ctrail.yaml"
     # The samples are from 2018: their hours ended long ago, so each batch seals at once.
     path.write_text(f"evidence:\n  signing_key: {{file: {key}}}\n  seal_after_secs: 0\n")

@@ -13,12 +13,11 @@ from typing import Any
 
 import boto3
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from ctrail.errors import Unavailable
 from ctrail.settings import load_settings
 from sinks.evidence.remote import STATE_FILE, RemoteArchive
+from tests.signing_key import write_signing_key
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((REPO / "samples/k8s-audit").glob("*.json"))[:10]    # a few segments suffice
@@ -39,8 +38,7 @@ def bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, An
 def write_config(tmp_path: Path, endpoint: str, bucket: str, holds: str = HOLD) -> Path:
     key = tmp_path / "signing.pem"
     if not key.exists():
-        key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-            Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+        write_signing_key(key)
     path = tmp_path / "ctrail.yaml"
     path.write_text(f"""evidence:
   signing_key: {{file: {key}}}

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from ctrail.errors import Unavailable
 from ctrail.settings import load_settings
@@ -23,6 +21,7 @@ from sinks.evidence.archive import EvidenceArchive
 from sinks.evidence.timestamp import Stamper
 from sinks.evidence.verify import TsaTrust, manifest_hash, token_problem
 from tests.services.tsa import LoopbackTsa
+from tests.signing_key import write_signing_key
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((REPO / "samples/k8s-audit").glob("*.json"))[:6]
@@ -51,8 +50,7 @@ def tsa_url(tsas: dict[str, LoopbackTsa]) -> Iterator[str]:
 
 def write_config(tmp_path: Path, url: str, tsa: LoopbackTsa, pin: bool = True) -> Path:
     key = tmp_path / "signing.pem"
-    key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    write_signing_key(key)
     path = tmp_path / "ctrail.yaml"
     pinned = f"\n    tsa_cert: {tsa.cert_file}" if pin else ""
     path.write_text(f"""evidence:

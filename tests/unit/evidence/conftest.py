@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from evidence_support import T0, Clock
 from sinks.evidence import EvidenceConfig
 from sinks.evidence.archive import EvidenceArchive
+from tests.signing_key import write_signing_key
 
 
 @pytest.fixture
@@ -22,8 +21,7 @@ def clock() -> Clock:
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "signing.pem"
-    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    write_signing_key(path)
     return path
 
 

@@ -9,8 +9,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from evidence_support import T0, make_event
 from sinks.evidence import EvidenceConfig
@@ -19,12 +17,7 @@ from sinks.evidence.chain import Chain, Signer
 from sinks.evidence.keys import trusted_key
 from sinks.evidence.open_segment import check_open
 from sinks.evidence.verify import Result, key_fingerprint, manifest_hash, verify
-
-
-def new_key_file(path: Path) -> Path:
-    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-    return path
+from tests.signing_key import write_signing_key
 
 
 def resign(root: Path, signer: Signer | None) -> None:
@@ -72,7 +65,7 @@ def trusted_findings(config: EvidenceConfig, root: Path) -> set[str]:
 
 
 def test_a_re_signed_archive_fails_against_the_configured_key(sealed, key_file, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    resign(sealed, Signer(config_of(new_key_file(tmp_path / "evil.pem")).signing_key))  # type: ignore[arg-type]
+    resign(sealed, Signer(config_of(write_signing_key(tmp_path / "evil.pem")).signing_key))  # type: ignore[arg-type]
     assert verify(sealed, trusted_key(EvidenceConfig(), sealed, None).key).ok   # self-consistent
     assert trusted_findings(config_of(key_file), sealed) == {"bad_signature"}
 
@@ -89,7 +82,7 @@ def test_a_pinned_public_key_is_trusted_over_the_one_beside_the_archive(sealed, 
     pinned.write_bytes((sealed / "public_key.pem").read_bytes())
     config = EvidenceConfig.model_validate({"public_key": str(pinned)})
     assert trusted_findings(config, sealed) == set()
-    resign(sealed, Signer(config_of(new_key_file(tmp_path / "evil.pem")).signing_key))  # type: ignore[arg-type]
+    resign(sealed, Signer(config_of(write_signing_key(tmp_path / "evil.pem")).signing_key))  # type: ignore[arg-type]
     assert trusted_findings(config, sealed) == {"bad_signature"}
 
 
@@ -98,7 +91,7 @@ def test_a_fingerprint_pin_refuses_a_replaced_key_file(sealed, tmp_path) -> None
     genuine = key_fingerprint(load_public_key((sealed / "public_key.pem").read_bytes()))
     config = EvidenceConfig.model_validate({"public_key_sha256": genuine})
     assert trusted_findings(config, sealed) == set()
-    resign(sealed, Signer(config_of(new_key_file(tmp_path / "evil.pem")).signing_key))  # type: ignore[arg-type]
+    resign(sealed, Signer(config_of(write_signing_key(tmp_path / "evil.pem")).signing_key))  # type: ignore[arg-type]
     trusted = trusted_key(config, sealed, None)
     assert trusted.problem is not None and trusted.problem.kind == "key_untrusted"
     assert genuine in str(trusted.problem)
@@ -222,7 +215,7 @@ def test_a_crash_between_record_and_chain_cuts_the_unacknowledged_record(open_ar
 def test_a_signing_key_that_is_not_the_pinned_key_stops_the_start(tmp_path, key_file) -> None:  # type: ignore[no-untyped-def]
     from ctrail.errors import ConfigError
     other = tmp_path / "other.pub"
-    other_key = Signer(config_of(new_key_file(tmp_path / "x.pem")).signing_key)  # type: ignore[arg-type]
+    other_key = Signer(config_of(write_signing_key(tmp_path / "x.pem")).signing_key)  # type: ignore[arg-type]
     other.write_bytes(other_key.public_pem)
     with pytest.raises(ConfigError, match="not the pinned evidence.public_key"):
         EvidenceArchive(config_of(key_file, public_key=str(other)), tmp_path / "evidence")
