@@ -76,6 +76,34 @@ def outbox_counts(data_dir: Path) -> dict[str, int]:
         db.close()
 
 
+def run_config(tmp_path: Path, audit_log: Path, receivers: str, ops_port: int) -> Path:
+    """ctrail.yaml: the audit log as the one source, `receivers` (YAML entries of
+    notify.receivers, indented four spaces), retries fast enough for a test, and /metrics."""
+    entries = receivers.strip("\n")
+    config = tmp_path / "ctrail.yaml"
+    config.write_text(f"""
+sources:
+  apiserver-log: {{type: k8s_audit_file, path: {audit_log}, poll_interval_secs: 0.1}}
+notify:
+  receivers:
+{entries}
+  delivery: {{initial_backoff_secs: 0.2, max_backoff_secs: 1, breaker_reset_secs: 1,
+             poll_interval_secs: 0.2}}
+ops: {{port: {ops_port}, token: {{env: E2E_OPS_TOKEN}}}}
+""")
+    return config
+
+
+def assert_no_secret_written(secrets: list[str], logs: list[Path], data_dir: Path) -> None:
+    """The outage was logged (in the first run's log), without a secret: in no log line and
+    in no file of the data directory."""
+    texts = [path.read_bytes() for path in logs]
+    texts += [path.read_bytes() for path in data_dir.rglob("*") if path.is_file()]
+    assert "Delivery failed" in logs[0].read_text()
+    for secret in secrets:
+        assert not any(secret.encode() in text for text in texts), secret
+
+
 def test_kill_9_with_undelivered_alerts_delivers_them_once_after_restart(tmp_path: Path) -> None:
     down = lambda _now: (503, {})  # noqa: E731
     slack, pd, hook = SlackReceiver(fault=down), PagerDutyReceiver(fault=down), \
@@ -83,19 +111,11 @@ def test_kill_9_with_undelivered_alerts_delivers_them_once_after_restart(tmp_pat
     audit_log, data_dir, ops_port = tmp_path / "audit.log", tmp_path / "data", free_port()
     alerts = 12
     audit_log.write_text("".join(exec_event(i) + "\n" for i in range(alerts)))
-    config = tmp_path / "ctrail.yaml"
-    config.write_text(f"""
-sources:
-  apiserver-log: {{type: k8s_audit_file, path: {audit_log}, poll_interval_secs: 0.1}}
-notify:
-  receivers:
+    config = run_config(tmp_path, audit_log, f"""
     chat: {{type: slack, webhook_url: {{env: E2E_SLACK_URL}}}}
     oncall: {{type: pagerduty, routing_key: {{env: E2E_PD_KEY}}, url: "{pd.base}/v2/enqueue"}}
     siem: {{type: webhook, url: {{env: E2E_HOOK_URL}}, signing_secret: {{env: E2E_HOOK_SECRET}}}}
-  delivery: {{initial_backoff_secs: 0.2, max_backoff_secs: 1, breaker_reset_secs: 1,
-             poll_interval_secs: 0.2}}
-ops: {{port: {ops_port}, token: {{env: E2E_OPS_TOKEN}}}}
-""")
+""", ops_port)
     env = {**os.environ, "E2E_SLACK_URL": slack.base + SLACK_PATH, "E2E_PD_KEY": pd.routing_key,
            "E2E_HOOK_URL": f"{hook.base}/in?token={HOOK_TOKEN}",
            "E2E_HOOK_SECRET": hook.secret.decode(), "E2E_OPS_TOKEN": "ops-token-1"}
@@ -139,9 +159,5 @@ ops: {{port: {ops_port}, token: {{env: E2E_OPS_TOKEN}}}}
     assert slack.alerts_covered() == alerts
     assert pd.created == len(PODS)
     assert not (slack.problems or pd.problems or hook.problems)
-    secrets = [SLACK_PATH.rsplit("/", 1)[1], pd.routing_key, HOOK_TOKEN, hook.secret.decode()]
-    texts = [path.read_bytes() for path in logs]
-    texts += [path.read_bytes() for path in data_dir.rglob("*") if path.is_file()]
-    assert "Delivery failed" in logs[0].read_text()              # the outage was logged...
-    for secret in secrets:                                        # ...without a secret
-        assert not any(secret.encode() in text for text in texts), secret
+    assert_no_secret_written([SLACK_PATH.rsplit("/", 1)[1], pd.routing_key, HOOK_TOKEN,
+                              hook.secret.decode()], logs, data_dir)
