@@ -104,6 +104,17 @@ def unavailable(config: KafkaBusConfig, what: str) -> Iterator[None]:
                           f"{_describe(exc)}") from None
 
 
+def seek_to_committed(consumer: KafkaConsumer) -> None:
+    """Back to the committed offset of each partition the consumer holds (the beginning of one
+    with none), so records polled but not committed are read again."""
+    for tp in consumer.assignment():
+        committed = consumer.committed(tp)
+        if committed is None:
+            consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, committed)
+
+
 def probe(config: KafkaBusConfig) -> None:
     """Raise Unavailable unless some bootstrap server accepts a TCP connection. kafka-python
     leaks a half-built client (its IO thread and socket) when a constructor fails to bootstrap,
@@ -362,12 +373,7 @@ class KafkaBusConsumer:
         with self._lock:
             self._first_polled.clear()
         with unavailable(self._config, f"rewinding group {self._group_id}"):
-            for tp in self._consumer.assignment():
-                committed = self._consumer.committed(tp)
-                if committed is None:
-                    self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek(tp, committed)
+            seek_to_committed(self._consumer)
 
     def lag(self) -> int:
         return self._bus.group_lag(self._group_id, list(self._logical))

@@ -18,6 +18,7 @@ from ctrail.bus.kafka import (
     TopicPartition,
     client_options,
     probe,
+    seek_to_committed,
     unavailable,
 )
 from ctrail.bus.kafka_config import KafkaBusConfig
@@ -58,12 +59,7 @@ class KafkaTopicReader:
     def rewind(self) -> None:
         """Back to the committed offsets of the partitions this member holds."""
         with unavailable(self._config, f"rewinding {self._topic}"):
-            for tp in self._consumer.assignment():
-                committed = self._consumer.committed(tp)
-                if committed is None:
-                    self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek(tp, committed)
+            seek_to_committed(self._consumer)
 
     def close(self) -> None:
         self._consumer.close()
