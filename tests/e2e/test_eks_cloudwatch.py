@@ -8,9 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,9 +18,9 @@ import pytest
 
 from collector.sources.cloudwatch_logs import CloudWatchLogsConfig, CloudWatchLogsSource
 from ctrail.components import RawRecord
+from tests.ctrail_process import ctrail_running, json_lines
 from tests.waiting import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 GROUP_OF = "/aws/eks/{}/cluster"
 KEYS = {"TEST_AWS_KEY_ID": "AKIDEKSAUDIT", "TEST_AWS_SECRET": "eks-audit-secret"}
 # Event times in milliseconds, rising as the API server's do (CloudWatch orders by them).
@@ -159,23 +156,11 @@ sources:
     secret_access_key: {{env: TEST_AWS_SECRET}}
     poll_interval_secs: 0.2
 """)
-    exe = Path(sys.executable).with_name("ctrail")
     data_dir = tmp_path / "data"
-    proc = subprocess.Popen([str(exe), "run", "--config", str(config), "--data-dir",
-                             str(data_dir)], cwd=REPO, env={**os.environ, **KEYS},
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: count(exe, config, data_dir) == 50, timeout=60)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
-    assert count(exe, config, data_dir) == 50
 
+    def count() -> int:
+        return json_lines(config, data_dir, "search", "user.name:eks-admin", "--limit", "1000")
 
-def count(exe: Path, config: Path, data_dir: Path) -> int:
-    done = subprocess.run([str(exe), "search", "user.name:eks-admin", "--config", str(config),
-                           "--data-dir", str(data_dir), "--format", "json", "--limit", "1000"],
-                          capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    return len(done.stdout.splitlines())
+    with ctrail_running(config, data_dir, {**os.environ, **KEYS}):
+        wait_for(lambda: count() == 50, timeout=60)
+    assert count() == 50

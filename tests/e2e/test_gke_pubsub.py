@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,10 +21,10 @@ import pytest
 
 from collector.sources.gcp_pubsub import GcpPubSubConfig, GcpPubSubSource
 from ctrail.components import RawRecord
+from tests.ctrail_process import ctrail_running, json_lines
 from tests.waiting import wait_for
 
 pubsub_v1 = pytest.importorskip("google.cloud.pubsub_v1")
-REPO = Path(__file__).resolve().parents[2]
 EMULATOR = Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
 GKE_SAMPLE = "elastic-k8s-audit-pipeline-tests/test-audit.log"
 PROJECT = "ctrail-test"
@@ -137,22 +136,7 @@ def test_ctrail_run_stores_gke_audit_events(subscription: tuple[str, Any],
     publish([gke_entry(entry, f"r{i}", user="gke-admin@example.com") for i in range(25)])
     config = tmp_path / "ctrail.yaml"
     config.write_text(f"sources:\n  gke-prod: {{type: gcp_pubsub, subscription: {path}}}\n")
-    exe = Path(sys.executable).with_name("ctrail")
     data_dir = tmp_path / "data"
-    proc = subprocess.Popen([str(exe), "run", "--config", str(config), "--data-dir",
-                             str(data_dir)], cwd=REPO, env=dict(os.environ),
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: stored(exe, config, data_dir) == 25, timeout=90)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
-
-
-def stored(exe: Path, config: Path, data_dir: Path) -> int:
-    done = subprocess.run([str(exe), "search", "user.name:gke-admin@example.com", "--config",
-                           str(config), "--data-dir", str(data_dir), "--format", "json"],
-                          capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    return len(done.stdout.splitlines())
+    with ctrail_running(config, data_dir):
+        wait_for(lambda: json_lines(config, data_dir, "search",
+                                    "user.name:gke-admin@example.com") == 25, timeout=90)

@@ -7,10 +7,6 @@ not committed comes again, a bad message is dead-lettered, and `ctrail run` stor
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -26,11 +22,11 @@ from collector.sources.kafka_topic import (
 from ctrail.bus.kafka import KafkaProducer  # kafka-python, imported without its warnings
 from ctrail.components import RawRecord
 from ctrail.errors import ConfigError, Unavailable
+from tests.ctrail_process import ctrail_running, json_lines
 from tests.services import kafka_sasl
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 AKS_SAMPLE = "elastic-k8s-audit-pipeline-tests/test-kube-audit.log"
 
 
@@ -186,24 +182,8 @@ sources:
     ca_file: {ca}
     topic: {topic}
 """)
-    exe = Path(sys.executable).with_name("ctrail")
     data_dir = tmp_path / "data"
-    proc = subprocess.Popen([str(exe), "run", "--config", str(config), "--data-dir",
-                             str(data_dir)], cwd=REPO, env=dict(os.environ),
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: cli(exe, config, data_dir, "search", "user.name:aks-run-user") == 10,
+    with ctrail_running(config, data_dir):
+        wait_for(lambda: json_lines(config, data_dir, "search", "user.name:aks-run-user") == 10,
                  timeout=90)
-        wait_for(lambda: cli(exe, config, data_dir, "dlq", "list") == 1, timeout=30)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
-
-
-def cli(exe: Path, config: Path, data_dir: Path, *args: str) -> int:
-    done = subprocess.run([str(exe), *args, "--config", str(config), "--data-dir",
-                           str(data_dir), "--format", "json"], capture_output=True, text=True,
-                          cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    return len(done.stdout.splitlines())
+        wait_for(lambda: json_lines(config, data_dir, "dlq", "list") == 1, timeout=30)
