@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Final, Sequence
 
 import orjson
-import yaml
 from sigma.correlations import (
     SigmaCorrelationCondition,
     SigmaCorrelationConditionOperator as Op,
@@ -46,7 +45,7 @@ from detectors.sigma_rules import (
     LoadError,
     RuleSet,
     is_history_rule,
-    rule_documents,
+    readable_documents,
     rule_files,
     sigma_error,
 )
@@ -126,11 +125,7 @@ def load_correlations(paths: Sequence[Path], single: RuleSet) -> CorrelationSet:
     rules: list[CorrelationRule] = []
     errors: list[LoadError] = []
     for path in rule_files(paths):
-        try:
-            documents = rule_documents(path)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            continue
-        for doc in documents:
+        for doc in readable_documents(path):
             if not (isinstance(doc, dict) and "correlation" in doc) or is_history_rule(doc):
                 continue
             try:

@@ -29,8 +29,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import yaml
-
 from ctrail.errors import ConfigError, UsageError
 from ctrail.event import Alert, Event
 from detectors.correlation import routing
@@ -40,7 +38,7 @@ from detectors.history_rules import HistoryRouter, HistoryRule, HistorySet
 from detectors.hunt import newest_first
 from detectors.rule_index import PREFERRED_FIELDS
 from detectors.sigma_detector import SigmaDetector
-from detectors.sigma_rules import is_history_rule, rule_documents
+from detectors.sigma_rules import is_history_rule, readable_documents
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +129,8 @@ def scan_query(detector: SigmaDetector, rule: HistoryRule) -> str:
 def history_rule_names(path: Path) -> list[str]:
     """The names of the first-seen and spike rules in `path` (none for a file that does not
     read: the single-rule path reports it)."""
-    try:
-        documents = rule_documents(path)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return []
-    return [str(doc.get("name") or doc.get("id")) for doc in documents if is_history_rule(doc)]
+    return [str(doc.get("name") or doc.get("id")) for doc in readable_documents(path)
+            if is_history_rule(doc)]
 
 
 def load_history_rule(path: Path, detector: SigmaDetector) -> HistoryRule:

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, Final, Sequence
 
 import orjson
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 from sigma.correlations import SigmaCorrelationTimespan
 from sigma.rule import SigmaLevel
@@ -56,7 +55,7 @@ from detectors.sigma_rules import (
     RuleSet,
     is_history_rule,
     production_severity,
-    rule_documents,
+    readable_documents,
     rule_files,
 )
 from detectors.values import RuleCompileError
@@ -133,11 +132,7 @@ def load_history_rules(paths: Sequence[Path], single: RuleSet,
     rules: dict[str, HistoryRule] = {}
     errors: list[LoadError] = []
     for path in rule_files(paths):
-        try:
-            documents = rule_documents(path)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            continue
-        for doc in documents:
+        for doc in readable_documents(path):
             if not is_history_rule(doc):
                 continue
             try:

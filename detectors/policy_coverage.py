@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Sequence
 
-import yaml
 from sigma.collection import SigmaCollection
 from sigma.rule import SigmaRule
 
@@ -45,7 +44,7 @@ from detectors.condition_logic import (
 )
 from detectors.field_mapping import ALLOW_LISTS, NO_VALUE, containertrail_pipeline, datasets_of
 from detectors.request_space import RequestSpace, describe, to_request
-from detectors.sigma_rules import parse_file, rule_documents, rule_files
+from detectors.sigma_rules import parse_file, readable_documents, rule_files
 
 AUDIT_DATASET: Final = "kubernetes.audit"
 
@@ -140,11 +139,7 @@ def unfed_correlations(paths: Sequence[Path], unfed: Sequence[Finding]) -> list[
     missing = {f.rule for f in unfed}
     found = []
     for path in rule_files(paths):
-        try:
-            documents = rule_documents(path)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            continue                          # `ctrail rules validate` reports broken files
-        for doc in documents:
+        for doc in readable_documents(path):  # `ctrail rules validate` reports broken files
             correlation = doc.get("correlation") if isinstance(doc, dict) else None
             if not isinstance(correlation, dict):
                 continue

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import orjson
-import yaml
 
 from ctrail.durable import write_atomic
-from detectors.sigma_rules import rule_documents, rule_files
+from detectors.sigma_rules import readable_documents, rule_files
 
 
 def fingerprint(paths: Sequence[Path], loaded_ids: Collection[str]) -> dict[str, str]:
@@ -57,10 +56,7 @@ def _documents(paths: Sequence[Path]) -> Iterator[tuple[dict[str, Any], dict[str
     `action: global` document (until `action: reset`), and for `action: repeat` the document
     it repeats. A change there changes the rules, so it is part of their digests."""
     for path in rule_files(paths):
-        try:
-            documents = rule_documents(path)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            continue                    # the loader reported it; none of its rules loaded
+        documents = readable_documents(path)   # the loader reported a broken file
         shared: dict[str, Any] | None = None
         previous: dict[str, Any] | None = None
         for doc in (d for d in documents if isinstance(d, dict)):

@@ -167,6 +167,15 @@ def rule_documents(path: Path) -> list[Any]:
     return copy.deepcopy(_parsed_documents(path, stat.st_mtime_ns, stat.st_size))
 
 
+def readable_documents(path: Path) -> list[Any]:
+    """rule_documents, or none for a file that does not read: the single-event loader
+    (parse_file) reports it, once; the other readers of rule files skip it."""
+    try:
+        return rule_documents(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+
+
 @lru_cache(maxsize=4096)
 def _parsed_documents(path: Path, _mtime_ns: int, _size: int) -> list[Any]:
     return list(yaml.load_all(path.read_text(encoding="utf-8"), SigmaYAMLLoader))
