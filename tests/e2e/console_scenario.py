@@ -7,6 +7,7 @@ pod name and a label, which the console must show as text.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
@@ -114,6 +115,23 @@ def serve(data_dir: Path, config: Path | None = None, **console: Any) -> Console
     server = ConsoleServer(settings, ConsoleConfig(**{"port": 0, **console}))
     server.start()
     return server
+
+
+def incident_console(root: Path, config: Path | None = None, **console: Any) -> ConsoleServer:
+    """A console over root/data holding the incident (ingested from root/audit.log), with the
+    three users of add_users."""
+    ingest(root / "data", write_lines(root / "audit.log", incident()), config)
+    add_users(root / "data")
+    return serve(root / "data", config, **console)
+
+
+def elasticsearch_store(path: Path, url: str, prefix: str) -> Path:
+    """A config file at `path` whose store is Elasticsearch at `url`, in a namespace of its own
+    (`prefix` and a random part), refreshed on write so what is stored is searched at once."""
+    path.write_text(orjson.dumps({"store": {
+        "type": "elasticsearch", "hosts": [url], "refresh_on_write": True,
+        "namespace": f"{prefix}{uuid.uuid4().hex[:12]}"}}).decode())
+    return path
 
 
 def login(url: str, user: str, password: str = PASSWORD) -> httpx.Client:

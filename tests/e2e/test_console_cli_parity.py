@@ -4,13 +4,17 @@ alerts' triage state)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Iterator
 
 import orjson
 import pytest
 
-from console_scenario import SCRIPT_USER, add_users, incident, ingest, login, serve, write_lines
+from console_scenario import (
+    SCRIPT_USER,
+    elasticsearch_store,
+    incident_console,
+    login,
+)
 from ctrail.cli.main import main
 from ctrail.console.app import ConsoleServer
 from tests.services import elasticsearch_url
@@ -26,15 +30,9 @@ QUERIES = ["*", "kubernetes.namespace:payments", "NOT kubernetes.namespace:payme
 def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[ConsoleServer, list[str]]]:
     root = tmp_path_factory.mktemp("parity")
-    config = None
-    if request.param == "elasticsearch":
-        config = root / "es.yaml"
-        config.write_text(orjson.dumps({"store": {
-            "type": "elasticsearch", "hosts": [elasticsearch_url()], "refresh_on_write": True,
-            "namespace": f"p{uuid.uuid4().hex[:12]}"}}).decode())
-    ingest(root / "data", write_lines(root / "audit.log", incident()), config)
-    add_users(root / "data")
-    server = serve(root / "data", config)
+    config = (elasticsearch_store(root / "es.yaml", elasticsearch_url(), "p")
+              if request.param == "elasticsearch" else None)
+    server = incident_console(root, config)
     yield server, ["--data-dir", str(root / "data"), *(["--config", str(config)] if config
                                                          else [])]
     server.stop()

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from console_scenario import add_users, incident, ingest, serve, write_lines
+from console_scenario import incident_console
 from ctrail.audit.spool import SPOOL
 from ctrail.console.app import ConsoleServer
 from oidc_provider import Provider
@@ -31,13 +31,11 @@ def free_port() -> int:
 def sso(tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[tuple[ConsoleServer, Provider, Path]]:
     root = tmp_path_factory.mktemp("oidc")
-    ingest(root / "data", write_lines(root / "audit.log", incident()))
-    add_users(root / "data")
     port = free_port()
     provider = Provider("ctrail-console", SECRET, f"http://127.0.0.1:{port}/login/oidc/callback")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("T_OIDC_SECRET", SECRET)
-        server = serve(root / "data", port=port, oidc={
+        server = incident_console(root, port=port, oidc={
             "issuer": provider.base, "client_id": "ctrail-console",
             "client_secret": {"env": "T_OIDC_SECRET"},
             "redirect_url": provider.redirect_uri})

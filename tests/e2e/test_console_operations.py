@@ -10,7 +10,15 @@ from typing import Iterator
 import httpx
 import pytest
 
-from console_scenario import add_users, incident, ingest, login, serve, write_lines
+from console_scenario import (
+    add_users,
+    incident,
+    incident_console,
+    ingest,
+    login,
+    serve,
+    write_lines,
+)
 from ctrail.console.app import ConsoleServer
 from ctrail.console.operations import REPORT_POLICY
 from ctrail.event import Alert
@@ -23,9 +31,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ConsoleS
     root = tmp_path_factory.mktemp("operations")
     config = root / "ctrail.yaml"
     config.write_text("evidence: {}\n")
-    ingest(root / "data", write_lines(root / "audit.log", incident()), config)
-    add_users(root / "data")
-    server = serve(root / "data", config)
+    server = incident_console(root, config)
     yield server, root
     server.stop()
 

@@ -6,7 +6,6 @@ itself (SQLite here; the real Elasticsearch under the integration marker)."""
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -15,7 +14,17 @@ import httpx
 import orjson
 import pytest
 
-from console_scenario import SCRIPT_USER, add_users, incident, ingest, login, serve, write_lines
+from console_scenario import (
+    SCRIPT_USER,
+    add_users,
+    elasticsearch_store,
+    incident,
+    incident_console,
+    ingest,
+    login,
+    serve,
+    write_lines,
+)
 from ctrail.console.app import ConsoleServer
 from tests.services import elasticsearch_url
 
@@ -105,10 +114,7 @@ def check_scope(server: ConsoleServer) -> None:
 
 @pytest.fixture(scope="module")
 def sqlite_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
-    root = tmp_path_factory.mktemp("scopes")
-    ingest(root / "data", write_lines(root / "audit.log", incident()))
-    add_users(root / "data")
-    server = serve(root / "data")
+    server = incident_console(tmp_path_factory.mktemp("scopes"))
     yield server
     server.stop()
 
@@ -137,13 +143,8 @@ def test_a_payments_responder_sees_only_payments_on_elasticsearch(tmp_path: Path
         httpx.get(elasticsearch_url(), timeout=5)
     except httpx.HTTPError:
         pytest.fail(f"no Elasticsearch at {elasticsearch_url()}: eval \"$(scripts/services up)\"")
-    config = tmp_path / "es.yaml"
-    config.write_text(orjson.dumps({"store": {
-        "type": "elasticsearch", "hosts": [elasticsearch_url()], "refresh_on_write": True,
-        "namespace": f"c{uuid.uuid4().hex[:12]}"}}).decode())
-    ingest(tmp_path / "data", write_lines(tmp_path / "audit.log", incident()), config)
-    add_users(tmp_path / "data")
-    server = serve(tmp_path / "data", config)
+    server = incident_console(tmp_path, elasticsearch_store(tmp_path / "es.yaml",
+                                                            elasticsearch_url(), "c"))
     try:
         assert server.store.__class__.__name__ == "ElasticsearchStore"
         check_scope(server)
