@@ -7,6 +7,7 @@ enriched by the real parser and enricher, so the stored documents are what users
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -93,18 +94,32 @@ def _streams(client: Any, namespace: str) -> list[dict[str, Any]]:
     return list(resolved["data_streams"])
 
 
-@pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.integration)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+# Both stores; Elasticsearch's runs with the integration tests.
+STORE_KINDS = ["sqlite", pytest.param("elasticsearch", marks=pytest.mark.integration)]
+
+
+@contextmanager
+def empty_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The store request.param names (sqlite, or elasticsearch in the session's namespace),
+    empty; closed after, and an Elasticsearch namespace emptied."""
     if request.param == "sqlite":
         config: Any = SqliteConfig()
     else:
         config = elasticsearch_config(namespace=request.getfixturevalue("es_namespace"))
     built = config.build(tmp_path)
-    built.write(EVENTS)
-    yield built
-    built.close()
-    if isinstance(config, ElasticsearchConfig):
-        empty_namespace(config.namespace)
+    try:
+        yield built
+    finally:
+        built.close()
+        if isinstance(config, ElasticsearchConfig):
+            empty_namespace(config.namespace)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    with empty_store(request, tmp_path) as built:
+        built.write(EVENTS)
+        yield built
 
 
 def users(docs: list[dict[str, Any]]) -> list[str]:

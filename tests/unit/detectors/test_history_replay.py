@@ -12,25 +12,16 @@ import pytest
 from ctrail.event import Alert, Event
 from detectors.history_replay import backfill, hunt_history, scan_query
 from history_support import DAY, HistoryPipeline, denied_at, exec_at, request_at, when
-from sinks.elasticsearch import ElasticsearchConfig
-from sinks.sqlite import SqliteConfig
-from tests.contract.test_store import elasticsearch_config, empty_namespace, es_namespace
+from tests.contract.test_store import STORE_KINDS, empty_store, es_namespace
 
 __all__ = ["es_namespace"]              # the session fixture, used by `store`
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.integration)])
+@pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    if request.param == "sqlite":
-        config: Any = SqliteConfig()
-    else:
-        config = elasticsearch_config(namespace=request.getfixturevalue("es_namespace"))
-    built = config.build(tmp_path)
-    yield built
-    built.close()
-    if isinstance(config, ElasticsearchConfig):
-        empty_namespace(config.namespace)
+    with empty_store(request, tmp_path) as built:
+        yield built
 
 
 def stored(store: Any, events: list[Event]) -> None:
