@@ -22,7 +22,13 @@ from ctrail.cli.search import COLUMNS as SEARCH_COLUMNS
 from ctrail.cli.timeline import COLUMNS as TIMELINE_COLUMNS
 from ctrail.console import operations
 from ctrail.console.api import principal, time_of, unscoped
-from ctrail.console.auth import Authenticator, LoginRefused, client_address, set_session_cookie
+from ctrail.console.auth import (
+    Authenticator,
+    LoginRefused,
+    Principal,
+    client_address,
+    set_session_cookie,
+)
 from ctrail.console.data import CLOSE_REASONS, AlertFilter, ConsoleData, flatten, group_alerts
 from ctrail.console.graph import picture
 from ctrail.console.oidc import OidcClient, OidcError, Pending
@@ -60,6 +66,12 @@ def build_pages(data: ConsoleData, auth: Authenticator) -> APIRouter:
                                                       **context},
                                       status_code=status)
 
+    def signed_in(found: Principal) -> Response:
+        """To the alerts, with the new session's cookie (password or single sign-on)."""
+        response = RedirectResponse("/alerts", status_code=303)
+        set_session_cookie(response, found, auth.config)
+        return response
+
     @router.get("/login")
     def login_form(request: Request) -> HTMLResponse:
         return page(request, "login.html", message=None)
@@ -73,9 +85,7 @@ def build_pages(data: ConsoleData, auth: Authenticator) -> APIRouter:
                                client_address(request))
         except LoginRefused as exc:
             return page(request, "login.html", status=exc.status, message=str(exc))
-        response = RedirectResponse("/alerts", status_code=303)
-        set_session_cookie(response, found, auth.config)
-        return response
+        return signed_in(found)
 
     @router.get("/login/oidc")
     def oidc_start(request: Request) -> Response:
@@ -102,9 +112,7 @@ def build_pages(data: ConsoleData, auth: Authenticator) -> APIRouter:
             return page(request, "login.html", status=401, message=str(exc))
         except LoginRefused as exc:
             return page(request, "login.html", status=exc.status, message=str(exc))
-        response = RedirectResponse("/alerts", status_code=303)
-        set_session_cookie(response, found, auth.config)
-        return response
+        return signed_in(found)
 
     @router.get("/")
     def home() -> RedirectResponse:
