@@ -30,6 +30,7 @@ from sinks.notify.message import (
     Pending,
     Result,
     classify,
+    one_per_alert,
     post_json,
     redact,
     secret_value,
@@ -180,8 +181,7 @@ class SlackNotifier(HttpNotifier[SlackConfig]):
         if reason is not None:
             body = digest_message(summarise([p.alert for p in batch], reason), self.kibana_url)
             return [Message(tuple(p.seq for p in batch), body, "digest")]
-        return [Message((p.seq,), alert_message(p.alert, self.kibana_url), "alert",
-                        p.alert.event.id, p.alert.alert.group_key) for p in batch[:budget]]
+        return one_per_alert(batch, budget, lambda alert: alert_message(alert, self.kibana_url))
 
     def report_message(self, seq: int, notice: ReportNotice) -> Message:
         return Message((seq,), report_message(notice), "report", notice.delivery_id)

@@ -40,6 +40,7 @@ from sinks.notify.message import (
     Outcome,
     Pending,
     Result,
+    one_per_alert,
     redact,
     secret_value,
 )
@@ -173,10 +174,8 @@ class EmailNotifier(NotifierBase[EmailConfig]):
             body = digest_mail([p.alert for p in batch], reason, self.config.subject_prefix)
             key = f"digest:{batch[0].seq}-{batch[-1].seq}"
             return [Message(tuple(p.seq for p in batch), body, "digest", key)]
-        return [Message((p.seq,), alert_mail(p.alert, self.kibana_url,
-                                             self.config.subject_prefix),
-                        "alert", p.alert.event.id, p.alert.alert.group_key)
-                for p in batch[:budget]]
+        return one_per_alert(batch, budget, lambda alert: alert_mail(
+            alert, self.kibana_url, self.config.subject_prefix))
 
     def report_message(self, seq: int, notice: ReportNotice) -> Message:
         return Message((seq,), report_mail(notice, self.config.subject_prefix), "report",

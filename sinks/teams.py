@@ -30,6 +30,7 @@ from sinks.notify.message import (
     Message,
     Pending,
     Result,
+    one_per_alert,
     secret_value,
     send_json,
 )
@@ -155,8 +156,7 @@ class TeamsNotifier(HttpNotifier[TeamsConfig]):
         if reason is not None:
             body = digest_card(summarise([p.alert for p in batch], reason), self.kibana_url)
             return [Message(tuple(p.seq for p in batch), body, "digest")]
-        return [Message((p.seq,), alert_card(p.alert, self.kibana_url), "alert",
-                        p.alert.event.id, p.alert.alert.group_key) for p in batch[:budget]]
+        return one_per_alert(batch, budget, lambda alert: alert_card(alert, self.kibana_url))
 
     def report_message(self, seq: int, notice: ReportNotice) -> Message:
         return Message((seq,), report_card(notice), "report", notice.delivery_id)

@@ -124,6 +124,13 @@ class HttpNotifier(NotifierBase[ConfigT]):
         self.client.close()
 
 
+def one_per_alert(batch: Sequence[Pending], budget: int,
+                  body: Callable[[Alert], dict[str, Any]]) -> list[Message]:
+    """One message per pending alert, keyed by the alert's id, at most `budget` of them."""
+    return [Message((p.seq,), body(p.alert), "alert", p.alert.event.id, p.alert.alert.group_key)
+            for p in batch[:budget]]
+
+
 def by_group(batch: Sequence[Pending], budget: int) -> list[tuple[str, list[Pending]]]:
     """The pending rows by alert group (first come, first listed), at most `budget` groups: one
     request per group for receivers that keep one incident per group."""
