@@ -8,8 +8,9 @@ SigmaDetectorConfig is the detection section of the settings; its build() gives 
 - attack: Sigma ATT&CK tags -> ECS threat.*
 - alerts: a matched rule and event -> the Alert
 - sigma_detector: the config and the Detector
-- history_rules, history_engine, first_seen, spike, history_replay: first-seen (new_terms) and
-  spike rules, their state in the correlate stage, and their backfill and hunt over the store
+- history_rules, history_engine, first_seen, spike, learning, history_replay: first-seen
+  (new_terms) and spike rules, their state in the correlate stage (learning: what the two states
+  share), and their backfill and hunt over the store
 """
 
 from detectors.sigma_detector import SigmaDetector, SigmaDetectorConfig

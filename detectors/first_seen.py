@@ -22,26 +22,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Final
 
+from detectors.learning import LearningState
+
 LAST_SEEN_RESOLUTION_SECS: Final = 3600.0
 
 
-class FirstSeenState:
+class FirstSeenState(LearningState):
     def __init__(self, history_secs: float, max_terms: int) -> None:
+        super().__init__(history_secs)              # it learns for one history window
         self.history = history_secs
         self.max_terms = max_terms
         self.terms: OrderedDict[str, list[float]] = OrderedDict()   # group -> [first, last]
-        self.since: float | None = None
-        self.evicted = 0
-        self.dirty = False
-
-    def learning_until(self) -> float | None:
-        return None if self.since is None else self.since + self.history
-
-    def start(self, t: float) -> None:
-        """Learning began at event time t, if it had not begun earlier."""
-        if self.since is None or t < self.since:
-            self.since = t
-            self.dirty = True
 
     def observe(self, group: str, t: float) -> bool:
         """Record the term at event time t; True when it is new there and past learning."""
@@ -59,9 +50,7 @@ class FirstSeenState:
                 known[1] = t
                 self.dirty = True
         self.terms.move_to_end(group)
-        while len(self.terms) > self.max_terms:
-            self.terms.popitem(last=False)
-            self.evicted += 1
+        self.bound(self.terms, self.max_terms)
         until = self.learning_until()
         return new and until is not None and t >= until
 

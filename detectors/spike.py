@@ -23,6 +23,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from detectors.learning import LearningState
+
 STEPS: Final = 10                   # buckets per timespan
 MAX_IDS_PER_GROUP: Final = 10_000   # candidate ids kept for deduplication per group
 
@@ -43,9 +45,10 @@ class Spike:
     event_ids: tuple[str, ...]
 
 
-class SpikeState:
+class SpikeState(LearningState):
     def __init__(self, timespan_secs: float, baseline_secs: float, height: float,
                  threshold_cur: int, threshold_ref: int, max_groups: int) -> None:
+        super().__init__(baseline_secs)             # it learns for one baseline window
         self.timespan = timespan_secs
         self.step = timespan_secs / STEPS
         self.baseline_buckets = max(1, math.ceil(baseline_secs / self.step))
@@ -53,17 +56,6 @@ class SpikeState:
         self.height, self.cur, self.ref = height, threshold_cur, threshold_ref
         self.max_groups = max_groups
         self.groups: OrderedDict[str, SpikeGroup] = OrderedDict()
-        self.since: float | None = None
-        self.evicted = 0
-        self.dirty = False
-
-    def learning_until(self) -> float | None:
-        return None if self.since is None else self.since + self.baseline_secs
-
-    def start(self, t: float) -> None:
-        if self.since is None or t < self.since:
-            self.since = t
-            self.dirty = True
 
     def learn(self, group: str, t: float, candidate_id: str) -> SpikeGroup | None:
         """Count the candidate; None when it was counted already."""
@@ -72,9 +64,7 @@ class SpikeState:
         if state is None:
             state = self.groups[group] = SpikeGroup()
         self.groups.move_to_end(group)
-        while len(self.groups) > self.max_groups:
-            self.groups.popitem(last=False)
-            self.evicted += 1
+        self.bound(self.groups, self.max_groups)
         if candidate_id in state.ids:
             return None
         state.ids[candidate_id] = t
