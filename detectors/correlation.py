@@ -234,3 +234,10 @@ def routing(candidate: Alert) -> tuple[str, str, str | None]:
             if tag.startswith(prefix):
                 found[prefix] = tag[len(prefix):]
     return found.get(TAG_CORRELATION, ""), found.get(TAG_GROUP, "[]"), found.get(TAG_VALUE)
+
+
+def event_watermark(newest: float, newest_wall: float, late_secs: float, now: float) -> float:
+    """Event time up to which a correlate-stage engine has seen everything: the newest event
+    time less the lateness allowed, advanced by the wall time the stream has been idle since
+    that event arrived, so windows still close on a quiet stream."""
+    return newest - late_secs + max(0.0, now - newest_wall - late_secs)

@@ -27,7 +27,7 @@ import orjson
 
 from ctrail.event import Alert, AlertInfo, EventInfo, Rule
 from detectors.alerts import ALERT_DATASET, ALERT_MODULE, RULESET
-from detectors.correlation import routing
+from detectors.correlation import event_watermark, routing
 from detectors.first_seen import FirstSeenState
 from detectors.history_rules import HistoryRule
 from detectors.sigma_detector import SigmaDetector, SigmaDetectorConfig
@@ -75,8 +75,8 @@ class HistoryEngine:
         return routing(candidate)[0] in self.rules
 
     def watermark(self, now: float | None = None) -> float:
-        idle = (self.clock() if now is None else now) - self.newest_wall - self.late_secs
-        return self.newest - self.late_secs + max(0.0, idle)
+        return event_watermark(self.newest, self.newest_wall, self.late_secs,
+                               self.clock() if now is None else now)
 
     def observe(self, candidate: Alert) -> list[Alert]:
         """Alerts the candidate raises (at most one)."""

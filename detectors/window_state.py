@@ -42,7 +42,7 @@ from ctrail.durable import write_atomic
 from ctrail.event import Alert, AlertInfo, EventInfo, Rule
 from detectors.absence import close_windows, opens
 from detectors.alerts import ALERT_DATASET, ALERT_MODULE, RULESET
-from detectors.correlation import CorrelationRule, routing
+from detectors.correlation import CorrelationRule, event_watermark, routing
 
 Clock = Callable[[], float]
 
@@ -95,8 +95,8 @@ class CorrelationEngine:
         self.dirty = False
 
     def watermark(self, now: float | None = None) -> float:
-        idle = (self.clock() if now is None else now) - self.newest_wall - self.late_secs
-        return self.newest - self.late_secs + max(0.0, idle)
+        return event_watermark(self.newest, self.newest_wall, self.late_secs,
+                               self.clock() if now is None else now)
 
     def observe(self, candidate: Alert) -> list[Alert]:
         rule_id, group_json, value = routing(candidate)
