@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 
@@ -126,12 +126,14 @@ def settings(data_dir: Path, **store: Any) -> Settings:
                     detection={"production_namespaces": ["payments"], "late_events_secs": 120})
 
 
-def stream(config: Settings) -> None:
-    """Every record through the pipeline's process, correlate and store stages."""
+def stream(config: Settings,
+           data: Iterable[tuple[str, dict[str, Any]]] | None = None) -> None:
+    """Every record (format, record; this data set by default) through the pipeline's process,
+    correlate and store stages."""
     pipeline = Pipeline(config, ("process", "correlate", "store"))
     try:
         producer = pipeline.bus.producer()
-        for i, (fmt, record) in enumerate(records()):
+        for i, (fmt, record) in enumerate(records() if data is None else data):
             entry = RawEntry(fmt, "replay-test", f"data set:{i + 1}", T0, orjson.dumps(record))
             producer.send(RAW, key=entry.key, value=entry.encode())
         producer.flush()
@@ -140,10 +142,10 @@ def stream(config: Settings) -> None:
         pipeline.close()
 
 
-def streamed_alerts(config: Settings) -> list[dict[str, Any]]:
+def streamed_alerts(config: Settings, query: str = "rule.id:CT-COR-*") -> list[dict[str, Any]]:
     store = config.store.build(config.data_dir)
     try:
-        return [doc for doc in store.search('rule.id:CT-COR-*', "alerts", None, None, 1000)]
+        return store.search(query, "alerts", None, None, 1000)
     finally:
         store.close()
 

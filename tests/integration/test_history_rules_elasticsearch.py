@@ -12,9 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from ctrail.bus import RAW
-from ctrail.bus.codec import RawEntry, encode
-from ctrail.runtime.pipeline import Pipeline
+from ctrail.bus.codec import encode
 from ctrail.settings import Settings
 from detectors.history_replay import hunt_history
 from detectors.sigma_rules import PACKAGED_RULES
@@ -24,32 +22,18 @@ from tests.contract.test_store import (
     es_namespace,  # noqa: F401  (the session's namespace)
 )
 from tests.e2e.test_hunt_history import BOB, CAROL, LATER, LEARNING
-from tests.hunt_replay import T0, summary
+from tests.hunt_replay import stream, streamed_alerts, summary
 
 pytestmark = pytest.mark.integration
 NEW = [f"CT-NEW-001|{CAROL}|shop", f"CT-NEW-001|{BOB}|kube-system"]
 
 
-def stream(config: Settings, records: list[dict[str, Any]]) -> None:
-    pipeline = Pipeline(config, ("process", "correlate", "store"))
-    try:
-        producer = pipeline.bus.producer()
-        for i, record in enumerate(records):
-            entry = RawEntry("k8s-audit", "history-test", f"audit.log:{i + 1}", T0,
-                             orjson.dumps(record))
-            producer.send(RAW, key=entry.key, value=entry.encode())
-        producer.flush()
-        pipeline.drain()
-    finally:
-        pipeline.close()
+def stream_audit(config: Settings, records: list[dict[str, Any]]) -> None:
+    stream(config, (("k8s-audit", record) for record in records))
 
 
 def stored_alerts(config: Settings) -> list[dict[str, Any]]:
-    store = config.store.build(config.data_dir)
-    try:
-        return store.search("rule.id:CT-NEW-001", "alerts", None, None, 100)
-    finally:
-        store.close()
+    return streamed_alerts(config, "rule.id:CT-NEW-001")
 
 
 def test_streamed_and_hunted_first_seen_alerts_agree_on_elasticsearch(
@@ -57,7 +41,7 @@ def test_streamed_and_hunted_first_seen_alerts_agree_on_elasticsearch(
     config = Settings(data_dir=tmp_path,  # type: ignore[arg-type]
                       store=elasticsearch_config(namespace=es_namespace))
     try:
-        stream(config, LEARNING + LATER)
+        stream_audit(config, LEARNING + LATER)
         streamed = stored_alerts(config)
         assert sorted(doc["alert"]["group_key"] for doc in streamed) == sorted(NEW)
         detector = config.detection.build()
@@ -83,8 +67,8 @@ def test_a_rule_added_later_is_backfilled_from_elasticsearch(
                       detection={"rule_paths": [without]})
     after = Settings(data_dir=tmp_path, store=store)  # type: ignore[arg-type]
     try:
-        stream(before, LEARNING)
-        stream(after, LATER)
+        stream_audit(before, LEARNING)
+        stream_audit(after, LATER)
         assert sorted(doc["alert"]["group_key"] for doc in stored_alerts(after)) == sorted(NEW)
     finally:
         empty_namespace(es_namespace)
