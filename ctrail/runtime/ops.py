@@ -2,7 +2,10 @@
 
 Served by `ctrail run` and every `ctrail worker` when `ops:` is configured. Like every endpoint
 we open it is authenticated: a bearer token (Prometheus' `authorization` scrape setting, or a
-probe's header), unless `allow_unauthenticated: true` is set for a private network.
+probe's header), unless `allow_unauthenticated: true` is set for a private network. It is served
+by the webhooks' bounded server (ctrail.runtime.http.server), with the same keys: TLS, header
+and request deadlines, a connection cap in all and per client address, a request rate per
+client; the credential is checked from the headers alone (a GET has no body to read).
 
   /healthz   200 while every thread of the process is alive, else 503 (restart me)
   /readyz    200 while no stage is backing off from a failing dependency, else 503
@@ -17,42 +20,46 @@ probe's header), unless `allow_unauthenticated: true` is set for a private netwo
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Callable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, PositiveInt
 
 from ctrail.errors import ConfigError
-from ctrail.runtime.http.auth import presented_credential, token_matches
+from ctrail.runtime.http.auth import certificate_names, presented_credential, token_matches
+from ctrail.runtime.http.config import ServerConfig, tls_context, warn_if_exposed
+from ctrail.runtime.http.server import BoundedHandler, Server
 from ctrail.runtime.telemetry import Telemetry
 from ctrail.secrets import SecretRef, resolve_secret
 
 log = logging.getLogger(__name__)
-OPS_READ_TIMEOUT_SECS = 10.0
 
 COUNTERS = (("received", "records a stage consumed"), ("sent", "records a stage produced"),
             ("dead_lettered", "records a stage dead-lettered (store: refused by the store)"),
             ("retries", "batches a stage retried after a failure (e.g. 429 or 5xx)"))
 
 
-class OpsConfig(BaseModel):
-    """Where /healthz, /readyz and /metrics are served, and who may read them."""
+class OpsConfig(ServerConfig):
+    """Where /healthz, /readyz and /metrics are served, and who may read them; the limits are
+    the webhook listener's keys, smaller (a few probes and scrapers, not a fleet of senders)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
     token: SecretRef | None = Field(None, description="Bearer token probes and Prometheus send.")
     allow_unauthenticated: bool = Field(
         False, description="Serve without a token (only on a private network).")
+    max_connections: PositiveInt = 32
+    max_connections_per_client: PositiveInt = 8
 
     def build(self, telemetry: Telemetry, alive: Callable[[], bool]) -> OpsServer:
-        if self.token is None and not self.allow_unauthenticated:
-            raise ConfigError("ops: needs a token ({env: NAME} or {file: PATH}) or "
-                              "allow_unauthenticated: true")
+        if self.token is None and self.client_ca_file is None and not self.allow_unauthenticated:
+            raise ConfigError("ops: needs a token ({env: NAME} or {file: PATH}), a "
+                              "client_ca_file, or allow_unauthenticated: true")
         token = resolve_secret(self.token).get_secret_value().encode() if self.token else None
+        tls = tls_context(self, "ops")
+        warn_if_exposed(self, "ops", tls is not None)
         try:
-            return OpsServer(self, token, telemetry, alive)
+            return OpsServer(self, token, telemetry, alive, tls)
         except OSError as exc:
             raise ConfigError(f"ops: cannot listen on {self.host}:{self.port}: "
                               f"{exc.strerror or exc}") from None
@@ -60,19 +67,29 @@ class OpsConfig(BaseModel):
 
 class OpsServer:
     def __init__(self, config: OpsConfig, token: bytes | None, telemetry: Telemetry,
-                 alive: Callable[[], bool]) -> None:
-        self.token, self.telemetry, self.alive = token, telemetry, alive
-        self.server = ThreadingHTTPServer((config.host, config.port), _handler(self))
-        self.server.daemon_threads = True
+                 alive: Callable[[], bool], tls: ssl.SSLContext | None = None) -> None:
+        self.config, self.token, self.telemetry, self.alive = config, token, telemetry, alive
+        self.server = Server((config.host, config.port), _handler(self), config, tls, "ops")
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.2,),
                                         name="ops-http", daemon=True)
         self._thread.start()
         log.info("Serving /healthz, /readyz and /metrics.",
-                 extra={"host": config.host, "port": self.port})
+                 extra={"host": config.host, "port": self.port, "tls": tls is not None})
 
     @property
     def port(self) -> int:
         return int(self.server.server_address[1])
+
+    def refusal(self, authorization: str | None, cert: dict[str, object] | None
+                ) -> tuple[int, str] | None:
+        """Why a request is refused (401, 403), or None to answer it."""
+        if self.token is not None and not token_matches(presented_credential(authorization),
+                                                        [self.token]):
+            return 401, "unauthorized\n"
+        names = self.config.client_names
+        if names and not certificate_names(cert) & set(names):
+            return 403, "client certificate not allowed\n"
+        return None
 
     def answer(self, path: str) -> tuple[int, str, str]:
         """(status, content type, body) for a GET of `path`."""
@@ -135,31 +152,29 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _handler(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        # A read that waits longer ends the connection: a half-open request (or an idle
-        # kept-alive one) no longer holds its thread forever.
-        timeout = OPS_READ_TIMEOUT_SECS
-
+def _handler(ops: OpsServer) -> type[BoundedHandler]:
+    class Handler(BoundedHandler):
         def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
-            if ops.token is not None and not token_matches(
-                    presented_credential(self.headers.get("Authorization")), [ops.token]):
-                self._send(401, "text/plain", "unauthorized\n",
-                           {"WWW-Authenticate": 'Bearer realm="ctrail"'})
-                return
-            self._send(*ops.answer(self.path.split("?", 1)[0]))
+            if (refusal := ops.refusal(self.headers.get("Authorization"),
+                                       self.peer_certificate())) is not None:
+                return self.refuse(*refusal)
+            if self.headers.get("Content-Length", "0").strip() != "0" or \
+                    self.headers.get("Transfer-Encoding") is not None:
+                return self.refuse(400, "a GET has no body\n")  # unread: would be a request
+            status, content_type, body = ops.answer(self.path.split("?", 1)[0])
+            self.send(status, content_type, body.encode())
 
-        def _send(self, status: int, content_type: str, body: str,
-                  headers: dict[str, str] | None = None) -> None:
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
+        def _not_allowed(self) -> None:
+            self.refuse(405, "only GET is served\n")
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass                                   # scrapes every 15 s would flood the log
+        do_POST = do_HEAD = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _not_allowed  # noqa: N815
+
+        def refuse(self, status: int, message: str, retry_after: int | None = None) -> None:
+            headers = {"WWW-Authenticate": 'Bearer realm="ContainerTrail"'} if status == 401 \
+                else {"Allow": "GET"} if status == 405 else {}
+            if status in (429, 503):
+                headers["Retry-After"] = str(retry_after or ops.config.retry_after_secs)
+            text = message if message.endswith("\n") else message + "\n"
+            self.send(status, "text/plain", text.encode(), headers, close=True)
+
     return Handler

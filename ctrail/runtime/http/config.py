@@ -1,7 +1,10 @@
-"""ListenerConfig: the keys every webhook source shares, and how they build a listener."""
+"""The keys every HTTP server we open shares (ServerConfig: the webhook sources and the ops
+server), the webhook sources' own (ListenerConfig), and how they build a server."""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import ssl
 from pathlib import Path
 
@@ -11,15 +14,17 @@ from ctrail.errors import ConfigError
 from ctrail.runtime.http.listener import HttpListener
 from ctrail.secrets import SecretRef, resolve_secret
 
+log = logging.getLogger(__name__)
 
-class ListenerConfig(BaseModel):
-    """Keys every webhook source shares: where to listen, who may post, and the limits."""
+
+class ServerConfig(BaseModel):
+    """Where to listen, who may connect, TLS, and the limits that keep strangers from taking
+    the threads and connections every client shares."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     host: str = "127.0.0.1"
     port: int = Field(8480, ge=0, le=65535)
-    token: SecretRef | None = Field(None, description="Bearer token the sender presents.")
-    tokens: tuple[SecretRef, ...] = Field((), description="More accepted tokens (rotation).")
+    token: SecretRef | None = Field(None, description="Bearer token the client presents.")
     allow_unauthenticated: bool = Field(
         False, description="Accept requests without a token (only behind a trusted proxy).")
     tls_cert_file: Path | None = Field(None, description="Serve HTTPS with this PEM chain.")
@@ -28,10 +33,7 @@ class ListenerConfig(BaseModel):
         None, description="Require a client certificate signed by this CA (mutual TLS).")
     client_names: tuple[str, ...] = Field(
         (), description="Accept only client certificates with one of these CNs or DNS names.")
-    max_body_bytes: PositiveInt = 1024 * 1024
-    max_queued_requests: PositiveInt = 64
     max_connections: PositiveInt = 64
-    ack_timeout_secs: PositiveFloat = 30.0
     read_timeout_secs: PositiveFloat = Field(10.0, description="Per socket read or write.")
     header_timeout_secs: PositiveFloat = Field(
         10.0, description="From a request's first byte (or a kept-alive connection's last "
@@ -50,27 +52,41 @@ class ListenerConfig(BaseModel):
         100, description="Requests one address may send at once before the rate applies.")
     retry_after_secs: PositiveInt = 1
 
+
+class ListenerConfig(ServerConfig):
+    """Keys every webhook source shares: where to listen, who may post, and the limits."""
+
+    token: SecretRef | None = Field(None, description="Bearer token the sender presents.")
+    tokens: tuple[SecretRef, ...] = Field((), description="More accepted tokens (rotation).")
+    max_body_bytes: PositiveInt = 1024 * 1024
+    max_queued_requests: PositiveInt = 64
+    ack_timeout_secs: PositiveFloat = 30.0
+
     def build(self, name: str, data_dir: Path, max_record_bytes: int) -> HttpListener:
         refs = (*([self.token] if self.token is not None else []), *self.tokens)
         if not refs and self.client_ca_file is None and not self.allow_unauthenticated:
             raise ConfigError(f"sources.{name}: the webhook needs a token ({{env: NAME}} or "
                               "{file: PATH}), a client_ca_file, or allow_unauthenticated: true")
         tokens = [resolve_secret(ref).get_secret_value().encode() for ref in refs]
+        tls = tls_context(self, f"sources.{name}")
+        warn_if_exposed(self, f"sources.{name}", tls is not None)
         try:
-            return HttpListener(self, name, tokens, tls_context(self, name))
+            return HttpListener(self, name, tokens, tls)
         except OSError as exc:
             raise ConfigError(f"sources.{name}: cannot listen on {self.host}:{self.port}: "
                               f"{exc.strerror or exc}") from None
 
 
-def tls_context(config: ListenerConfig, name: str) -> ssl.SSLContext | None:
+def tls_context(config: ServerConfig, section: str) -> ssl.SSLContext | None:
+    """The server side of TLS 1.2+ (and mutual TLS) from `config`; `section` names it in errors,
+    e.g. sources.audit or ops."""
     if config.tls_cert_file is None:
         if config.tls_key_file or config.client_ca_file or config.client_names:
-            raise ConfigError(f"sources.{name}: tls_key_file, client_ca_file and client_names "
+            raise ConfigError(f"{section}: tls_key_file, client_ca_file and client_names "
                               "need tls_cert_file")
         return None
     if config.client_names and config.client_ca_file is None:
-        raise ConfigError(f"sources.{name}: client_names needs client_ca_file")
+        raise ConfigError(f"{section}: client_names needs client_ca_file")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -79,5 +95,28 @@ def tls_context(config: ListenerConfig, name: str) -> ssl.SSLContext | None:
             context.load_verify_locations(cafile=config.client_ca_file)
             context.verify_mode = ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"sources.{name}: cannot load the TLS files: {exc}") from None
+        raise ConfigError(f"{section}: cannot load the TLS files: {exc}") from None
     return context
+
+
+def warn_if_exposed(config: ServerConfig, section: str, tls: bool) -> None:
+    """Say so at startup when a server takes secrets or gives answers in the clear beyond this
+    host, or answers anyone: both are for a private network only, and the log should say which
+    were chosen (issue 14: plain HTTP on 0.0.0.0 in the shipped examples went unnoticed)."""
+    if not tls and not is_loopback(config.host):
+        log.warning("Serving plain HTTP beyond this host: tokens and answers travel in the "
+                    "clear; set tls_cert_file.", extra={"section": section, "host": config.host})
+    if config.allow_unauthenticated:
+        log.warning("Serving without authentication (allow_unauthenticated: true): anyone who "
+                    "reaches the port is answered.", extra={"section": section,
+                                                           "host": config.host})
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this host can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False                              # a name or 0.0.0.0-like: assume reachable

@@ -44,7 +44,8 @@ class HttpListener:
         self._failing_until = 0.0
         self._lock = threading.Lock()
         self.answered: Counter[int] = Counter()        # answers by status (tests, metrics)
-        self.server = Server((config.host, config.port), handler_class(self), config, tls)
+        self.server = Server((config.host, config.port), handler_class(self), config, tls,
+                             f"webhook-{name}")
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.1,),
                                         name=f"webhook-{name}", daemon=True)
         self._thread.start()

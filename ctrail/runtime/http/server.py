@@ -1,4 +1,5 @@
-"""The HTTP side: a bounded threading server, its request handler, and body framing."""
+"""The HTTP side: a bounded threading server (webhooks and the ops server), the request
+handler under its limits, the webhook handler, and body framing."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import orjson
 from ctrail.runtime.http.limits import ClientLimits
 
 if TYPE_CHECKING:
-    from ctrail.runtime.http.config import ListenerConfig
+    from ctrail.runtime.http.config import ServerConfig
     from ctrail.runtime.http.listener import HttpListener
 
 log = logging.getLogger(__name__)
@@ -84,50 +85,107 @@ def read_chunked(rfile: BinaryIO | BufferedIOBase, limit: int) -> bytes:
     raise BadBody(400, "too many trailers")
 
 
-def handler_class(listener: HttpListener) -> type[BaseHTTPRequestHandler]:
+class BoundedHandler(BaseHTTPRequestHandler):
+    """A request under its Server's deadlines and limits: the headers must arrive within
+    header_timeout_secs of the first byte (or of the last answer, on a kept-alive connection),
+    the whole request within request_timeout_secs; a request line over 8 KiB, a client over
+    its request rate, and headers over the budget are refused before anything else is read.
+    Subclasses answer with `refuse` and `send`."""
+
+    protocol_version = "HTTP/1.1"                # keep-alive: senders post batch after batch
+    server: Server
+    raw_requestline: bytes                       # set by the stdlib before parse_request
+
+    def setup(self) -> None:
+        super().setup()
+        # Per read or write: a stalled client frees its thread (the deadlines bound the rest).
+        self.connection.settimeout(self.server.config.read_timeout_secs)
+
+    def handle_one_request(self) -> None:
+        self._started = time.monotonic()
+        self.server.arm(self.connection, self.server.config.header_timeout_secs)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.disarm(self.connection)
+
+    def parse_request(self) -> bool:
+        config = self.server.config
+        if len(self.raw_requestline) > MAX_REQUEST_LINE_BYTES:
+            return self._refuse_unread(414, "request line too long")
+        wait = self.server.limits.request(self.client_address[0])
+        if wait:                                  # before any more of the request is read
+            return self._refuse_unread(429, "too many requests from this client", wait)
+        rfile = self.rfile
+        self.rfile = HeaderBudget(rfile, config.max_header_bytes - len(self.raw_requestline),
+                                  config.max_headers)   # type: ignore[assignment]
+        try:
+            parsed = super().parse_request()
+        finally:
+            self.rfile = rfile
+        if parsed:
+            self.server.arm(self.connection, config.request_timeout_secs -
+                            (time.monotonic() - self._started))
+        return parsed
+
+    def refuse(self, status: int, message: str, retry_after: int | None = None) -> None:
+        """Answer `status` and close the connection (what is left of the request is unread)."""
+        raise NotImplementedError
+
+    def _refuse_unread(self, status: int, message: str, retry_after: int | None = None
+                       ) -> bool:
+        """Answer before the request line is parsed (the stdlib's attributes are unset)."""
+        self.command, self.request_version, self.requestline = "", "HTTP/1.1", ""
+        self.refuse(status, message, retry_after)
+        return False
+
+    def send(self, status: int, content_type: str, payload: bytes,
+             headers: dict[str, str] | None = None, close: bool = False) -> None:
+        """One whole answer; with `close`, the connection ends after it (lingering so that
+        an unread body does not reset the connection before the answer is read)."""
+        try:
+            self.send_response(status)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            if close:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            self.close_connection = True         # the client left; nothing more to tell it
+            return
+        if close:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Stop sending, then discard what the client still sends for a moment: closing
+        with its unread body would reset the connection, destroying the answer unread."""
+        until = time.monotonic() + 1.0
+        try:
+            socket.socket.shutdown(self.connection, socket.SHUT_WR)
+            while (left := until - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                if not self.connection.recv(65536):
+                    return
+        except OSError:
+            pass
+
+    def peer_certificate(self) -> dict[str, Any] | None:
+        conn = self.connection
+        return conn.getpeercert() if isinstance(conn, ssl.SSLSocket) else None
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Silenced: request lines would go to stderr, unstructured (and probes every few
+        seconds would flood it)."""
+
+
+def handler_class(listener: HttpListener) -> type[BoundedHandler]:
     config = listener.config
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"            # keep-alive: senders post batch after batch
-        timeout = config.read_timeout_secs       # per read: a stalled client frees its thread
-        server: Server
-        raw_requestline: bytes                   # set by the stdlib before parse_request
-
-        def handle_one_request(self) -> None:
-            # The headers must arrive within header_timeout_secs of the first byte (or of the
-            # last answer, on a kept-alive connection); the body within request_timeout_secs.
-            self._started = time.monotonic()
-            self.server.arm(self.connection, config.header_timeout_secs)
-            try:
-                super().handle_one_request()
-            finally:
-                self.server.disarm(self.connection)
-
-        def parse_request(self) -> bool:
-            if len(self.raw_requestline) > MAX_REQUEST_LINE_BYTES:
-                return self._refuse_unread(414, "request line too long")
-            wait = self.server.limits.request(self.client_address[0])
-            if wait:                              # before any more of the request is read
-                return self._refuse_unread(429, "too many requests from this client", wait)
-            rfile = self.rfile
-            self.rfile = HeaderBudget(rfile, config.max_header_bytes - len(self.raw_requestline),
-                                      config.max_headers)   # type: ignore[assignment]
-            try:
-                parsed = super().parse_request()
-            finally:
-                self.rfile = rfile
-            if parsed:
-                self.server.arm(self.connection, config.request_timeout_secs -
-                                (time.monotonic() - self._started))
-            return parsed
-
-        def _refuse_unread(self, status: int, message: str, retry_after: int | None = None
-                           ) -> bool:
-            """Answer before the request line is parsed (the stdlib's attributes are unset)."""
-            self.command, self.request_version, self.requestline = "", "HTTP/1.1", ""
-            self._answer(status, message, close=True, retry_after=retry_after)
-            return False
-
+    class Handler(BoundedHandler):
         def handle_expect_100(self) -> bool:
             if (refusal := self._refusal()) is not None:
                 self._answer(*refusal, close=True)
@@ -151,9 +209,8 @@ def handler_class(listener: HttpListener) -> type[BaseHTTPRequestHandler]:
         do_GET = do_HEAD = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _not_allowed  # noqa: N815
 
         def _refusal(self) -> Refusal | None:
-            conn = self.connection
-            cert = conn.getpeercert() if isinstance(conn, ssl.SSLSocket) else None
-            return listener.refusal(self.headers.get("Authorization"), cert, self.headers)
+            return listener.refusal(self.headers.get("Authorization"), self.peer_certificate(),
+                                    self.headers)
 
         def _read_body(self) -> bytes:
             if self.headers.get("Content-Length") is None:
@@ -164,49 +221,24 @@ def handler_class(listener: HttpListener) -> type[BaseHTTPRequestHandler]:
                 raise BadBody(400, "body shorter than Content-Length")
             return body
 
+        def refuse(self, status: int, message: str, retry_after: int | None = None) -> None:
+            self._answer(status, message, close=True, retry_after=retry_after)
+
         def _answer(self, status: int, message: str, request_id: str | None = None,
                     close: bool = False, retry_after: int | None = None) -> None:
             listener.count(status)
             payload = orjson.dumps({"status": status, "message": message,
                                     **({"request_id": request_id} if request_id else {})})
-            try:
-                self.send_response(status)
-                if status in (429, 503):
-                    self.send_header("Retry-After", str(retry_after or config.retry_after_secs))
-                if status == 401:
-                    self.send_header("WWW-Authenticate", 'Bearer realm="ContainerTrail"')
-                if status == 405:
-                    self.send_header("Allow", "POST")
-                if request_id is not None:
-                    self.send_header("X-Request-Id", request_id)
-                if close:
-                    self.send_header("Connection", "close")
-                    self.close_connection = True
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-            except OSError:
-                self.close_connection = True     # the client left; nothing more to tell it
-                return
-            if close:
-                self._linger()
-
-        def _linger(self) -> None:
-            """Stop sending, then discard what the client still sends for a moment: closing
-            with its unread body would reset the connection, destroying the answer unread."""
-            until = time.monotonic() + 1.0
-            try:
-                socket.socket.shutdown(self.connection, socket.SHUT_WR)
-                while (left := until - time.monotonic()) > 0:
-                    self.connection.settimeout(left)
-                    if not self.connection.recv(65536):
-                        return
-            except OSError:
-                pass
-
-        def log_message(self, format: str, *args: object) -> None:
-            """Silenced: request lines would go to stderr, unstructured."""
+            headers = {}
+            if status in (429, 503):
+                headers["Retry-After"] = str(retry_after or config.retry_after_secs)
+            if status == 401:
+                headers["WWW-Authenticate"] = 'Bearer realm="ContainerTrail"'
+            if status == 405:
+                headers["Allow"] = "POST"
+            if request_id is not None:
+                headers["X-Request-Id"] = request_id
+            self.send(status, "application/json", payload, headers, close)
 
     return Handler
 
@@ -242,8 +274,8 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     allow_reuse_address = True
     request_queue_size = 128                     # listen backlog: a burst of senders connects
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 config: ListenerConfig, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, address: tuple[str, int], handler: type[BoundedHandler],
+                 config: ServerConfig, tls: ssl.SSLContext | None, name: str) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.config, self.tls = config, tls
         self._slots = threading.BoundedSemaphore(config.max_connections)
@@ -254,7 +286,7 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self._lock = threading.Lock()
         self._closed = threading.Event()
         super().__init__(address, handler)
-        threading.Thread(target=self._watch, name="webhook-watchdog", daemon=True).start()
+        threading.Thread(target=self._watch, name=f"{name}-watchdog", daemon=True).start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.limits.connect(client_address[0]):
@@ -305,7 +337,7 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A broken connection is the client's problem; the listener serves on, quietly.
-        log.debug("A webhook connection failed.", exc_info=True)
+        log.debug("An HTTP connection failed.", exc_info=True)
 
     def arm(self, conn: socket.socket, secs: float) -> None:
         with self._lock:

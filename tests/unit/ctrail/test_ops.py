@@ -9,7 +9,6 @@ from typing import Iterator
 
 import pytest
 
-import ctrail.runtime.ops as ops_module
 from ctrail.errors import ConfigError
 from ctrail.runtime.ops import OpsConfig, OpsServer
 from ctrail.runtime.telemetry import Sample, Telemetry
@@ -118,8 +117,8 @@ def test_health_endpoint_probe_sends_the_configured_token(  # type: ignore[no-un
 
 def test_a_half_open_request_does_not_hold_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_OPS_TOKEN", "ops-token-1")
-    monkeypatch.setattr(ops_module, "OPS_READ_TIMEOUT_SECS", 0.5)
-    server = OpsConfig(port=0, token=EnvRef(env="TEST_OPS_TOKEN")).build(Telemetry(), lambda: True)
+    server = OpsConfig(port=0, token=EnvRef(env="TEST_OPS_TOKEN"), read_timeout_secs=0.5
+                       ).build(Telemetry(), lambda: True)
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")      # and never the end
