@@ -11,6 +11,8 @@ with the same id, so the store keeps one.
   auditID give two. Other events use their own event id.
 - A rule with `dedup_field` (detectors.sigma_rules) hashes that field's value instead, and its
   group key is the rule id and that value: one alert per value (CT-COR-005: per image digest).
+  With `dedup_window` too, the id hashes the values and the window of event time, and the group
+  key stays the entities': one alert per burst (CT-K8S-017: one webhook's install).
 - `@timestamp` is the event's time; `event.ingested` is the event's own, so the alert does not
   depend on when it was computed.
 - `alert.group_key` is the rule id and the entities involved: user, and namespace/object (the
@@ -46,12 +48,13 @@ FALCO_TECHNIQUE: Final = re.compile(r"T\d{4}(?:\.\d{3})?")
 def build_alert(rule: CompiledRule, event: Event, severity: Severity,
                 key: str | None = None) -> Alert:
     """`key`: the value of the rule's dedup_field, when it has one; it replaces the event's
-    dedup key in the id and the entities in the group key (one alert per value)."""
+    dedup key in the id and, unless it is a window's (dedup_window), the entities in the group
+    key (one alert per value)."""
     info = event.event
     k8s = event.kubernetes
     detected = event.rule.name if rule.identity_from_event and event.rule is not None else None
     tags = detector_tags(event) if detected is not None else ()
-    if key is not None:
+    if key is not None and rule.dedup_window is None:
         group = f"{rule.id}|{key}"
     elif detected is not None:
         group = detected_group_key(rule.id, detected, event)

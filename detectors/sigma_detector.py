@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
 from sigma.types import SigmaString
 
@@ -127,6 +128,21 @@ class SigmaDetectorConfig(BaseModel):
                 "allowed_namespaces": list(self.allowed_namespaces)}
 
 
+def dedup_value(rule: CompiledRule, view: EventView, event: Event) -> str | None:
+    """What the rule's alert is one per (sigma_rules: dedup_field, dedup_window): the first
+    value of each field, and the window of event time; None when a field has no value, so the
+    alert is the request's own rather than one shared with unrelated events."""
+    values = []
+    for name in rule.dedup_fields:
+        found = field_values(view, name)
+        if not found:
+            return None
+        values.append(found[0])
+    if rule.dedup_window is not None:
+        values.append(f"window:{int(event.timestamp.timestamp() // rule.dedup_window)}")
+    return values[0] if len(values) == 1 else orjson.dumps(values).decode()
+
+
 def compile_exceptions(entries: list[dict[str, str]]) -> Predicate:
     """Any entry matches when all of its field -> value pairs match (Sigma string semantics)."""
     return any_of([all_of([field_predicate(field, SigmaString(value))
@@ -189,10 +205,7 @@ class SigmaDetector:
             if rule.id in self.history.thinnable and \
                     not self.history.due(rule.id, view, event.timestamp.timestamp()):
                 continue                # a known first-seen term, sent lately: no alert to build
-            key = None
-            if rule.dedup_field is not None:
-                found = field_values(view, rule.dedup_field)
-                key = found[0] if found else None
+            key = dedup_value(rule, view, event) if rule.dedup_fields else None
             alerts.append(build_alert(rule, event, self.severity(rule, event), key))
         routed = [candidate for alert in alerts
                   for correlation in self.by_base.get(alert.rule.id, ())

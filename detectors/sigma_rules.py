@@ -24,7 +24,15 @@ Our custom rule attribute (pySigma keeps unknown top-level keys in `custom_attri
 - `dedup_field: <field>`: the alert's id and group key come from the rule id and the first value
   of this event field (derived fields too) instead of the event: every event with the same
   value raises the same alert, which the store keeps once and suppression folds (CT-COR-005:
-  once per image digest).
+  once per image digest). A list of fields: the first value of each. An event that lacks one
+  of them raises the alert of its own request, as a rule without the attribute does.
+- `dedup_window: <timespan>` (with dedup_field; Sigma's timespan form, `5m`): the id also
+  holds the window of event time the event falls in (windows aligned on the Unix epoch, so
+  every process, replay and hunt computes the same id, with no state), and the group key stays
+  the alert's entities: one alert per burst of the same act on the same object, not one ever
+  (CT-K8S-017: Helm creates a webhook's Mutating and ValidatingWebhookConfiguration, of one
+  name, within seconds; that install is one alert). Two requests either side of a window's
+  edge raise two alerts: the edge costs an alert, never a miss.
 - `off_while_empty: [<list>, ...]`: configuration lists the rule means nothing without (CT-K8S-028:
   allowed_users); while one is empty the rule is loaded and listed but never evaluated.
 
@@ -45,7 +53,7 @@ from typing import Any, Final, Iterable, Sequence
 
 import yaml
 from sigma.collection import SigmaCollection
-from sigma.correlations import SigmaCorrelationRule
+from sigma.correlations import SigmaCorrelationRule, SigmaCorrelationTimespan
 from sigma.exceptions import SigmaError, SigmaRuleLocation
 from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaRule
@@ -104,7 +112,8 @@ class CompiledRule:
     key: IndexKey | None = None     # a field value the rule requires (detectors.rule_index)
     datasets: tuple[str, ...] = ()  # every dataset it applies to, when more than `dataset`
     severity_from_event: bool = False
-    dedup_field: str | None = None  # `dedup_field`: one alert per value of this field
+    dedup_fields: tuple[str, ...] = ()  # `dedup_field`: one alert per value of these fields
+    dedup_window: float | None = None   # `dedup_window` (seconds): ... within one window
     identity_from_event: bool = False   # an external detector's alert, re-raised as itself
     reads_request_body: bool = False    # its alert id tells requests apart by their body too
     inert: bool = False             # `off_while_empty` and such a list is empty: never evaluated
@@ -263,7 +272,8 @@ def compile_rule(sigma_rule: SigmaRule, pipeline: ProcessingPipeline) -> Compile
         datasets=datasets if len(datasets) > 1 else (),
         severity_from_event=sigma_rule.custom_attributes.get("severity_from_event") is True,
         identity_from_event=sigma_rule.custom_attributes.get("identity_from_event") is True,
-        dedup_field=dedup_field(rule_id, sigma_rule.custom_attributes),
+        dedup_fields=dedup_fields(rule_id, sigma_rule.custom_attributes),
+        dedup_window=dedup_window(rule_id, sigma_rule.custom_attributes),
         reads_request_body=reads_request_body(trees),
         inert=not all(is_configured(pipeline, name)
                       for name in off_while_empty(rule_id, sigma_rule.custom_attributes)))
@@ -277,14 +287,32 @@ def off_while_empty(rule_id: str, attributes: dict[str, Any]) -> list[str]:
     return names
 
 
-def dedup_field(rule_id: str, attributes: dict[str, Any]) -> str | None:
-    name = attributes.get("dedup_field")
-    if name is None:
+def dedup_fields(rule_id: str, attributes: dict[str, Any]) -> tuple[str, ...]:
+    names = attributes.get("dedup_field")
+    if names is None:
+        return ()
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, list) or not names or \
+            not all(isinstance(name, str) and name for name in names):
+        raise RuleCompileError(f"rule {rule_id}: dedup_field must be a field name or a list "
+                               "of them")
+    for name in names:
+        FieldPath(name)             # a RuleCompileError for an unknown derived field
+    return tuple(names)
+
+
+def dedup_window(rule_id: str, attributes: dict[str, Any]) -> float | None:
+    span = attributes.get("dedup_window")
+    if span is None:
         return None
-    if not isinstance(name, str) or not name:
-        raise RuleCompileError(f"rule {rule_id}: dedup_field must be a field name")
-    FieldPath(name)                 # a RuleCompileError for an unknown derived field
-    return name
+    if "dedup_field" not in attributes:
+        raise RuleCompileError(f"rule {rule_id}: dedup_window needs dedup_field (what is the "
+                               "same within the window)")
+    try:
+        return float(SigmaCorrelationTimespan(str(span)).seconds)
+    except SigmaError:
+        raise RuleCompileError(f"rule {rule_id}: dedup_window {span!r} is not a timespan "
+                               "(a number and s, m, h or d: 5m)") from None
 
 
 def production_severity(rule_id: str, attributes: dict[str, Any]) -> Severity | None:

@@ -76,6 +76,15 @@ def test_a_broken_rule_is_reported_with_its_file_and_the_others_still_load(
     ("title: t\nname: X-1\nlogsource: {product: kubernetes, service: audit}\n"
      "detection:\n  sel: {verb: get}\n  condition: sel\nseverity_in_production: urgent\n",
      "severity_in_production 'urgent' is not a Sigma level"),
+    ("title: t\nname: X-1\nlogsource: {product: kubernetes, service: audit}\n"
+     "detection:\n  sel: {verb: get}\n  condition: sel\ndedup_field: user.name\n"
+     "dedup_window: soon\n", "dedup_window 'soon' is not a timespan"),
+    ("title: t\nname: X-1\nlogsource: {product: kubernetes, service: audit}\n"
+     "detection:\n  sel: {verb: get}\n  condition: sel\ndedup_window: 5m\n",
+     "dedup_window needs dedup_field"),
+    ("title: t\nname: X-1\nlogsource: {product: kubernetes, service: audit}\n"
+     "detection:\n  sel: {verb: get}\n  condition: sel\ndedup_field: [user.name, 3]\n",
+     "dedup_field must be a field name or a list of them"),
     ("- just\n- a list\n", "document 1 is not a mapping"),
 ])
 def test_rules_the_matcher_cannot_run_are_reported(tmp_path: Path, text: str, reason: str) -> None:
