@@ -11,7 +11,8 @@ races a write, a rollover and a refresh inside that second is the one case this 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Final, Iterator, Sequence
 
 from ctrail.bus.codec import Item
 from ctrail.components import WriteResult
@@ -25,30 +26,57 @@ if TYPE_CHECKING:
 
 # Documents per bulk request; also the ids one lookup asks for, under the 10 000 a search returns.
 MAX_BULK_DOCS: Final = 5000
+# Below this many documents a request is not split further (see write).
+MIN_CONCURRENT_DOCS: Final = 200
 
 
-def write(client: Elasticsearch, namespace: str, items: Sequence[Item],
-          refresh: bool) -> WriteResult:
+def write(client: Elasticsearch, namespace: str, items: Sequence[Item], refresh: bool,
+          requests: int = 1) -> WriteResult:
     """Store items once each; retry what the cluster could not take now, reject what it never will.
-    Raises Retryable (Unavailable when unreachable) if a request as a whole failed."""
+    Raises Retryable (Unavailable when unreachable) if a request as a whole failed.
+
+    The batch goes out as up to `requests` bulk requests at once (each with its own lookup):
+    one request is indexed by one write thread of the cluster, so a lone request leaves the
+    other cores of a node idle while this process waits, as Vector's request.concurrency and
+    Logstash's pipeline workers avoid. Every request must succeed before this returns; the
+    caller commits its input only then."""
+    docs = [document(item, namespace) for item in items]
+    chunks = list(_chunks(docs, requests))
+    if len(chunks) <= 1:
+        results = [_write_chunk(client, chunk, refresh) for chunk in chunks]
+    else:
+        with ThreadPoolExecutor(len(chunks), thread_name_prefix="es-bulk") as pool:
+            results = list(pool.map(lambda chunk: _write_chunk(client, chunk, refresh), chunks))
+    return WriteResult(delivered=sum(r.delivered for r in results),
+                       retry=tuple(i for r in results for i in r.retry),
+                       rejected=tuple(i for r in results for i in r.rejected))
+
+
+def _chunks(docs: list[Document], requests: int) -> Iterator[list[Document]]:
+    """`docs` in about `requests` equal parts, none above MAX_BULK_DOCS nor below
+    MIN_CONCURRENT_DOCS (a small batch is one request: splitting it buys nothing)."""
+    parts = max(1, min(requests, len(docs) // MIN_CONCURRENT_DOCS))
+    size = min(MAX_BULK_DOCS, -(-len(docs) // parts)) if docs else 1
+    for start in range(0, len(docs), size):
+        yield docs[start:start + size]
+
+
+def _write_chunk(client: Elasticsearch, chunk: Sequence[Document], refresh: bool) -> WriteResult:
     delivered = 0
     retry: list[Item] = []
     refused: list[Rejection] = []
-    docs = [document(item, namespace) for item in items]
-    for start in range(0, len(docs), MAX_BULK_DOCS):
-        chunk = docs[start:start + MAX_BULK_DOCS]
-        stored = already_stored(client, chunk)
-        fresh = [doc for doc in chunk if doc.id not in stored]
-        delivered += len(chunk) - len(fresh)
-        for doc, result in zip(fresh, create(client, fresh, refresh)):
-            outcome = classify(result)
-            if outcome is Outcome.DELIVERED:
-                delivered += 1
-            elif outcome is Outcome.RETRY:
-                # An Item as write() is typed (resolution.write_verdicts passes replay verdicts).
-                retry.append(doc.item)  # type: ignore[arg-type]
-            else:
-                refused.append(rejected(doc, result))
+    stored = already_stored(client, chunk)
+    fresh = [doc for doc in chunk if doc.id not in stored]
+    delivered += len(chunk) - len(fresh)
+    for doc, result in zip(fresh, create(client, fresh, refresh)):
+        outcome = classify(result)
+        if outcome is Outcome.DELIVERED:
+            delivered += 1
+        elif outcome is Outcome.RETRY:
+            # An Item as write() is typed (resolution.write_verdicts passes replay verdicts).
+            retry.append(doc.item)  # type: ignore[arg-type]
+        else:
+            refused.append(rejected(doc, result))
     return WriteResult(delivered=delivered, retry=tuple(retry), rejected=tuple(refused))
 
 

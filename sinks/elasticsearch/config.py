@@ -59,6 +59,10 @@ class ElasticsearchConfig(_Section):
                              "another node. Rejections (429) are not retried here: the stage "
                              "that wrote (process for events, store for alerts and dead "
                              "letters) backs off and redelivers the batch.")
+    concurrent_requests: PositiveInt = Field(
+        2, description="Bulk requests one write sends at once (a batch of at least 200 "
+                       "documents per request is split): a lone request keeps one write thread "
+                       "of the cluster busy while the pipeline waits for it.")
     refresh_on_write: bool = Field(
         False, description="Return from a write only once its documents are searchable "
                            "(refresh=wait_for). Costs up to a refresh interval per batch; for "

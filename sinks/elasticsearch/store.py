@@ -71,7 +71,8 @@ class ElasticsearchStore:
     # ── the sink side ────────────────────────────────────────────────────────────────────────
 
     def write(self, items: Sequence[Item]) -> WriteResult:
-        return bulk.write(self.client, self.namespace, items, self.config.refresh_on_write)
+        return bulk.write(self.client, self.namespace, items, self.config.refresh_on_write,
+                          self.config.concurrent_requests)
 
     def check(self) -> None:
         try:

@@ -161,6 +161,28 @@ def test_a_mapping_error_dead_letters_that_document_and_stores_the_rest(
     assert store.count("*") == 2
 
 
+def test_a_batch_split_into_concurrent_requests_keeps_each_item_result(
+        store: ElasticsearchStore) -> None:
+    """600 events go out as two bulk requests at once (concurrent_requests: 2): the mapping
+    error in the second is dead-lettered by itself, the rest stored once, and a replay of the
+    whole batch stores nothing twice."""
+    template = EVENTS[0]
+    batch = [template.model_copy(update={"event": template.event.model_copy(
+        update={"id": f"split-{i:04d}"})}) for i in range(600)]
+    audit: dict[str, Any] = dict(template.kubernetes.audit or {})  # type: ignore[union-attr]
+    audit["responseStatus"] = {"code": {"not": "a number"}}
+    batch[450] = batch[450].model_copy(update={"kubernetes": template.kubernetes.model_copy(  # type: ignore[union-attr]
+        update={"audit": audit})})
+    assert store.config.concurrent_requests == 2
+    result = store.write(batch)
+    assert (result.delivered, result.retry) == (599, ())
+    (dead,) = result.rejected
+    assert orjson.loads(dead.original)["event"]["id"] == "split-0450"
+    again = store.write(batch)
+    assert (again.delivered, len(again.rejected)) == (599, 1)
+    assert store.count("event.id:split-*") == 599
+
+
 def test_a_document_the_cluster_refuses_for_now_429_is_kept_for_a_retry(
         store: ElasticsearchStore, client: Elasticsearch) -> None:
     stream = AUDIT_STREAM.format(ns=store.namespace)
