@@ -39,6 +39,10 @@ class Section(BaseModel):
 
 class PipelineConfig(Section):
     batch_events: PositiveInt = Field(1000, description="Records a stage handles per batch.")
+    batch_bytes: PositiveInt = Field(
+        1024 * 1024, description="A batch also closes once its records reach this many bytes: "
+                                 "a webhook record holds up to 400 events, and a batch of "
+                                 "batch_events of them would hold an alert back for seconds.")
     max_record_bytes: PositiveInt = Field(
         1024 * 1024, description="A raw record larger than this is dead-lettered, not parsed.")
 

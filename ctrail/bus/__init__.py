@@ -45,8 +45,12 @@ class Producer(Protocol):
 
 
 class Consumer(Protocol):
-    def poll(self, max_records: int, timeout_secs: float) -> list[Record]:
-        """Up to max_records records after the last polled one; [] when none arrive in time."""
+    def poll(self, max_records: int, timeout_secs: float,
+             max_bytes: int | None = None) -> list[Record]:
+        """Up to max_records records after the last polled one; [] when none arrive in time.
+        With max_bytes, the records stop once their values reach it (the first record is
+        always given, however large): a webhook record holds up to 400 events, so a count
+        alone can make a batch of seconds."""
 
     def commit(self, records: Sequence[Record]) -> None:
         """Mark records processed. Called only after their outputs are flushed; a crash before

@@ -334,10 +334,13 @@ class KafkaBusConsumer:
             for tp in partitions:
                 self._first_polled.pop(tp, None)
 
-    def poll(self, max_records: int, timeout_secs: float) -> list[Record]:
+    def poll(self, max_records: int, timeout_secs: float,
+             max_bytes: int | None = None) -> list[Record]:
         with unavailable(self._config, f"polling for group {self._group_id}"):
             batches = self._consumer.poll(timeout_ms=int(timeout_secs * 1000),
                                           max_records=max_records)
+        if max_bytes is not None:
+            batches = self._within(batches, max_bytes)
         records: list[Record] = []
         with self._lock:
             for tp, messages in batches.items():
@@ -348,6 +351,23 @@ class KafkaBusConsumer:
                 records.extend(Record(topic, m.key or b"", m.value or b"", m.offset,
                                       m.offset + 1, tp.partition) for m in messages)
         return records
+
+    def _within(self, batches: dict[TopicPartition, list[Any]], max_bytes: int
+                ) -> dict[TopicPartition, list[Any]]:
+        """The polled messages up to max_bytes of values (at least one); each partition cut
+        short is sought back to its first message left, which the next poll delivers."""
+        kept: dict[TopicPartition, list[Any]] = {}
+        budget = max_bytes
+        for tp, messages in batches.items():
+            taken = 0
+            while taken < len(messages) and (budget > 0 or not kept and taken == 0):
+                budget -= len(messages[taken].value or b"")
+                taken += 1
+            if taken:
+                kept[tp] = messages[:taken]
+            if taken < len(messages):
+                self._consumer.seek(tp, messages[taken].offset)
+        return kept
 
     def commit(self, records: Sequence[Record]) -> None:
         offsets: dict[TopicPartition, int] = {}

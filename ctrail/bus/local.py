@@ -269,11 +269,12 @@ class _TopicCursor:
         self.position = position
         self._buffer, self._buffer_start = b"", position
 
-    def read(self, max_records: int) -> list[Record]:
+    def read(self, max_records: int, max_bytes: int | None = None) -> list[Record]:
         records: list[Record] = []
         self.topic.refresh()
         end = self.topic.durable_end
-        while len(records) < max_records and self.position < end:
+        budget = max_bytes if max_bytes is not None else -1     # -1: no byte limit
+        while len(records) < max_records and self.position < end and budget != 0:
             # Frames never span segments and durable_end moves by whole frames, so the frame
             # at `position` is complete on disk.
             self._ensure(HEADER.size, end)
@@ -289,6 +290,8 @@ class _TopicCursor:
                                   self._buffer[key_start + key_len:at + frame_len],
                                   self.position, next_offset))
             self.position = next_offset
+            if budget > 0:
+                budget = max(0, budget - value_len)
         return records
 
     def _ensure(self, needed: int, end: int) -> None:
@@ -319,8 +322,9 @@ class LocalConsumer:
         self._turn = 0
         self._wakeup = bus.wakeup
 
-    def poll(self, max_records: int, timeout_secs: float) -> list[Record]:
-        records = self._read(max_records)
+    def poll(self, max_records: int, timeout_secs: float,
+             max_bytes: int | None = None) -> list[Record]:
+        records = self._read(max_records, max_bytes)
         if records or timeout_secs <= 0:
             return records
         # A producer of this process wakes the wait; a topic written by another process is
@@ -333,15 +337,15 @@ class LocalConsumer:
                 break
             with self._wakeup:
                 self._wakeup.wait(min(left, READER_WAIT_SECS) if external else left)
-            records = self._read(max_records)
+            records = self._read(max_records, max_bytes)
         return records
 
-    def _read(self, max_records: int) -> list[Record]:
+    def _read(self, max_records: int, max_bytes: int | None) -> list[Record]:
         # Round-robin over topics so one busy topic cannot starve the others.
         names = list(self._cursors)
         for i in range(len(names)):
             name = names[(self._turn + i) % len(names)]
-            records = self._cursors[name].read(max_records)
+            records = self._cursors[name].read(max_records, max_bytes)
             if records:
                 self._turn = (self._turn + i + 1) % len(names)
                 return records

@@ -265,7 +265,7 @@ class Pipeline:
                     self.workers.append(StageWorker(
                         spec.name, self.bus.consumer(spec.name, spec.consumes),
                         self.bus.producer(), stage.handler, self.telemetry, batch,
-                        stage.idle))
+                        stage.idle, settings.pipeline.batch_bytes))
         except BaseException:
             self.close()
             raise

@@ -72,19 +72,22 @@ def _reject_item(step: str, item: Item, reason: Reason, detail: str) -> Rejectio
 class StageWorker:
     def __init__(self, name: str, consumer: Consumer, producer: Producer, handler: Handler,
                  telemetry: Telemetry, batch_size: int = 1000,
-                 idle: Callable[[], StageResult | None] | None = None) -> None:
+                 idle: Callable[[], StageResult | None] | None = None,
+                 batch_bytes: int | None = None) -> None:
         self.name = name
         self.consumer = consumer
         self.producer = producer
         self.handler = handler
         self.telemetry = telemetry
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
         # Work of the stage's own, done when no input waits; its result is published.
         self.idle = idle
 
     def run_once(self, timeout_secs: float = 1.0) -> int:
         """Process one batch; returns how many records it consumed (0 when idle)."""
-        records = self.consumer.poll(self.batch_size, timeout_secs=timeout_secs)
+        records = self.consumer.poll(self.batch_size, timeout_secs=timeout_secs,
+                                     max_bytes=self.batch_bytes)
         if not records:
             due = self.idle() if self.idle is not None else None
             if due is not None and (due.outputs or due.rejected):

@@ -93,6 +93,26 @@ def test_unflushed_records_are_not_visible(tmp_path: Path) -> None:
     bus.close()
 
 
+def test_a_poll_stops_at_its_byte_budget_and_the_next_poll_goes_on(bus: Bus) -> None:
+    """A batch closes at max_bytes of values (a webhook record holds up to 400 events): each
+    poll stops once its values reach the budget, a record larger than the budget comes alone,
+    and the next polls deliver the rest, in order, once each."""
+    sent = [bytes([65 + i]) * 100 for i in range(9)] + [b"z" * 1000, b"y" * 100]
+    publish(bus, RAW, sent)
+    consumer = bus.consumer("enrich", [RAW])
+    polls: list[list[Record]] = []
+    deadline = time.monotonic() + DELIVERY_WAIT_SECS
+    while sum(map(len, polls)) < len(sent) and time.monotonic() < deadline:
+        got = consumer.poll(100, timeout_secs=0.5, max_bytes=250)
+        if got:
+            polls.append(got)
+    assert [r.value for batch in polls for r in batch] == sent
+    for batch in polls:
+        assert sum(len(r.value) for r in batch[:-1]) < 250     # the budget was not yet spent
+    assert [b"z" * 1000] in [values(batch) for batch in polls]
+    assert max(len(batch) for batch in polls) == 3
+
+
 def test_uncommitted_records_are_delivered_again_after_rewind(bus: Bus) -> None:
     publish(bus, RAW, [b"a", b"b"])
     consumer = bus.consumer("enrich", [RAW])
