@@ -17,9 +17,13 @@ Figures, for the measured call only (not interpreter start-up or imports):
 - peak RSS of the child (VmHWM; the largest of it and its children).
 The figure to quote is the ratio pipeline/orjson of events/s from the same run: these machines
 are noisy, ratios less so. The temporary directory (log and data directory) is removed.
+Disk: after the ingest, the store file (with its WAL, if any) and the local log (the data
+directory's bus/: what the log keeps once every group has committed, see ctrail/bus/local.py)
+beside the raw input file.
 Last lines:
     pipeline: N events/s, C events per CPU-second
     ratio pipeline/orjson: X
+    disk: store plus local log vs raw: D (store S MB, local log L MB, raw R MB)
 """
 
 from __future__ import annotations
@@ -86,6 +90,9 @@ def pipeline(path: Path, data_dir: Path) -> dict[str, float]:
         result["dead_letters"] = store.count("*", "dead_letters")
     finally:
         store.close()
+    result["store_bytes"] = sum(p.stat().st_size for p in data_dir.glob("store.sqlite3*"))
+    result["log_bytes"] = sum(p.stat().st_size for p in (data_dir / "bus").rglob("*")
+                              if p.is_file())
     return result
 
 
@@ -146,6 +153,10 @@ def main() -> None:
           f"{full['dead_letters']:.0f} dead-lettered")
     print(f"pipeline: {rate_full:.0f} events/s, {cpu_full:.0f} events per CPU-second")
     print(f"ratio pipeline/orjson: {rate_full / rate_base:.3f}")
+    disk = full["store_bytes"] + full["log_bytes"]
+    print(f"disk: store plus local log vs raw: {disk / size:.2f} (store "
+          f"{full['store_bytes'] / 1e6:.1f} MB, local log {full['log_bytes'] / 1e6:.1f} MB, raw "
+          f"{size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

@@ -210,15 +210,32 @@ class LocalTopic:
         except OSError:
             pass                        # retried at the next roll; nothing is lost meanwhile
 
+    def _committed_floor(self) -> int | None:
+        """The lowest position a consumer group has committed; None when no group reads."""
+        offsets = [int(p.read_text() or 0) for p in self.directory.glob("*.offset")]
+        return min(offsets) if offsets else None
+
     def _delete_consumed_segments(self) -> None:
         """Delete whole segments that every consumer group has committed past."""
-        offsets = [int(p.read_text() or 0) for p in self.directory.glob("*.offset")]
-        if not offsets:
+        floor = self._committed_floor()
+        if floor is None:
             return
-        floor = min(offsets)
         while len(self.bases) > 1 and self.bases[1] <= floor:
             (self.directory / _segment_name(self.bases[0])).unlink(missing_ok=True)
             self.bases.pop(0)
+
+    def _retire_consumed_tail(self) -> None:
+        """At close, when every group has committed the whole log, roll so the last segment
+        is deleted too: otherwise a log that never fills a segment (an ingest of less than
+        segment_bytes) keeps a copy of everything it carried, already stored, for ever."""
+        if self._pending or self.durable_end == self.bases[-1]:
+            return
+        try:
+            floor = self._committed_floor()
+        except (OSError, ValueError):
+            return                      # unreadable offsets: keep everything
+        if floor is not None and floor >= self.durable_end:
+            self._roll()
 
     def segment_for(self, position: int) -> tuple[int, Path]:
         base = max((b for b in self.bases if b <= position), default=self.bases[0])
@@ -227,6 +244,7 @@ class LocalTopic:
     def close(self) -> None:
         with self._lock:
             if self.writer:
+                self._retire_consumed_tail()
                 self._file.close()
             if self._writer_lock is not None:
                 self._writer_lock.close()

@@ -1,17 +1,20 @@
--- The embedded store (schema version 3). One table per kind of document, each with a
+-- The embedded store (schema version 4). One table per kind of document, each with a
 -- full-text index. `seq` orders documents as they arrived; `ts` is @timestamp in microseconds
 -- since the epoch.
 --
--- `doc` is the document's JSON (ECS field names) WITHOUT what is kept once elsewhere in the row:
+-- `record` is one zstd-compressed blob (records.py; a dictionary per kind, trained on the
+-- table's own rows, in `dictionaries`) of three parts:
+--   `doc`       the document's JSON (ECS field names) WITHOUT what is kept once elsewhere:
 --   `original`  event.original, the raw record byte for byte (events and alerts);
---   `audit`     kubernetes.audit: NULL when the document has none, '' when it is exactly
+--   `audit`     kubernetes.audit: none when the document has none, '' when it is exactly
 --               json(original) (an audit-log line: the store rebuilds it from `original` on
 --               read, instead of keeping the raw record twice), else its own JSON (EventList
 --               items, AKS/GKE envelopes, redacted events: what was parsed is not the line);
 --   alerts.original_of   the id of the stored event whose `original` this alert's is (an alert
---               repeats its triggering event's raw record): `original` is then NULL.
+--               repeats its triggering event's raw record): the alert's `original` is then none.
 -- The store puts those fields back in their place on read, so `search` returns the documents
--- as the bus carried them.
+-- as the bus carried them. SQL reads the parts with ct_doc(record), ct_original(record) and
+-- ct_audit(record), functions the store registers on its connection.
 --
 -- Hot fields are real columns, declared without a type (no affinity: a value stays as the
 -- JSON had it, as json_extract would read it), filled at insert from the item (search.py's
@@ -57,9 +60,7 @@ CREATE TABLE IF NOT EXISTS events (
     resource_type,                     -- orchestrator.resource.type
     dataset,                     -- event.dataset
     outcome,                     -- event.outcome
-    original       TEXT,
-    audit          TEXT,
-    doc            TEXT NOT NULL
+    record         BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS events_action ON events (action, ts) WHERE action IS NOT NULL;
@@ -83,10 +84,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     namespace,                     -- kubernetes.namespace
     container_id,                     -- container.id
     pod_name,                     -- kubernetes.pod.name
-    original       TEXT,
     original_of    TEXT,
-    audit          TEXT,
-    doc            TEXT NOT NULL
+    record         BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts);
 CREATE INDEX IF NOT EXISTS alerts_rule ON alerts (rule_id, ts) WHERE rule_id IS NOT NULL;
@@ -102,7 +101,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     ts             INTEGER NOT NULL,
     reason,                     -- reason
     stage,                     -- stage
-    doc            TEXT NOT NULL
+    record         BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_ts ON dead_letters (ts);
 CREATE INDEX IF NOT EXISTS dead_letters_reason ON dead_letters (reason, ts) WHERE reason IS NOT NULL;
@@ -114,9 +113,16 @@ CREATE TABLE IF NOT EXISTS dead_letter_replays (
     id             TEXT NOT NULL UNIQUE,
     ts             INTEGER NOT NULL,
     dead_letter_id,                     -- dead_letter_id
-    doc            TEXT NOT NULL
+    record         BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letter_replays_ts ON dead_letter_replays (ts);
 CREATE INDEX IF NOT EXISTS dead_letter_replays_of
     ON dead_letter_replays (dead_letter_id, ts) WHERE dead_letter_id IS NOT NULL;
 CREATE VIRTUAL TABLE IF NOT EXISTS dead_letter_replays_text USING fts5 (body, content = '', columnsize = 0);
+
+-- zstd dictionaries of the records (records.py), one per kind once it has rows to train on.
+CREATE TABLE IF NOT EXISTS dictionaries (
+    id             INTEGER PRIMARY KEY,
+    kind           TEXT NOT NULL,
+    data           BLOB NOT NULL
+);

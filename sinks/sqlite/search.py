@@ -2,9 +2,10 @@
 
 The hot fields (HOT) are columns of their kind's table, with an index each. Other field values
 live in the JSON document: `json_each` walks a value or a list, so `tags:x` matches a list
-holding x as Elasticsearch does. `event.original` is a column of its own, and
-`kubernetes.audit.*` paths go into the audit record, which the row keeps apart from `doc`
-(schema.sql). Free text goes to FTS5.
+holding x as Elasticsearch does. The document, `event.original` and the audit record (for
+`kubernetes.audit.*` paths) are parts of the row's compressed `record`, read with the store's
+SQL functions ct_doc, ct_original and ct_audit (schema.sql, records.py). Free text goes to
+FTS5.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ HOT: Final[dict[str, dict[str, str]]] = {
 }
 # event.original, where the row keeps it (an alert may refer to its event's).
 ORIGINAL: Final = {
-    "events": "events.original",
-    "alerts": "coalesce(alerts.original, (SELECT e.original FROM events e "
+    "events": "ct_original(events.record)",
+    "alerts": "coalesce(ct_original(alerts.record), (SELECT ct_original(e.record) FROM events e "
               "WHERE e.id = alerts.original_of))",
 }
 AUDIT: Final = "kubernetes.audit"
@@ -116,9 +117,10 @@ class Condition:
         if self.table in ORIGINAL and (field == AUDIT or field.startswith(AUDIT + ".")):
             rest = field[len(AUDIT) + 1:]
             # '' in `audit`: the audit record is the raw record parsed (schema.sql).
-            source = f"(CASE WHEN audit = '' THEN {ORIGINAL[self.table]} ELSE audit END)"
+            source = (f"(CASE WHEN ct_audit(record) = '' THEN {ORIGINAL[self.table]} "
+                      "ELSE ct_audit(record) END)")
             return source, _literal(json_path(rest) if rest else "$")
-        return "doc", _literal(json_path(field))
+        return "ct_doc(record)", _literal(json_path(field))
 
     def _range(self, node: q.Range) -> str:
         if node.field == q.TIMESTAMP:

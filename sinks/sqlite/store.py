@@ -7,9 +7,10 @@ input right after. One connection, shared by the threads of one process under a 
 processes (a `ctrail search` beside `ctrail run`) read concurrently.
 
 What a row holds, and why (schema.sql says it in full): the hot fields as columns, filled here
-from the item; the raw record once (`event.original` in its own column; `kubernetes.audit` not
-kept when it is that record parsed, and an alert's raw record not kept when its event holds
-it); the free text from fields chosen once, built here from the item, never by parsing JSON.
+from the item; the document and the raw record once, compressed together in `record`
+(records.py; `kubernetes.audit` not kept when it is that record parsed, and an alert's raw
+record not kept when its event holds it); the free text from fields chosen once, built here
+from the item, never by parsing JSON.
 """
 
 from __future__ import annotations
@@ -29,23 +30,25 @@ from ctrail.components import WriteResult
 from ctrail.errors import ConfigError, Retryable, Unavailable
 from ctrail.event import Alert, DeadLetterReplay, Event, Rejection
 from ctrail.query import Query, Text, as_query
+from sinks.sqlite.records import TRAIN_ROWS, TRAIN_SAMPLES, Packer, payload
 from sinks.sqlite.search import HOT, Condition, fts_match, micros, regexp
 
 KINDS: Final = ("events", "alerts", "dead_letters", "dead_letter_replays")
 # 2: dead_letter_replays. 3: hot fields as columns, the raw record kept once, free text from
-# chosen fields (a v1 or v2 store is migrated in place, in one transaction, when opened).
-SCHEMA_VERSION: Final = 3
+# chosen fields. 4: the document and raw record in one zstd blob with a trained dictionary
+# (an older store is migrated in place, in one transaction, when opened).
+SCHEMA_VERSION: Final = 4
 MODEL_OF_KIND: Final[dict[str, type[BaseModel]]] = {
     "events": Event, "alerts": Alert, "dead_letters": Rejection,
     "dead_letter_replays": DeadLetterReplay,
 }
-# What `search` reads back: the document, its raw record and its audit record (schema.sql).
+# What `search` reads back: the row's record and, for an alert that refers to its event's raw
+# record, that event's record (schema.sql).
 READ: Final = {
-    "events": "doc, original, audit",
-    "alerts": "doc, coalesce(original, (SELECT e.original FROM events e "
-              "WHERE e.id = alerts.original_of)), audit",
-    "dead_letters": "doc, NULL, NULL",
-    "dead_letter_replays": "doc, NULL, NULL",
+    "events": "record, NULL",
+    "alerts": "record, (SELECT e.record FROM events e WHERE e.id = alerts.original_of)",
+    "dead_letters": "record, NULL",
+    "dead_letter_replays": "record, NULL",
 }
 Row = list[Any]
 
@@ -72,6 +75,10 @@ class SqliteStore:
             raise ConfigError(f"cannot open the store {path}: {exc}") from None
         self._lock = threading.Lock()
         self._db.create_function("regexp", 2, regexp, deterministic=True)
+        self._packer = Packer()
+        self._packer.register(self._db)
+        # Rows of a kind at which to train its dictionary (doubled when zstd finds too little).
+        self._train_at = dict.fromkeys(KINDS, TRAIN_ROWS)
         # A new store's pages hold ~10 of its 1.5 KB event rows instead of 2 (a 4 KB page left a
         # third of itself empty); it takes effect only before the first table is created.
         self._db.execute("PRAGMA page_size = 16384")
@@ -83,6 +90,7 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_size_limit = 67108864")
         self._db.execute("PRAGMA cache_size = -65536")
         self._migrate()
+        self._packer.refresh(self._db)
         # Rows per kind when the planner's statistics were last taken (see _plan_statistics).
         self._analyzed = {kind: self._rows(kind) if self._has_statistics() else 0
                           for kind in KINDS}
@@ -113,26 +121,28 @@ class SqliteStore:
         if version == SCHEMA_VERSION:
             return
         schema = resources.files("sinks.sqlite").joinpath("schema.sql").read_text()
-        with self._lock, _Transaction(self._db):
+        with self._lock, _Transaction(self._db, self._packer):
             old = _rename_old_tables(self._db) if version > 0 else []
             for statement in statements(schema):
                 self._db.execute(statement)
-            for kind in old:
+            for kind in old:            # events first: a v3 alert reads its event's raw record
                 self._copy_old(kind)
+            for kind in old:
                 self._db.execute(f"DROP TABLE v{version}_{kind}")
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _copy_old(self, kind: str) -> None:
-        """A table of an older schema (`doc` only, renamed v{N}_{kind}) into the new one, in
-        arrival order, through the same rows as `write` builds."""
+        """A table of an older schema (renamed v{N}_{kind}) into the new one, in arrival
+        order, through the same rows as `write` builds."""
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         model = MODEL_OF_KIND[kind]
-        cursor = self._db.execute(f"SELECT id, doc FROM v{version}_{kind} ORDER BY seq")
+        cursor = self._db.execute(_old_documents(kind, version))
         while chunk := cursor.fetchmany(1000):
             items = []
-            for id_, doc in chunk:
+            for id_, doc, original, audit in chunk:
                 try:
-                    items.append(model.model_validate_json(doc))
+                    items.append(model.model_validate_json(
+                        orjson.dumps(document(doc, original, audit))))
                 except ValidationError as exc:
                     raise ConfigError(
                         f"cannot migrate the store {self.path} to schema {SCHEMA_VERSION}: "
@@ -149,7 +159,7 @@ class SqliteStore:
         for item in items:
             by_kind[kind_of(item)].append(item)
         try:
-            with self._lock, _Transaction(self._db):
+            with self._lock, _Transaction(self._db, self._packer):
                 for kind in KINDS:          # events before alerts: an alert refers to its event
                     if by_kind[kind]:
                         self._insert(kind, by_kind[kind])
@@ -173,6 +183,11 @@ class SqliteStore:
         if kind == "alerts":
             self._refer_to_events(rows.values())
         (before,) = self._db.execute(f"SELECT coalesce(max(seq), 0) FROM {kind}").fetchone()
+        payloads = [payload(*row[-1]) for row in rows.values()]
+        if not self._packer.has_dictionary(kind) and before + len(rows) >= self._train_at[kind]:
+            self._train(kind, payloads)
+        for row, data in zip(rows.values(), payloads):
+            row[-1] = self._packer.pack(kind, data)
         self._db.executemany(INSERT[kind], rows.values())
         # The new rows are those past `before`: one range read of the primary key, not a
         # look-up by id per row.
@@ -180,20 +195,36 @@ class SqliteStore:
         self._db.executemany(f"INSERT INTO {kind}_text (rowid, body) VALUES (?, ?)",
                              ((seq, texts[id_]) for seq, id_ in added.fetchall()))
 
+    def _train(self, kind: str, payloads: list[bytes]) -> None:
+        """Train `kind`'s dictionary on this batch and the newest rows stored, and pack the
+        rows stored before it again with it (records.py); in the caller's transaction."""
+        stored = self._db.execute(f"SELECT seq, record FROM {kind} WHERE substr(record, 1, 1) "
+                                  f"= x'00' ORDER BY seq DESC").fetchall()
+        unpack = self._packer.unpack
+        samples = [*payloads, *(payload(parts.doc.encode(), parts.original, parts.audit)
+                                for _, record in stored[:TRAIN_SAMPLES]
+                                for parts in (unpack(record),))]
+        if not self._packer.train(self._db, kind, samples[:TRAIN_SAMPLES]):
+            self._train_at[kind] *= 2                # too little to learn from yet
+            return
+        self._db.executemany(f"UPDATE {kind} SET record = ? WHERE seq = ?", (
+            (self._packer.pack(kind, payload(parts.doc.encode(), parts.original, parts.audit)),
+             seq) for seq, record in stored for parts in (unpack(record),)))
+
     def _refer_to_events(self, rows: Iterable[Row]) -> None:
         """An alert whose raw record is its (stored) event's keeps only that event's id."""
-        wanted = [row for row in rows if row[ALERT_ORIGINAL] and row[ALERT_ORIGINAL_OF]]
+        wanted = [row for row in rows if row[-1][ORIGINAL] and row[ALERT_ORIGINAL_OF]]
         ids = sorted({row[ALERT_ORIGINAL_OF] for row in wanted})
-        stored: dict[str, str] = {}
+        stored: dict[str, str | None] = {}
         for at in range(0, len(ids), 500):
             part = ids[at:at + 500]
-            stored.update(self._db.execute(
-                f"SELECT id, original FROM events WHERE id IN ({', '.join('?' * len(part))})",
-                part).fetchall())
+            stored.update((id_, self._packer.unpack(record).original) for id_, record in
+                          self._db.execute(f"SELECT id, record FROM events WHERE id IN "
+                                           f"({', '.join('?' * len(part))})", part))
         for row in rows:
             if row[ALERT_ORIGINAL_OF] is not None and \
-                    stored.get(row[ALERT_ORIGINAL_OF]) == row[ALERT_ORIGINAL]:
-                row[ALERT_ORIGINAL] = None
+                    stored.get(row[ALERT_ORIGINAL_OF]) == row[-1][ORIGINAL]:
+                row[-1][ORIGINAL] = None
             else:
                 row[ALERT_ORIGINAL_OF] = None
 
@@ -222,8 +253,17 @@ class SqliteStore:
         sql = (f"SELECT {READ[kind]} FROM {kind} WHERE {where} "
                f"ORDER BY ts DESC, seq DESC LIMIT ?")
         with self._lock:
+            self._packer.refresh(self._db)         # dictionaries a writer trained since
             rows = self._db.execute(sql, (*params, limit)).fetchall()
-        return [document(*row) for row in reversed(rows)]
+            return [self._document(*row) for row in reversed(rows)]
+
+    def _document(self, record: bytes, event_record: bytes | None) -> dict[str, Any]:
+        """The document of a row, and of an alert the raw record from its event's row."""
+        parts = self._packer.unpack(record)
+        original = parts.original
+        if original is None and event_record is not None:
+            original = self._packer.unpack(event_record).original
+        return document(parts.doc, original, parts.audit)
 
     def count(self, query: str | Query, kind: str = "events",
               time_from: datetime | None = None, time_to: datetime | None = None) -> int:
@@ -236,6 +276,7 @@ class SqliteStore:
             return int(found)
         where, params = self._where(query, kind, time_from, time_to)
         with self._lock:
+            self._packer.refresh(self._db)
             (found,) = self._db.execute(f"SELECT count(*) FROM {kind} WHERE {where}",
                                         params).fetchone()
         return int(found)
@@ -255,10 +296,13 @@ class SqliteStore:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error (the connection is in autocommit)."""
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error (the connection is in autocommit).
+    The packer learns the outcome: a dictionary trained in a transaction rolled back is not
+    in the file, so no record may be packed with it."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, packer: Packer) -> None:
         self._db = db
+        self._packer = packer
 
     def __enter__(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
@@ -267,6 +311,7 @@ class _Transaction:
         try:
             if exc_type is None:
                 self._db.execute("COMMIT")
+                self._packer.committed()
                 return
         except sqlite3.Error:
             self._rollback()            # a COMMIT that failed (a full disk) may leave it open
@@ -274,6 +319,7 @@ class _Transaction:
         self._rollback()
 
     def _rollback(self) -> None:
+        self._packer.rolled_back()
         if self._db.in_transaction:     # SQLite rolls back by itself after SQLITE_FULL
             self._db.execute("ROLLBACK")
 
@@ -286,6 +332,20 @@ def statements(script: str) -> Iterator[str]:
         if sqlite3.complete_statement(pending):
             yield pending
             pending = ""
+
+
+def _old_documents(kind: str, version: int) -> str:
+    """SQL for (id, doc, original, audit) of an older schema's table, in arrival order: v1
+    and v2 kept the whole document in `doc`; v3 kept the raw and audit records in columns of
+    their own, and an alert's raw record in its event's row (see schema.sql)."""
+    table = f"v{version}_{kind}"
+    if version < 3 or kind not in ("events", "alerts"):
+        return f"SELECT id, doc, NULL, NULL FROM {table} ORDER BY seq"
+    if kind == "events":
+        return f"SELECT id, doc, original, audit FROM {table} ORDER BY seq"
+    # The alert's event may be in the new events table already (copied first) or still in v3's.
+    return (f"SELECT a.id, a.doc, coalesce(a.original, (SELECT e.original FROM v{version}_events e "
+            f"WHERE e.id = a.original_of)), a.audit FROM {table} a ORDER BY a.seq")
 
 
 def _rename_old_tables(db: sqlite3.Connection) -> list[str]:
@@ -372,7 +432,7 @@ def _event_row(item: Event) -> Row:
             k8s.pod.name if k8s is not None and k8s.pod is not None else None,
             resource.type if resource is not None else None,
             info.dataset, info.outcome,
-            info.original, audit, doc.decode()]
+            [doc, info.original, audit]]
 
 
 def _alert_row(item: Alert) -> Row:
@@ -384,34 +444,35 @@ def _alert_row(item: Alert) -> Row:
             k8s.namespace if k8s is not None else None,
             container.id if container is not None else None,
             k8s.pod.name if k8s is not None and k8s.pod is not None else None,
-            item.event.original,
             item.alert.event_ids[0] if item.alert.event_ids else None,
-            audit, doc.decode()]
+            [doc, item.event.original, audit]]
 
 
 def _dead_letter_row(item: Rejection) -> Row:
-    return [item.id, micros(item.timestamp), item.reason, item.stage, _doc(item)]
+    return [item.id, micros(item.timestamp), item.reason, item.stage, [_doc(item), None, None]]
 
 
 def _replay_row(item: DeadLetterReplay) -> Row:
-    return [item.id, micros(item.timestamp), item.dead_letter_id, _doc(item)]
+    return [item.id, micros(item.timestamp), item.dead_letter_id, [_doc(item), None, None]]
 
 
-def _doc(item: BaseModel) -> str:
-    return item.__pydantic_serializer__.to_json(item, by_alias=True, exclude_none=True).decode()
+def _doc(item: BaseModel) -> bytes:
+    return item.__pydantic_serializer__.to_json(item, by_alias=True, exclude_none=True)
 
 
 ROW_OF: Final[dict[str, Callable[[Any], Row]]] = {
     "events": _event_row, "alerts": _alert_row, "dead_letters": _dead_letter_row,
     "dead_letter_replays": _replay_row,
 }
+# A built row is these columns' values, the last (`record`) still [doc, original, audit]
+# until `_insert` packs it.
 COLUMNS: Final = {
-    "events": ("id", "ts", *HOT["events"].values(), "original", "audit", "doc"),
-    "alerts": ("id", "ts", *HOT["alerts"].values(), "original", "original_of", "audit", "doc"),
-    "dead_letters": ("id", "ts", *HOT["dead_letters"].values(), "doc"),
-    "dead_letter_replays": ("id", "ts", *HOT["dead_letter_replays"].values(), "doc"),
+    "events": ("id", "ts", *HOT["events"].values(), "record"),
+    "alerts": ("id", "ts", *HOT["alerts"].values(), "original_of", "record"),
+    "dead_letters": ("id", "ts", *HOT["dead_letters"].values(), "record"),
+    "dead_letter_replays": ("id", "ts", *HOT["dead_letter_replays"].values(), "record"),
 }
-ALERT_ORIGINAL: Final = COLUMNS["alerts"].index("original")
+ORIGINAL: Final = 1                 # in a built row's [doc, original, audit]
 ALERT_ORIGINAL_OF: Final = COLUMNS["alerts"].index("original_of")
 INSERT: Final = {
     kind: f"INSERT INTO {kind} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "

@@ -87,7 +87,7 @@ def test_bad_arguments_are_one_line_errors_with_a_non_zero_status(ctrail_subproc
 def _stored_ids(data_dir: Path, dataset: str = DATASET_K8S_AUDIT) -> list[str]:
     with sqlite3.connect(data_dir / "store.sqlite3") as db:
         return [row[0] for row in db.execute(
-            "SELECT id FROM events WHERE json_extract(doc, '$.event.dataset') = ?", (dataset,))]
+            "SELECT id FROM events WHERE dataset = ?", (dataset,))]
 
 
 @pytest.mark.slow

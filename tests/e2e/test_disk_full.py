@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from ctrail.bus.local import scan_valid_end
+from sinks.sqlite.records import connect_read_only
 from tests.e2e.test_run import REPO, free_port
 from tests.small_filesystem import fill, small_filesystem
 from tests.waiting import wait_for
@@ -64,10 +65,10 @@ def readyz(port: int) -> tuple[int, str]:
 
 def stored_audit_ids(data_dir: Path) -> set[str]:
     try:
-        with sqlite3.connect(f"file:{data_dir / 'store.sqlite3'}?mode=ro", uri=True,
-                             timeout=10) as db:
+        with connect_read_only(data_dir / "store.sqlite3") as db:
             return {row[0] for row in db.execute(
-                "SELECT json_extract(doc, '$.orchestrator.resource.name') FROM events")}
+                "SELECT json_extract(ct_doc(record), '$.orchestrator.resource.name') "
+                "FROM events")}
     except sqlite3.Error:
         return set()
 

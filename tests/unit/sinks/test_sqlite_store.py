@@ -1,5 +1,6 @@
-"""The embedded store's own layout (schema 3): the raw record kept once, an alert's raw record
-taken from its event, free text from chosen fields, and a v2 store migrated in place."""
+"""The embedded store's own layout (schema 4): the raw record kept once, an alert's raw record
+taken from its event, free text from chosen fields, records compressed with a dictionary
+trained on the store's rows, and v2 and v3 stores migrated in place."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
+import pytest
 
 from ctrail.bus.codec import encode
-from ctrail.event import Alert, AlertInfo, EventInfo, Rejection, Rule
+from ctrail.errors import Retryable
+from ctrail.event import Alert, AlertInfo, Event, EventInfo, Rejection, Rule
+from sinks.sqlite.records import TRAIN_ROWS, connect_read_only
 from sinks.sqlite.search import HOT
 from sinks.sqlite.store import COLUMNS, SCHEMA_VERSION, SqliteStore
 from tests.contract.test_store import EVENTS
@@ -37,7 +41,7 @@ def alert_of(event_index: int, original: str | None = None) -> Alert:
 def test_an_audit_line_keeps_its_raw_record_once(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "s.sqlite3")
     store.write(EVENTS)
-    rows = store._db.execute("SELECT audit, doc FROM events").fetchall()
+    rows = store._db.execute("SELECT ct_audit(record), ct_doc(record) FROM events").fetchall()
     assert all(audit == "" and '"audit"' not in doc for audit, doc in rows)
     assert [as_stored(e) for e in EVENTS] == store.search("*", limit=10)
     # Byte for byte as the bus carried it, key order included.
@@ -52,7 +56,7 @@ def test_an_audit_record_that_is_not_the_line_is_kept(tmp_path: Path) -> None:
         "kubernetes": event.kubernetes.model_copy(update={"audit": changed})})
     store = SqliteStore(tmp_path / "s.sqlite3")
     store.write([other])
-    (audit,) = store._db.execute("SELECT audit FROM events").fetchone()
+    (audit,) = store._db.execute("SELECT ct_audit(record) FROM events").fetchone()
     assert orjson.loads(audit) == changed
     assert store.search("*") == [as_stored(other)]
     assert store.count("kubernetes.audit.verb:watch") == 1
@@ -66,7 +70,7 @@ def test_an_alert_refers_to_its_stored_events_raw_record(tmp_path: Path) -> None
     store.write(EVENTS)
     stored, loose = alert_of(0), alert_of(2, original="something else")
     store.write([stored, loose])
-    rows = dict(store._db.execute("SELECT id, original IS NULL FROM alerts").fetchall())
+    rows = dict(store._db.execute("SELECT id, ct_original(record) IS NULL FROM alerts").fetchall())
     assert rows == {"alert-1": 0, "alert-0": 1, "alert-2": 0}
     found = store.search("*", "alerts", limit=10)
     assert found == [as_stored(a) for a in (stored, early, loose)]
@@ -126,6 +130,101 @@ def test_a_v2_store_is_migrated_in_place(tmp_path: Path) -> None:
     store.close()
     assert SqliteStore(path).count("*") == len(EVENTS)     # opens again as it is
 
+
+
+V3 = """
+CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts INTEGER NOT NULL,
+                     action, user_name, dataset, original TEXT, audit TEXT, doc TEXT NOT NULL);
+CREATE TABLE alerts (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, ts INTEGER NOT NULL,
+                     rule_id, original TEXT, original_of TEXT, audit TEXT, doc TEXT NOT NULL);
+CREATE VIRTUAL TABLE events_text USING fts5 (body, content = '', columnsize = 0);
+CREATE VIRTUAL TABLE alerts_text USING fts5 (body, content = '', columnsize = 0);
+"""
+
+
+def v3_parts(item: Event | Alert) -> str:
+    """A v3 row's doc: the document without event.original and kubernetes.audit."""
+    exclude = {"event": {"original"}, "kubernetes": {"audit"}}
+    return item.__pydantic_serializer__.to_json(item, by_alias=True, exclude_none=True,
+                                                exclude=exclude).decode()
+
+
+def test_a_v3_store_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    alert = alert_of(0)
+    with sqlite3.connect(path) as db:
+        db.executescript(V3)
+        for n, event in enumerate(EVENTS):     # audit '': the audit record is the line parsed
+            db.execute("INSERT INTO events (id, ts, action, original, audit, doc) "
+                       "VALUES (?, ?, ?, ?, '', ?)",
+                       (event.event.id, n, event.event.action, event.event.original,
+                        v3_parts(event)))
+        db.execute("INSERT INTO alerts (id, ts, rule_id, original, original_of, audit, doc) "
+                   "VALUES (?, 0, ?, NULL, ?, NULL, ?)",    # the raw record is its event's
+                   (alert.event.id, alert.rule.id, EVENTS[0].event.id, v3_parts(alert)))
+        db.execute("PRAGMA user_version = 3")
+    store = SqliteStore(path)
+    assert store._db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert store.search("*", limit=10) == [as_stored(e) for e in EVENTS]
+    assert store.search("*", "alerts") == [as_stored(alert)]
+    assert store.count("kubernetes.audit.verb:delete AND user.name:alice") == 1
+    assert store.count("event.original:*000000000001*", "alerts") == 1
+    tables = {name for (name,) in store._db.execute("SELECT name FROM sqlite_master")}
+    assert not any(name.startswith("v3_") for name in tables)
+
+
+def many_events(count: int) -> list[Event]:
+    """`count` distinct events shaped like the contract's (fresh ids and raw records)."""
+    found = []
+    for n in range(count):
+        event = EVENTS[n % len(EVENTS)]
+        record = {**event.kubernetes.audit, "auditID": f"{n:08d}-0000-0000-0000-000000000000"}
+        original = orjson.dumps(record).decode()
+        found.append(event.model_copy(update={
+            "event": event.event.model_copy(update={"id": f"e{n:06d}", "original": original}),
+            "kubernetes": event.kubernetes.model_copy(update={"audit": record})}))
+    return found
+
+
+def test_records_are_packed_with_a_dictionary_trained_on_the_stores_rows(tmp_path: Path) -> None:
+    events = many_events(TRAIN_ROWS + 200)
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    reader = SqliteStore(tmp_path / "s.sqlite3")       # opened before the dictionary exists
+    store.write(events[:300])
+    first = store._db.execute("SELECT sum(length(record)) FROM events").fetchone()[0]
+    assert reader.count("*") == 300
+    store.write(events[300:])                          # crosses TRAIN_ROWS: trains, repacks
+    assert store._db.execute("SELECT kind FROM dictionaries").fetchall() == [("events",)]
+    dictionaries = {row[0] for row in store._db.execute("SELECT substr(record, 1, 1) FROM events")}
+    assert dictionaries == {bytes([1])}               # the rows before it packed again with it
+    packed = store._db.execute("SELECT sum(length(record)) FROM events WHERE seq <= 300")
+    assert packed.fetchone()[0] < first / 2
+    expected = {e.event.id: as_stored(e) for e in events}
+    for searcher in (store, reader):                   # the reader loads the new dictionary
+        found = searcher.search("*", limit=len(events))
+        assert {doc["event"]["id"]: doc for doc in found} == expected
+    assert reader.count("kubernetes.audit.auditID:00000007-*") == 1
+    with connect_read_only(tmp_path / "s.sqlite3") as db:
+        (name,) = db.execute("SELECT json_extract(ct_doc(record), '$.user.name') FROM events "
+                             "WHERE id = 'e000002'").fetchone()
+    assert name == "bob"
+
+
+def test_a_dictionary_trained_in_a_write_that_fails_is_not_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sinks.sqlite.store as module
+    events = many_events(TRAIN_ROWS)
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    monkeypatch.setitem(module.INSERT, "events", "INSERT INTO nowhere VALUES (?)")
+    with pytest.raises(Retryable):          # trains, then fails: the transaction rolls back
+        store.write(events)
+    monkeypatch.undo()
+    store.write(events)
+    (number,) = store._db.execute("SELECT id FROM dictionaries").fetchone()
+    packed = {row[0] for row in store._db.execute("SELECT substr(record, 1, 1) FROM events")}
+    assert packed == {bytes([number])}
+    with connect_read_only(tmp_path / "s.sqlite3") as db:   # what another process reads
+        assert db.execute("SELECT count(ct_doc(record)) FROM events").fetchone() == (TRAIN_ROWS,)
 
 # -- issue 14: *:*, queries at the size bounds, and regular expressions that cannot hang --------
 
