@@ -544,7 +544,7 @@ def _event_text(item: Event) -> str:
         extend(_audit_text(audit))
     elif not item.message:
         add(info.original)                         # the raw record is its only text
-    return "\n".join(part for part in parts if part and isinstance(part, str))
+    return "\n".join([part for part in parts if part and isinstance(part, str)])
 
 
 def _audit_text(audit: dict[str, Any]) -> list[Any]:
@@ -618,7 +618,7 @@ def _alert_text(item: Alert) -> str:
             parts.append(item.container.image.name)
     if item.orchestrator is not None and item.orchestrator.resource is not None:
         parts.extend((item.orchestrator.resource.type, item.orchestrator.resource.name))
-    return "\n".join(part for part in parts if part and isinstance(part, str))
+    return "\n".join([part for part in parts if part and isinstance(part, str)])
 
 
 def _dead_letter_text(item: Rejection) -> str:
