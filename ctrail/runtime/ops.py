@@ -164,6 +164,9 @@ def _handler(ops: OpsServer) -> type[BoundedHandler]:
             status, content_type, body = ops.answer(self.path.split("?", 1)[0])
             self.send(status, content_type, body.encode())
 
+        def handle_expect_100(self) -> bool:
+            return True                          # no body to invite: a GET with one is refused
+
         def _not_allowed(self) -> None:
             self.refuse(405, "only GET is served\n")
 

@@ -1,7 +1,9 @@
-"""Fuzz of the webhook listener's request reader on a real socket, from a grammar of HTTP/1.1
-requests (Hypothesis): methods, targets, versions, credentials, every framing (Content-Length
-right, wrong, doubled, malformed; chunked with odd chunk lines; both; none), headers, bodies
-(real audit batches, bad JSON, binary), line endings, and byte-level damage on top.
+"""Fuzz of every webhook source's listener (the audit webhook, Falco's http_output, Distribution
+and Harbor notifications) on a real socket, from a grammar of HTTP/1.1 requests (Hypothesis):
+methods, targets, versions, credentials in each sender's form (Bearer, Falco's Basic, Harbor's
+bare value), every framing (Content-Length right, wrong, doubled, malformed; chunked with odd
+chunk lines; both; none), headers, bodies (what each real sender posts, bad JSON, binary), line
+endings, and byte-level damage on top.
 
 What must hold for every request: the listener answers with a status (a bare HTTP/0.9 error page
 for what is not HTTP/1.x), in time, and keeps serving; and every byte is accounted for: each
@@ -9,6 +11,7 @@ for what is not HTTP/1.x), in time, and keeps serving; and every byte is account
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import socket
@@ -18,8 +21,13 @@ from typing import Final, Iterator
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from collector.sources.distribution_webhook import DistributionWebhookConfig
+from collector.sources.falco_http import FalcoHttpConfig
+from collector.sources.harbor_webhook import HarborWebhookConfig
 from ctrail.bus.codec import RawEntry
-from parser_fuzz import FUZZ
+from ctrail.runtime.http import ListenerConfig
+from ctrail.secrets import EnvRef
+from tests.unit.collector.parser_fuzz import FUZZ, SHARED_DATA
 from tests.unit.collector.test_http_listener import (
     EVENT_LIST,
     TOKEN,
@@ -35,8 +43,35 @@ STATUS: Final = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 BARE_ERROR: Final = re.compile(rb'Error code: (\d{3})|^\{"status":(\d{3}),')
 REQUEST_ID: Final = re.compile(rb"X-Request-Id: ([0-9a-f-]{36})\r\n")
 ANSWERED: Final = {100, 200, 400, 401, 405, 411, 413, 414, 415, 417, 429, 431, 501, 503, 505}
-BODIES: Final = [EVENT_LIST, b"", b"{}", b'{"kind":"EventList","items":[{"verb":1}]}',
-                 b"\x00\xff\xfe" * 50, b"not json\r\n\r\n0\r\n\r\n", b"[" * 3000]
+
+
+def _sample(path: str, fallback: bytes) -> bytes:
+    """A body a real sender posted (../shared/data/real), or `fallback` without the samples."""
+    return (SHARED_DATA / path).read_bytes() if (SHARED_DATA / path).is_file() else fallback
+
+
+FALCO_ALERT: Final = _sample("falco-alerts-json/falco_website_alerts.jsonl", b"").split(b"\n")[0] \
+    or b'{"output":"x","priority":"Warning","rule":"r","time":"2026-01-01T00:00:00Z"}'
+DISTRIBUTION_ENVELOPE: Final = _sample(
+    "distribution-notifications/docs_push_http_request.txt", b"\n\n{}").partition(b"\n\n")[2]
+HARBOR_EVENT: Final = _sample("harbor-webhooks/artifact_pushed.default.json", b"{}")
+BODIES: Final = [EVENT_LIST, FALCO_ALERT, DISTRIBUTION_ENVELOPE, HARBOR_EVENT, b"", b"{}",
+                 b'{"kind":"EventList","items":[{"verb":1}]}', b"\x00\xff\xfe" * 50,
+                 b"not json\r\n\r\n0\r\n\r\n", b"[" * 3000]
+"""Every listener gets every body: another sender's body is dead-lettered, and still counted."""
+FUZZ_LIMITS: Final = {"max_requests_per_client_per_sec": 1e9, "max_request_burst_per_client": 10**9,
+                      "max_connections_per_client": 64, "header_timeout_secs": 5,
+                      "request_timeout_secs": 10}
+TOKEN_REF: Final = EnvRef(env="CTRAIL_TEST_HOOK_TOKEN")
+LISTENERS: Final = {
+    "k8s_audit_webhook": lambda: k8s(**FUZZ_LIMITS),
+    "falco_http": lambda: FalcoHttpConfig(port=0, token=TOKEN_REF, ack_timeout_secs=5,
+                                          **FUZZ_LIMITS),
+    "distribution_webhook": lambda: DistributionWebhookConfig(port=0, token=TOKEN_REF,
+                                                              ack_timeout_secs=5, **FUZZ_LIMITS),
+    "harbor_webhook": lambda: HarborWebhookConfig(port=0, token=TOKEN_REF, ack_timeout_secs=5,
+                                                  **FUZZ_LIMITS),
+}
 
 
 @st.composite
@@ -63,11 +98,15 @@ def requests(draw: st.DrawFn) -> bytes:
                                                         b"", b"HTXP/1.1", b"HTTP/1"]))
     newline = draw(st.sampled_from([b"\r\n"] * 8 + [b"\n"]))
     body = draw(st.sampled_from(BODIES))
-    headers = [b"Host: x", draw(st.sampled_from([b"Authorization: Bearer " + TOKEN.encode()] * 12
-                                                + [b"Authorization: Bearer wrong", b"X-No-Auth: 1"]))]
+    headers = [b"Host: x", draw(st.sampled_from(
+        [b"Authorization: Bearer " + TOKEN.encode()] * 10      # kube-apiserver, Distribution
+        + [b"Authorization: Basic " + base64.b64encode(b"falco:" + TOKEN.encode())] * 2  # Falco
+        + [b"Authorization: " + TOKEN.encode()] * 2            # Harbor: the value as typed
+        + [b"Authorization: Bearer wrong", b"X-No-Auth: 1"]))]
     headers += draw(st.lists(st.sampled_from([
         b"Authorization: Bearer wrong", b"Authorization:Bearer " + TOKEN.encode(),
         b"Authorization: Basic Zm9vOnMzY3JldC10b2tlbg==", b"Authorization: ",
+        b"Authorization: " + TOKEN.encode(), b"Authorization: Basic Zm9vOndyb25n",
         b"Expect: 100-continue", b"Content-Encoding: gzip", b"Content-Type: application/json",
         b"Connection: close", b"Connection: keep-alive", b"X-" + b"y" * 40000 + b": 1",
         b" folded: line", b"No-Colon", b"Bad Name: 1", b"\xff: \xfe"]), max_size=3))
@@ -123,10 +162,10 @@ class Accounting:
     examples: int = 0
 
 
-@pytest.fixture(scope="module")
-def listener(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Running, Accounting]]:
-    config = k8s(max_requests_per_client_per_sec=1e9, max_request_burst_per_client=10**9,
-                 max_connections_per_client=64, header_timeout_secs=5, request_timeout_secs=10)
+@pytest.fixture(scope="module", params=sorted(LISTENERS))
+def listener(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[tuple[Running, Accounting]]:
+    config: ListenerConfig = LISTENERS[request.param]()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CTRAIL_TEST_HOOK_TOKEN", TOKEN)
         with running(config, tmp_path_factory.mktemp("fuzz")) as run:
@@ -181,4 +220,5 @@ def test_fuzz_accounting_and_the_listener_still_serves(
     on_bus = {RawEntry.decode(r.value).origin.rsplit(" ", 1)[1].encode()
               for r in run.published()}
     assert accounting.stored <= on_bus <= accounting.stored | accounting.maybe
-    print(f"{accounting.examples} fuzzed requests, {len(accounting.stored) - 1} stored")
+    print(f"{run.collector.name} ({run.collector.format}): {accounting.examples} fuzzed "
+          f"requests, {len(accounting.stored) - 1} stored")
