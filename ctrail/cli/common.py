@@ -78,6 +78,28 @@ def field(doc: dict[str, Any], path: str) -> Any:
     return value
 
 
+MAX_LIMIT: Final = 100_000
+"""--limit's ceiling: the results are held in memory before they are printed."""
+TABLE_MAX_ROWS: Final = 1_000
+"""Rows of a table: rich builds it whole before printing (100 000 rows took 1.6 GB)."""
+
+
+def fetch_limit(limit: int, output_format: str) -> int:
+    """How many documents to fetch for `--limit`: a one-line error outside 1..MAX_LIMIT, and
+    at most TABLE_MAX_ROWS for the table form (cut_note says so when rows were left out)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise UsageError(f"--limit must be between 1 and {MAX_LIMIT:,} (narrow the search with "
+                         "--from and --to for more)".replace(",", " "))
+    return limit if output_format == "json" else min(limit, TABLE_MAX_ROWS)
+
+
+def cut_note(limit: int, output_format: str, printed: int) -> None:
+    """On stderr, when the table form may have left out rows that --limit asked for."""
+    if output_format != "json" and limit > TABLE_MAX_ROWS and printed >= TABLE_MAX_ROWS:
+        print(f"ctrail: warning: a table shows at most the newest {TABLE_MAX_ROWS} rows; "
+              "--format json prints up to --limit", file=sys.stderr)
+
+
 def print_docs(docs: Iterable[dict[str, Any]], output_format: str, title: str,
                columns: Sequence[tuple[str, str]]) -> int:
     """Print documents as JSON Lines or as a table of `columns` (header, dotted path)."""

@@ -8,7 +8,7 @@ import sys
 from typing import Final
 
 from ctrail.audit.trail import DATASET as OWN_AUDIT, period, record
-from ctrail.cli.common import add_common, print_docs, settings_of
+from ctrail.cli.common import add_common, cut_note, fetch_limit, print_docs, settings_of
 from ctrail.query import (
     TIMESTAMP,
     And,
@@ -41,7 +41,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("query", help="Lucene syntax, e.g. 'user.name:alice AND event.action:delete'")
     parser.add_argument("--from", dest="time_from", help="ISO 8601 time, or now-24h")
     parser.add_argument("--to", dest="time_to", help="ISO 8601 time, or now")
-    parser.add_argument("--limit", type=int, default=100, help="most events to print (default 100)")
+    parser.add_argument("--limit", type=int, default=100,
+                        help="most events to print (default 100; a table at most 1 000, "
+                             "JSON at most 100 000)")
     add_common(parser)
     parser.set_defaults(run=run)
 
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     time_to = parse_time(args.time_to) if args.time_to else None
     settings = settings_of(args)
     parsed = parse_query(args.query)
+    limit = fetch_limit(args.limit, args.format)
     for word in lowercase_operators(args.query):
         warn(f"'{word}' is searched for as a word: Lucene's operators are upper case "
              f"({word.upper()})")
@@ -60,13 +63,14 @@ def run(args: argparse.Namespace) -> int:
             if not store.search(Exists(name), "events", None, None, 1):
                 warn(f"no stored event has the field {name}; is it spelled as stored "
                      "(e.g. user.name, kubernetes.audit.verb)?")
-        docs = store.search(without_own_audit(parsed), "events", time_from, time_to, args.limit)
+        docs = store.search(without_own_audit(parsed), "events", time_from, time_to, limit)
     finally:
         store.close()
     # Recorded before printing: a reader that stops early (`| head`) has still searched.
     record(settings, "search", {"query": args.query, **period(time_from, time_to),
                                 "limit": args.limit, "results": len(docs)})
     print_docs(docs, args.format, "events", COLUMNS)
+    cut_note(args.limit, args.format, len(docs))
     return 0
 
 

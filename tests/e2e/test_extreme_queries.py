@@ -1,8 +1,15 @@
-"""Issue 14: `ctrail search` answers `*:*`, and extreme queries get one line, not a traceback."""
+"""Issue 14: `ctrail search` answers `*:*`, extreme queries and limits get one line, not a
+traceback, and the table form is capped."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
 import pytest
+
+from console_scenario import audit, write_lines
+from ctrail.cli.common import TABLE_MAX_ROWS
 
 
 def test_star_colon_star_lists_what_star_lists(ctrail) -> None:  # type: ignore[no-untyped-def]
@@ -18,3 +25,30 @@ def test_an_extreme_query_is_a_one_line_error(ctrail, query: str) -> None:  # ty
     done = ctrail("search", query)
     assert done.status == 2
     assert done.err.startswith("ctrail: error: ") and done.err.count("\n") == 1, done.err[:500]
+
+
+@pytest.mark.parametrize("limit", ["0", "-5", "100001"])
+def test_a_limit_outside_its_range_is_a_one_line_error(ctrail, limit: str) -> None:  # type: ignore[no-untyped-def]
+    for form in ("table", "json"):
+        done = ctrail("search", "*", "--limit", limit, "--format", form)
+        assert done.status == 2 and done.err.count("\n") == 1, done.err[:500]
+        assert done.err.startswith("ctrail: error: --limit must be between 1 and 100 000")
+
+
+def test_the_table_form_is_capped_and_says_so(ctrail, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """--limit 100000 as a table built 100 000 rich rows (1.6 GB); it shows the newest 1 000,
+    says so on stderr, and --format json still prints what --limit asks for."""
+    start = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    lines = [audit(start + timedelta(seconds=i), "get", f"user-{i}",
+                   {"resource": "configmaps", "namespace": "ns", "name": f"cm-{i}"})
+             for i in range(TABLE_MAX_ROWS + 50)]
+    assert ctrail("ingest", "--source", "k8s-audit",
+                  str(write_lines(tmp_path / "audit.log", lines))).status == 0
+    table = ctrail("search", "*", "--limit", "100000")
+    assert table.status == 0 and f"events ({TABLE_MAX_ROWS})" in table.out
+    assert "user-1049" in table.out and "user-49 " not in table.out     # the newest rows
+    assert "a table shows at most the newest 1000 rows" in table.err
+    found = ctrail("search", "*", "--limit", "100000", "--format", "json")
+    assert len(found.out.splitlines()) == TABLE_MAX_ROWS + 50 and found.err == ""
+    small = ctrail("search", "*", "--limit", "10")
+    assert "events (10)" in small.out and small.err == ""              # nothing cut: no note
