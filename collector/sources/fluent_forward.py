@@ -36,6 +36,7 @@ from collector.sources.forward_connection import Connection
 from collector.sources.forward_records import entry_record
 from ctrail.components import RawRecord
 from ctrail.errors import ConfigError, InvalidInput, Reason
+from ctrail.runtime.http.config import warn_if_exposed
 from ctrail.runtime.http.limits import ClientLimits
 from ctrail.secrets import SecretRef, resolve_secret
 
@@ -99,7 +100,9 @@ class FluentForwardConfig(BaseModel):
             raise ConfigError(f"sources.{name}: users need the shared_key handshake")
         key = resolve_secret(self.shared_key).get_secret_value() if self.shared_key else None
         users = {user: resolve_secret(ref).get_secret_value() for user, ref in self.users.items()}
-        return ForwardSource(self, name, key, users, self._tls_context())
+        tls = self._tls_context()
+        warn_if_exposed(f"sources.{name}", self.host, tls is not None, self.allow_unauthenticated)
+        return ForwardSource(self, name, key, users, tls)
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if self.tls is None:

@@ -57,7 +57,7 @@ class OpsConfig(ServerConfig):
                               "client_ca_file, or allow_unauthenticated: true")
         token = resolve_secret(self.token).get_secret_value().encode() if self.token else None
         tls = tls_context(self, "ops")
-        warn_if_exposed(self, "ops", tls is not None)
+        warn_if_exposed("ops", self.host, tls is not None, self.allow_unauthenticated)
         try:
             return OpsServer(self, token, telemetry, alive, tls)
         except OSError as exc:

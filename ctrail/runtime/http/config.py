@@ -69,7 +69,7 @@ class ListenerConfig(ServerConfig):
                               "{file: PATH}), a client_ca_file, or allow_unauthenticated: true")
         tokens = [resolve_secret(ref).get_secret_value().encode() for ref in refs]
         tls = tls_context(self, f"sources.{name}")
-        warn_if_exposed(self, f"sources.{name}", tls is not None)
+        warn_if_exposed(f"sources.{name}", self.host, tls is not None, self.allow_unauthenticated)
         try:
             return HttpListener(self, name, tokens, tls)
         except OSError as exc:
@@ -99,17 +99,17 @@ def tls_context(config: ServerConfig, section: str) -> ssl.SSLContext | None:
     return context
 
 
-def warn_if_exposed(config: ServerConfig, section: str, tls: bool) -> None:
-    """Say so at startup when a server takes secrets or gives answers in the clear beyond this
-    host, or answers anyone: both are for a private network only, and the log should say which
-    were chosen (issue 14: plain HTTP on 0.0.0.0 in the shipped examples went unnoticed)."""
-    if not tls and not is_loopback(config.host):
-        log.warning("Serving plain HTTP beyond this host: tokens and answers travel in the "
-                    "clear; set tls_cert_file.", extra={"section": section, "host": config.host})
-    if config.allow_unauthenticated:
-        log.warning("Serving without authentication (allow_unauthenticated: true): anyone who "
-                    "reaches the port is answered.", extra={"section": section,
-                                                           "host": config.host})
+def warn_if_exposed(section: str, host: str, tls: bool, allow_unauthenticated: bool) -> None:
+    """Say so at startup when a listener (HTTP, or the forward input) takes secrets or gives
+    answers in the clear beyond this host, or answers anyone: both are for a private network
+    only, and the log should say which were chosen (issue 14: plain HTTP on 0.0.0.0 in the
+    shipped examples went unnoticed)."""
+    if not tls and not is_loopback(host):
+        log.warning("Listening without TLS beyond this host: credentials and data travel in "
+                    "the clear; set a TLS certificate.", extra={"section": section, "host": host})
+    if allow_unauthenticated:
+        log.warning("Listening without authentication (allow_unauthenticated: true): anyone "
+                    "who reaches the port is served.", extra={"section": section, "host": host})
 
 
 def is_loopback(host: str) -> bool:

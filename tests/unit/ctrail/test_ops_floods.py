@@ -201,7 +201,7 @@ def test_plain_http_beyond_this_host_and_no_authentication_are_warned_about(
 
     assert warnings_of() == []                                  # loopback, with a token
     [plain] = warnings_of(host="0.0.0.0")
-    assert "plain HTTP beyond this host" in plain
+    assert "without TLS beyond this host" in plain
     assert warnings_of(host="0.0.0.0", tls_cert_file=pki.server_cert,
                        tls_key_file=pki.server_key) == []
     [anyone] = warnings_of(token=None, allow_unauthenticated=True)
