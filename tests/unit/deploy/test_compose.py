@@ -91,3 +91,17 @@ def test_the_image_gives_the_non_root_user_its_data_directory() -> None:
     for role in ROLES:
         assert any(str(v).endswith(":/var/lib/ctrail/data")
                    for v in services()[f"ctrail-{role}"]["volumes"])
+
+
+def test_every_listener_of_production_serves_tls_with_a_mounted_certificate() -> None:
+    """Issue 14: the webhook and the ops server of every worker bound 0.0.0.0 over plain HTTP
+    (the ops token crossed the network in the clear)."""
+    from ctrail.settings import load_settings
+
+    production = load_settings(REPO / "config" / "production.yaml")
+    assert production.ops is not None and production.ops.tls_cert_file is not None
+    webhooks = [s for s in production.sources.values() if hasattr(s, "tls_cert_file")]
+    assert webhooks and all(s.tls_cert_file is not None for s in webhooks)
+    for role in ROLES:
+        targets = {secret["target"] for secret in services()[f"ctrail-{role}"]["secrets"]}
+        assert {str(production.ops.tls_cert_file), str(production.ops.tls_key_file)} <= targets
