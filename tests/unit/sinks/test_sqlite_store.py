@@ -171,6 +171,7 @@ def test_a_v3_store_is_migrated_in_place(tmp_path: Path) -> None:
     assert store.count("event.original:*000000000001*", "alerts") == 1
     tables = {name for (name,) in store._db.execute("SELECT name FROM sqlite_master")}
     assert not any(name.startswith("v3_") for name in tables)
+    assert store._db.execute("PRAGMA freelist_count").fetchone() == (0,)   # vacuumed
 
 
 def many_events(count: int) -> list[Event]:
