@@ -124,6 +124,8 @@ def test_every_container_is_bounded_non_root_read_only_and_probed(
                       for kind in ("livenessProbe", "readinessProbe")}
             assert probes["livenessProbe"][:4] == ["ctrail", "health", "--endpoint", "healthz"]
             assert probes["readinessProbe"][:4] == ["ctrail", "health", "--endpoint", "readyz"]
+            # The ops server serves https (issue 14): every pod mounts the certificate.
+            assert "/etc/ctrail-tls" in {m["mountPath"] for m in container["volumeMounts"]}, name
             if name.endswith("-node-agent"):
                 # kubelet's log files are root's: root, with one read capability, nothing else.
                 assert context["capabilities"] == NODE_AGENT_CAPABILITIES
@@ -143,6 +145,7 @@ def test_the_configuration_written_is_accepted_and_holds_no_secret(
         path.write_text(text)
         settings = load_settings(path)            # raises ConfigError if not accepted
         assert settings.ops is not None and settings.ops.token is not None
+        assert settings.ops.tls_cert_file == Path("/etc/ctrail-tls/tls.crt")
         for line in text.splitlines():
             if any(word in line for word in ("token", "password", "webhook_url", "key:")):
                 value = line.split(":", 1)[1].strip()
@@ -183,6 +186,10 @@ def test_distributed_mode_runs_a_worker_per_role_on_kafka_and_elasticsearch(
     (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
     assert monitor["spec"]["endpoints"][0]["authorization"]["credentials"] == {
         "name": "ct-containertrail-auth", "key": "ops-token"}
+    assert monitor["spec"]["endpoints"][0]["scheme"] == "https"
+    assert monitor["spec"]["endpoints"][0]["tlsConfig"] == {
+        "ca": {"secret": {"name": "ct-containertrail-webhook-tls", "key": "ca.crt"}},
+        "serverName": "ct-containertrail-webhook.audit.svc"}
 
 
 def test_no_secret_in_values_and_generated_ones_are_random(helm: Path) -> None:

@@ -131,8 +131,9 @@ containers:
       - {name: config, mountPath: /etc/ctrail, readOnly: true}
       - {name: data, mountPath: /var/lib/ctrail/data}
       - {name: tmp, mountPath: /tmp}
-      {{- if .webhook }}
+      # The webhook's certificate: every pod's ops server serves https with it.
       - {name: webhook-tls, mountPath: /etc/ctrail-tls, readOnly: true}
+      {{- if .webhook }}
       {{- if $root.Values.webhook.tls.clientCA.secretName }}
       - {name: webhook-client-ca, mountPath: /etc/ctrail-client-ca, readOnly: true}
       {{- end }}
@@ -149,9 +150,9 @@ volumes:
   - name: data
     emptyDir: {sizeLimit: 1Gi}
   {{- end }}
-  {{- if .webhook }}
   - name: webhook-tls
     secret: {secretName: {{ include "ctrail.tlsSecret" $root }}, defaultMode: 0440}
+  {{- if .webhook }}
   {{- if $root.Values.webhook.tls.clientCA.secretName }}
   - name: webhook-client-ca
     secret: {secretName: {{ $root.Values.webhook.tls.clientCA.secretName }}}
