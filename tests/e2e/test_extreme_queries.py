@@ -12,11 +12,24 @@ from console_scenario import audit, write_lines
 from ctrail.cli.common import TABLE_MAX_ROWS
 
 
-def test_star_colon_star_lists_what_star_lists(ctrail) -> None:  # type: ignore[no-untyped-def]
+def ingest_events(ctrail, directory: Path, count: int) -> None:  # type: ignore[no-untyped-def]
+    start = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    lines = [audit(start + timedelta(seconds=i), "get", f"user-{i}",
+                   {"resource": "configmaps", "namespace": "ns", "name": f"cm-{i}"})
+             for i in range(count)]
+    assert ctrail("ingest", "--source", "k8s-audit",
+                  str(write_lines(directory / "audit.log", lines))).status == 0
+
+
+def test_star_colon_star_lists_everything(ctrail, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`*:*` means every document in Lucene; it found nothing."""
+    ingest_events(ctrail, tmp_path, 12)
     star = ctrail("search", "*", "--format", "json")
     lucene = ctrail("search", "*:*", "--format", "json")
     assert (star.status, lucene.status) == (0, 0)
-    assert lucene.out == star.out
+    assert len(lucene.out.splitlines()) == 12 and lucene.out == star.out
+    assert len(ctrail("search", "*:* AND user.name:user-3", "--format", "json").out
+               .splitlines()) == 1
 
 
 @pytest.mark.parametrize("query", ["a " * 5000, "NOT " * 2000, "NOT " * 2000 + "a",
@@ -38,12 +51,7 @@ def test_a_limit_outside_its_range_is_a_one_line_error(ctrail, limit: str) -> No
 def test_the_table_form_is_capped_and_says_so(ctrail, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """--limit 100000 as a table built 100 000 rich rows (1.6 GB); it shows the newest 1 000,
     says so on stderr, and --format json still prints what --limit asks for."""
-    start = datetime(2026, 3, 1, tzinfo=timezone.utc)
-    lines = [audit(start + timedelta(seconds=i), "get", f"user-{i}",
-                   {"resource": "configmaps", "namespace": "ns", "name": f"cm-{i}"})
-             for i in range(TABLE_MAX_ROWS + 50)]
-    assert ctrail("ingest", "--source", "k8s-audit",
-                  str(write_lines(tmp_path / "audit.log", lines))).status == 0
+    ingest_events(ctrail, tmp_path, TABLE_MAX_ROWS + 50)
     table = ctrail("search", "*", "--limit", "100000")
     assert table.status == 0 and f"events ({TABLE_MAX_ROWS})" in table.out
     assert "user-1049" in table.out and "user-49 " not in table.out     # the newest rows
