@@ -1,4 +1,5 @@
-"""Redacting secrets out of Kubernetes audit events and Falco alerts before anything is stored.
+"""Redacting secrets out of every record (audit events, Falco alerts, and the other formats)
+before anything is stored.
 
 Each secret is replaced by `hmac-sha256:<hex>` under a key only this deployment holds, so two
 events that carry the same secret still compare equal (and a value can be matched when you hold
@@ -52,13 +53,20 @@ The policy (the code below follows it, and nothing else is redacted):
    holds names, not secrets. A record that does not parse (not JSON, cut, a parser bug) gets
    the patterns of 2 on its whole text before it is dead-lettered (`Redactor.redact_text`,
    ctrail.runtime.deadletter).
+   Every other format (Docker events, container log lines, Distribution and Harbor
+   notifications, and these as Fluent forward records) is redacted whole at intake: a JSON
+   object walked as a body is (1 and 2: Docker label and attribute names are credential
+   names too, an exec's command line and a URL are scanned), a line of text given 2
+   (`Redactor.record`, `redact_text`; collector.parsers.common.RedactingParser.scrub).
 
 The common case costs a few dictionary look-ups: an event without bodies and without a query
 string that could name a credential (a Metadata-level event: ~99% of a real cluster's audit log)
 is not walked at all (`Redactor.walks` counts the events that were). Nesting depth is bounded
 once, by the parser's `load_object`; the walk relies on it.
 Limits: a password holding white space, `&`, `;` or `,` in unquoted text is hashed only up to
-that character; a credential under a name that says nothing (`-p`, `X=...`) is not recognised.
+that character; a credential under a name that says nothing (`-p`, `X=...`) is not recognised;
+a container log line that the runtime split between a name and its value (two partial pieces)
+is scanned piece by piece, so that value is not recognised.
 """
 
 from __future__ import annotations
@@ -105,6 +113,7 @@ REFERS: Final = frozenset({"name", "names", "ref", "refs", "path", "paths", "fil
 # 2. Value patterns. HINT is a cheap superset test: a string it does not match holds none of them.
 HINT: Final = re.compile(r"(?i)pass|secret|token|credential|bearer|cookie|key|auth|pat|pwd|eyJ"
                          r"|://|%3a%2f%2f")
+HINT_BYTES: Final = re.compile(HINT.pattern.encode())
 # A value already hashed (`hmac-sha256:<hex>`) is left alone: redacting twice changes nothing.
 BEARER: Final = re.compile(r"(?i)(\bbearer\s+)(?!hmac-sha256:)([A-Za-z0-9\-._~+/]+=*)")
 BASIC: Final = re.compile(r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?basic\s+)(?!hmac-sha256:)"
@@ -243,6 +252,13 @@ class Redactor:
             if new_fields is not None:
                 changes["output_fields"] = new_fields
         return {**alert, **changes} if changes else None
+
+    def record(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """A redacted copy of a JSON record of another format (a Docker event, a registry
+        notification, a json-file log line), walked whole as an audit body is (policy 1 and
+        2), or None when it holds nothing to redact."""
+        new = self._walk(doc, False)
+        return None if new is doc else new
 
     def redact_text(self, text: str) -> str:
         """Policy 2 on free text (a record that did not parse, before it is dead-lettered):

@@ -13,8 +13,9 @@ from typing import Any, Final
 
 import orjson
 
-from collector.redact import Redactor
+from collector.redact import HINT_BYTES, Redactor
 from ctrail.errors import InvalidInput, Reason
+from ctrail.runtime.deadletter import redacted_bytes
 
 MAX_DEPTH: Final = 64
 """Deeper raw documents are refused: the bus and store serialisers have recursion limits, and no
@@ -180,8 +181,9 @@ def _skip(text: str, pos: int) -> int:
 class RedactingParser:
     """What every parser shares: the deployment's redactor (without one, a key of this process
     only, so a clear secret is never kept either way), free-text redaction for the dead letters
-    of records that did not parse, and a scrub that leaves the raw record as it is: formats
-    whose redaction policy finds nothing to hash at intake (collector.redact) keep it."""
+    of records that did not parse, and the scrub intake applies before it appends a record
+    (Docker events, container log lines, registry notifications; audit events and Falco alerts
+    have scrubs of their own)."""
 
     def __init__(self, redactor: Redactor | None = None) -> None:
         self.redactor = redactor or Redactor.ephemeral()
@@ -190,4 +192,25 @@ class RedactingParser:
         return self.redactor.redact_text(text)
 
     def scrub(self, data: bytes) -> bytes:
-        return data
+        """The record with every secret the policy finds hashed (collector.redact): each line
+        (a reassembled container log record holds several) that is a JSON object walked whole,
+        any other line scanned as text; the record itself, byte for byte, when it holds none."""
+        if not HINT_BYTES.search(data):
+            return data
+        lines = data.split(b"\n")
+        scrubbed = [self._scrub_line(line) for line in lines]
+        if all(new is old for new, old in zip(scrubbed, lines)):
+            return data
+        return b"\n".join(scrubbed)
+
+    def _scrub_line(self, line: bytes) -> bytes:
+        stripped = line.strip()
+        if stripped.startswith(b"{") and stripped.endswith(b"}"):
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                doc = None
+            if isinstance(doc, dict):
+                redacted = self.redactor.record(doc)
+                return line if redacted is None else orjson.dumps(redacted)
+        return redacted_bytes(line, self.redactor.redact_text)

@@ -27,7 +27,7 @@ from collector.parsers.common import (
     member_spans,
     parse_time,
 )
-from collector.redact import HINT, PREFIX, SELF_EVIDENT, TAG as REDACTED, Redactor
+from collector.redact import HINT_BYTES, PREFIX, SELF_EVIDENT, TAG as REDACTED, Redactor
 from ctrail.components import RawRecord
 from ctrail.ecs import DATASET_K8S_AUDIT
 from ctrail.errors import InvalidInput, Reason
@@ -44,7 +44,6 @@ BODY_HINTS: Final = (b"requestObject", b"responseObject", b"protoPayload", b'"pr
 SELF_EVIDENT_WORDS: Final = tuple(word.encode() for word in SELF_EVIDENT.pattern.split("|"))
 URI_KEY: Final = b'"requestURI"'
 URI_QUERY: Final = re.compile(rb'"requestURI"\s*:\s*"[^"?]*\?([^"]*)"')
-HINT_BYTES: Final = re.compile(HINT.pattern.encode())
 COLLECT_STAGE: Final = "collect"       # the stage of item dead letters (ctrail.runtime.collect)
 TIMESTAMP_FIELDS: Final = ("requestReceivedTimestamp", "stageTimestamp", "timestamp")
 # An AKS record is stamped with its stage time, as Elastic's integration stamps it.
