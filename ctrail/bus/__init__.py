@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Final, Iterator, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from ctrail.bus.intake_spool import IntakeSpool
 
 RAW: Final = "ctrail.raw"
 EVENTS: Final = "ctrail.events"
@@ -107,6 +110,10 @@ class BusConfig(Protocol):
     def build(self, data_dir: Path, guest: bool = False) -> Bus:
         """`guest`: for a process the bus's owner started (`ctrail run`'s intake), which
         writes the topics the owner said are written elsewhere, under the owner's lock."""
+
+    def open_intake_spool(self, data_dir: Path, bus: Bus) -> IntakeSpool | None:
+        """The spool intake appends to instead of `bus` (Kafka with `intake_spool`), not yet
+        started; None: intake appends to `bus` itself."""
 
     def read_topic(self, data_dir: Path, topic: str, reader: str,
                    timeout_secs: float) -> Iterator[bytes]:

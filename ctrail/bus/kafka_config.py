@@ -23,6 +23,8 @@ from pydantic import (
 from ctrail.secrets import SecretRef
 
 if TYPE_CHECKING:
+    from ctrail.bus import Bus
+    from ctrail.bus.intake_spool import IntakeSpool
     from ctrail.bus.kafka import KafkaBus
 
 HOURS_PER_DAY = 24
@@ -135,6 +137,20 @@ class KafkaBusConfig(_Section):
                     "the other workers of its stage.")
     security: KafkaSecurity | None = Field(
         None, description="TLS and SASL; plaintext when absent.")
+    intake_spool: bool = Field(
+        False, description="Intake (`ctrail run`, `ctrail worker collect`) appends what it "
+                           "takes to a durable spool in the data directory and answers its "
+                           "senders once that is fsynced; a thread ships the spool to "
+                           "ctrail.raw. Senders are answered at once while Kafka is slow or "
+                           "away, at the cost of the data directory holding acknowledged "
+                           "records until they are shipped: turn it on only where the data "
+                           "directory is on a persistent volume. Off: intake answers once "
+                           "Kafka has acknowledged.")
+    intake_min_free_bytes: NonNegativeInt = Field(
+        64 * 1024 * 1024,
+        description="With intake_spool: intake stops taking records (webhooks answer 503, "
+                    "tailers wait) while the data directory's filesystem has less free space "
+                    "than this. 0: only a full disk stops it.")
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -164,6 +180,16 @@ class KafkaBusConfig(_Section):
         from ctrail.bus.kafka import KafkaBus  # kafka-python only when a Kafka bus is used
 
         return KafkaBus(self)
+
+    def open_intake_spool(self, data_dir: Path, bus: "Bus") -> "IntakeSpool | None":
+        """See ctrail.bus.BusConfig.open_intake_spool. Opened also with intake_spool off when
+        an earlier run left it (its records are still shipped)."""
+        from ctrail.bus.intake_spool import DIRECTORY, IntakeSpool
+
+        if not self.intake_spool and not (data_dir / DIRECTORY).exists():
+            return None
+        return IntakeSpool(data_dir / DIRECTORY, bus, self.intake_min_free_bytes,
+                           accepts=self.intake_spool)
 
     def read_topic(self, data_dir: Path | None, topic: str, reader: str,
                    timeout_secs: float) -> Iterator[bytes]:

@@ -210,6 +210,15 @@ class LocalTopic:
         except OSError:
             pass                        # retried at the next roll; nothing is lost meanwhile
 
+    def delete_consumed(self) -> None:
+        """Delete now, not only at the next roll, the whole segments every group has committed
+        past (the intake spool frees what it shipped to Kafka at once)."""
+        with self._lock:
+            try:
+                self._delete_consumed_segments()
+            except OSError:
+                pass                    # retried at the next call or roll
+
     def _committed_floor(self) -> int | None:
         """The lowest position a consumer group has committed; None when no group reads."""
         offsets = [int(p.read_text() or 0) for p in self.directory.glob("*.offset")]

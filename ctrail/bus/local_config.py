@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, ClassVar, Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 if TYPE_CHECKING:
+    from ctrail.bus import Bus
+    from ctrail.bus.intake_spool import IntakeSpool
     from ctrail.bus.local import LocalBus
 
 
@@ -33,6 +35,10 @@ class LocalBusConfig(BaseModel):
         from ctrail.bus.local import LocalBus
 
         return LocalBus(data_dir / "bus", self.segment_bytes, guest, self.intake_min_free_bytes)
+
+    def open_intake_spool(self, data_dir: Path, bus: "Bus") -> "IntakeSpool | None":
+        """None: intake appends to the local log itself, which is durable on disk already."""
+        return None
 
     def read_topic(self, data_dir: Path, topic: str, reader: str,
                    timeout_secs: float) -> Iterator[bytes]:

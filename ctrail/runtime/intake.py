@@ -61,13 +61,19 @@ def serve_sources(settings: Settings, bus: Bus, stop: threading.Event, publish_s
     telemetry = Telemetry()
     collectors: list[Collector] = []
     pickup: SpoolPickup | None = None
+    # Kafka with bus.intake_spool: sources append to a spool in the data directory, which a
+    # thread of its own ships to Kafka.
+    spool = settings.bus.open_intake_spool(settings.data_dir, bus)
+    writer = bus if spool is None else spool
     try:
+        if spool is not None:
+            spool.start()
         for name, config in settings.sources.items():
             source = config.build(name, settings.data_dir, settings.pipeline.max_record_bytes)
             collectors.append(collector_for(settings, name, source, config.parser_name,
-                                            bus.producer(), telemetry))
+                                            writer.producer(), telemetry))
         if publish_spool:
-            pickup = SpoolPickup(settings.data_dir, bus.producer())
+            pickup = SpoolPickup(settings.data_dir, writer.producer())
             pickup.start()
         threads = [threading.Thread(target=collect_until, args=(c, stop, failing), daemon=True,
                                     name=f"collect-{c.name}") for c in collectors]
@@ -83,6 +89,8 @@ def serve_sources(settings: Settings, bus: Bus, stop: threading.Event, publish_s
             pickup.stop()           # after the sources: a pickup at stop publishes the rest
         for collector in collectors:
             collector.source.close()
+        if spool is not None:
+            spool.close()               # last: it ships what the sources appended
 
 
 def collect_until(collector: Collector, stop: threading.Event,
