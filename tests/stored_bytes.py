@@ -53,6 +53,24 @@ def every_byte(roots: Iterable[Path], scratch: Path, planted: Mapping[str, str]
     return texts, hits
 
 
+def files_now(roots: Iterable[Path]) -> dict[str, bytes]:
+    """{where: bytes} for every file under `roots` while a run still writes them (the raw log's
+    segments are deleted at its close), and each compressed part of those that are not SQLite
+    databases (every_byte reads those, once the run has stopped). A file deleted meanwhile is
+    left out."""
+    texts: dict[str, bytes] = {}
+    for path in [p for root in roots for p in sorted(root.rglob("*"))]:
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            continue
+        texts[f"{path} (running)"] = data
+        if not data.startswith(SQLITE_MAGIC):
+            for n, part in enumerate(decompressed(data, {})):
+                texts[f"{path} (running, compressed part {n})"] = part
+    return texts
+
+
 def found_in(texts: Mapping[str, bytes], planted: Mapping[str, str], root: Path
              ) -> dict[str, list[str]]:
     """{name of a planted value: where it was found}, paths shown relative to `root`."""

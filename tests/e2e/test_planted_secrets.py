@@ -17,6 +17,7 @@ delivered it is stopped, and no planted value may be found:
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import re
@@ -26,12 +27,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgpack
 import orjson
 from fluent.sender import FluentSender
 
 from collector.redact import PREFIX
 from tests.ctrail_process import EXE
-from tests.stored_bytes import every_byte, found_in
+from tests.stored_bytes import every_byte, files_now, found_in
 from tests.unit.collector.test_redaction import (
     META,
     PLANTED,
@@ -51,6 +53,7 @@ from test_run import free_port  # noqa: E402
 
 TOKENS = {"TEST_AUDIT_TOKEN": "e2e-audit-token", "TEST_FALCO_TOKEN": "e2e-falco-token",
           "TEST_REGISTRY_TOKEN": "e2e-registry-token", "TEST_HARBOR_TOKEN": "e2e-harbor-token"}
+MAX_RECORD_BYTES = 64 * 1024
 SLACK_PATH = "/services/T0PLANT/B0PLANT/planted-slack-path"
 CID = "7c1e9a3b5d2f4c6e8a0b1d3f5e7a9c2b4d6f8e0a1c3e5a7b9d1f3e5a7c9b1d3f"
 
@@ -65,9 +68,10 @@ MORE = {name: _planted(n, name) for n, name in enumerate((
     "cri url password", "cri bearer", "json-file password", "registry url password",
     "registry url token", "harbor replication url", "harbor cloudevents access_token",
     "forward log assign", "forward message bearer", "dlq audit bearer", "dlq audit --token",
-    "dlq falco body password", "dlq docker url password", "dlq webhook item secret"), start=40)}
+    "dlq falco body password", "dlq docker url password", "dlq webhook item secret",
+    "dlq record too large", "dlq forward entry"), start=40)}
 # A JWT (header.payload.signature) is recognised by its shape: the planted part is its payload.
-MORE["forward jwt"] = "eyJhbGciOiJIUzI1NiJ9.PLANTED-61-forwardjwt-Zq7.c2lnbmF0dXJlLXBsYW50ZWQ"
+MORE["forward jwt"] = "eyJhbGciOiJIUzI1NiJ9.PLANTED-63-forwardjwt-Zq7.c2lnbmF0dXJlLXBsYW50ZWQ"
 CORPUS = {**PLANTED, **MORE}
 
 
@@ -167,6 +171,13 @@ def bad_audit_line() -> bytes:
             f'Bearer {m["dlq audit bearer"]}\\" --token {m["dlq audit --token"]}"').encode()
 
 
+def too_large_line() -> bytes:
+    """An audit line past pipeline.max_record_bytes: cut, and dead-lettered as it was cut."""
+    return orjson.dumps({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "requestObject": {
+        "kind": "ConfigMap", "data": {"password": MORE["dlq record too large"],
+                                      "padding": "x" * MAX_RECORD_BYTES}}})
+
+
 def config_text(tmp_path: Path, ports: dict[str, int], logs_glob: str) -> str:
     return f"""
 sources:
@@ -180,6 +191,7 @@ sources:
             poll_interval_secs: 0.1}}
   pods: {{type: container_logs, glob: "{logs_glob}", poll_interval_secs: 0.1}}
   fluent-bit: {{type: fluent_forward, port: {ports['forward']}, allow_unauthenticated: true}}
+pipeline: {{max_record_bytes: {MAX_RECORD_BYTES}}}
 evidence:
   path: {tmp_path / 'evidence'}
   seal_after_secs: 0
@@ -220,7 +232,8 @@ def test_no_planted_secret_is_written_logged_notified_or_printed(tmp_path: Path,
     slack, hook = SlackReceiver(), WebhookReceiver()
     data_dir, evidence, logs = tmp_path / "data", tmp_path / "evidence", tmp_path / "pods"
     logs.mkdir()
-    audit_lines = [*planted_audit_lines(), gke_line(), aks_line(), bad_audit_line()]
+    dead = [bad_audit_line(), too_large_line()]
+    audit_lines = [*planted_audit_lines(), gke_line(), aks_line(), *dead]
     (tmp_path / "audit.log").write_bytes(b"\n".join(audit_lines) + b"\n")
     (tmp_path / "docker.jsonl").write_bytes(b"\n".join(docker_lines()) + b"\n")
     (logs / f"checkout-5d8f_shop_app-{CID}.log").write_bytes(
@@ -229,10 +242,10 @@ def test_no_planted_secret_is_written_logged_notified_or_printed(tmp_path: Path,
     config.write_text(config_text(tmp_path, ports, str(logs / "*.log")))
     env = {**os.environ, **TOKENS, "TEST_SLACK_URL": slack.base + SLACK_PATH,
            "TEST_HOOK_URL": f"{hook.base}/in", "TEST_HOOK_SECRET": hook.secret.decode()}
-    # Every event of the corpus: the audit log's (not its bad line), the EventList's (not its
-    # broken item), Falco's, Docker's (not the bad line), the pod's log lines, the
+    # Every event of the corpus: the audit log's (not its two bad lines), the EventList's (not
+    # its broken item), Falco's, Docker's (not the bad line), the pod's log lines, the
     # Distribution envelope's three, Harbor's two and the three forwarded.
-    events = (len(audit_lines) - 1 + len(planted_audit_lines()) + 1 + len(falco_lines())
+    events = (len(audit_lines) - 2 + len(planted_audit_lines()) + 1 + len(falco_lines())
               + len(docker_lines()) - 1 + len(container_log_lines()) + 3 + 2 + 3)
     log = tmp_path / "run.log"
     try:
@@ -246,8 +259,10 @@ def test_no_planted_secret_is_written_logged_notified_or_printed(tmp_path: Path,
                 wait_for(lambda: count(data_dir, config, "search", "NOT event.dataset:"
                                        "containertrail.audit", "--limit", "10000") == events,
                          timeout=90, interval=0.5)
-                wait_for(lambda: count(data_dir, config, "dlq", "list") == 4, timeout=30)
+                wait_for(lambda: count(data_dir, config, "dlq", "list") == 6, timeout=30)
                 wait_for(lambda: delivered(data_dir), timeout=60)
+                # The raw log's segments, deleted at close, while they are there.
+                running = files_now([data_dir, evidence])
             finally:
                 proc.send_signal(signal.SIGTERM)
                 assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
@@ -262,6 +277,7 @@ def test_no_planted_secret_is_written_logged_notified_or_printed(tmp_path: Path,
     ingested = subprocess.run([str(EXE), "-v", "ingest", "--source", "k8s-audit",
                                str(tmp_path / "audit.log"), "--data-dir", str(tmp_path / "ingest")],
                               capture_output=True, cwd=REPO, timeout=120)
+    # (Its default max_record_bytes takes the long line whole.)
     assert ingested.stdout.strip() == f"{len(audit_lines) - 1} accepted, 1 dead-lettered".encode()
 
     printed = {
@@ -269,6 +285,15 @@ def test_no_planted_secret_is_written_logged_notified_or_printed(tmp_path: Path,
         "ctrail alerts": ctrail_json(data_dir, config, "alerts"),
         "ctrail dlq list": ctrail_json(data_dir, config, "dlq", "list", "--all"),
     }
+    dead_letters = [orjson.loads(line) for line in printed["ctrail dlq list"].splitlines()]
+    assert sorted(d["reason"] for d in dead_letters) == [
+        "invalid_json", "invalid_json", "invalid_json", "record_too_large", "schema_mismatch",
+        "undecodable"], dead_letters
+    # Each kept its record, with the secret hashed (a binary one as base64: read it decoded).
+    originals = {f"dead letter {d['origin']}": base64.b64decode(d["original"])
+                 if d["original_encoding"] == "base64" else d["original"].encode()
+                 for d in dead_letters}
+    assert all(PREFIX.encode() in original for original in originals.values()), originals
     # Secrets were hashed, not dropped: what names them and the rest of each record stayed.
     for kept in ("--password=hmac-sha256:", "GITHUB_TOKEN=hmac-sha256:",
                  "postgres://app:hmac-sha256:", "https://ci:hmac-sha256:",
@@ -283,6 +308,9 @@ def test_no_planted_secret_is_written_logged_notified_or_printed(tmp_path: Path,
                if "sqlite3 value" in where and "compressed" in where)
     assert any(PREFIX.encode() in text for where, text in texts.items()
                if where.startswith(str(evidence)) and "compressed" in where)
+    assert any("ctrail.raw" in where for where in running)
+    texts.update(running)
+    texts.update(originals)
     texts.update({f"{where} output": out.encode() for where, out in printed.items()})
     texts["the run's log"] = log.read_bytes()
     texts["ctrail ingest's output and log"] = ingested.stdout + ingested.stderr
@@ -317,6 +345,11 @@ def send_everything(ports: dict[str, int], real: Path) -> None:
                    {"log": f"2026-11-20T10:43:08.5Z stdout F session {MORE['forward jwt']}"}):
         assert sender.emit(tag, record), sender.last_error
     sender.close()
+    # An entry whose record is not a map: the forward input dead-letters the entry's bytes.
+    with socket.create_connection(("127.0.0.1", ports["forward"]), timeout=20) as sock:
+        sock.sendall(msgpack.packb(["kube." + tag, [[1795171390, f"mysql --password="
+                                                    f"{MORE['dlq forward entry']}"]]]))
+        sock.recv(100)                                     # closed after the bad frame
 
 
 def delivered(data_dir: Path) -> bool:
