@@ -10,7 +10,8 @@ transaction), and used for every row after. A blob names its dictionary in its f
 
 Blob: dictionary number (u8), then a zstd frame of: `original` length (i32: -1 for none), `audit`
 length (i32: -1 for none, -2 for '' — the audit record is `original` parsed, see schema.sql),
-`original`, `audit`, `doc` (UTF-8).
+`original`, `audit`, `doc` (UTF-8). The frame names its dictionary's zstd id too (4 bytes), so
+any zstd tool given the `dictionaries` rows reads a record (tests/stored_bytes.py does).
 
 SQL sees the parts through functions registered on the connection (ct_doc, ct_original,
 ct_audit), which the search conditions use for fields that are not columns.
@@ -111,7 +112,7 @@ class Packer:
         if compressor is None:
             compressor = zstandard.ZstdCompressor(
                 level=LEVEL, dict_data=self._dicts.get(number), write_checksum=False,
-                write_dict_id=False, write_content_size=True)
+                write_content_size=True)
             self._compressors[number] = compressor
         return bytes((number,)) + compressor.compress(data)
 

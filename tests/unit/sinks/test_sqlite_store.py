@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import zstandard
 
 from ctrail.bus.codec import encode
 from ctrail.errors import Retryable
@@ -198,6 +199,10 @@ def test_records_are_packed_with_a_dictionary_trained_on_the_stores_rows(tmp_pat
     assert store._db.execute("SELECT kind FROM dictionaries").fetchall() == [("events",)]
     dictionaries = {row[0] for row in store._db.execute("SELECT substr(record, 1, 1) FROM events")}
     assert dictionaries == {bytes([1])}               # the rows before it packed again with it
+    (data,) = store._db.execute("SELECT data FROM dictionaries").fetchone()
+    (record,) = store._db.execute("SELECT record FROM events LIMIT 1").fetchone()
+    named = zstandard.get_frame_parameters(record[1:]).dict_id    # readable by any zstd tool
+    assert named == zstandard.ZstdCompressionDict(data).dict_id() != 0
     packed = store._db.execute("SELECT sum(length(record)) FROM events WHERE seq <= 300")
     assert packed.fetchone()[0] < first / 2
     expected = {e.event.id: as_stored(e) for e in events}
