@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Final, Iterator, Sequence
 
 from ctrail.bus import RAW, Record
-from ctrail.durable import fsync_dir, lock_directory, write_atomic
+from ctrail.durable import fsync_dir, lock_directory
 from ctrail.errors import Unavailable
 
 HEADER: Final = struct.Struct("<IIH")
@@ -334,8 +334,22 @@ class _TopicCursor:
         self._buffer_start = self.position
 
     def save(self, offset: int) -> None:
+        """Overwrite the offset in place, fixed width, with one fdatasync: a write of 20 bytes
+        at the start of the file is one sector, which a crash leaves old or new, never mixed
+        (as SQLite's powersafe overwrite assumes), and readers take the zero-padded number as
+        it is. Committed once per batch by every group, a temporary file, rename and two
+        fsyncs (write_atomic) cost the chain's thread ~5% of its time. A new file (a group
+        registering) also makes its directory entry durable."""
         try:
-            write_atomic(self.offset_path, str(offset).encode())
+            created = not self.offset_path.exists()
+            fd = os.open(self.offset_path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.pwrite(fd, b"%020d" % offset, 0)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                fsync_dir(self.offset_path.parent)
         except OSError as exc:          # a full disk: the batch is processed again later
             raise Unavailable(f"cannot save the offset {self.offset_path.name}: "
                               f"{exc.strerror or exc}") from exc

@@ -93,18 +93,36 @@ def test_intake_stops_below_its_free_space_threshold_while_other_topics_still_wr
     bus.close()
 
 
-def test_a_committed_offset_that_cannot_be_saved_is_retryable(small_dir: Path) -> None:
+def test_a_committed_offset_is_saved_in_place_even_on_a_full_disk(small_dir: Path) -> None:
+    """An offset is overwritten in place (it takes no new block), so a full disk does not stop
+    a group from committing what it has processed, and nothing temporary is left."""
     bus = LocalBus(small_dir / "bus", intake_min_free_bytes=0)
     producer = bus.producer()
     producer.send(EVENTS, "k", b"one")
     producer.flush()
     consumer = bus.consumer("store", [EVENTS])
     records = consumer.poll(10, 0)
-    ballast = fill(small_dir, leave_bytes=0)
+    fill(small_dir, leave_bytes=0)
+    consumer.commit(records)
+    assert not list((small_dir / "bus" / EVENTS).glob("*.tmp"))
+    assert bus.consumer("store", [EVENTS]).poll(10, 0) == []        # a restart reads on
+    assert int((small_dir / "bus" / EVENTS / "store.offset").read_text()) == records[-1].next_offset
+    bus.close()
+
+
+def test_an_offset_that_cannot_be_written_is_retryable(tmp_path: Path) -> None:
+    bus = LocalBus(tmp_path / "bus")
+    producer = bus.producer()
+    producer.send(EVENTS, "k", b"one")
+    producer.flush()
+    consumer = bus.consumer("store", [EVENTS])
+    records = consumer.poll(10, 0)
+    offset = tmp_path / "bus" / EVENTS / "store.offset"
+    offset.unlink()
+    offset.mkdir()                          # an offset the process cannot open for writing
     with pytest.raises(Unavailable, match="cannot save the offset"):
         consumer.commit(records)
-    assert not list((small_dir / "bus" / EVENTS).glob("*.tmp"))
-    ballast.unlink()
+    offset.rmdir()
     consumer.commit(records)
     assert consumer.lag() == 0
     bus.close()
