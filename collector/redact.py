@@ -113,7 +113,9 @@ REFERS: Final = frozenset({"name", "names", "ref", "refs", "path", "paths", "fil
 # 2. Value patterns. HINT is a cheap superset test: a string it does not match holds none of them.
 HINT: Final = re.compile(r"(?i)pass|secret|token|credential|bearer|cookie|key|auth|pat|pwd|eyJ"
                          r"|://|%3a%2f%2f")
-HINT_BYTES: Final = re.compile(HINT.pattern.encode())
+# HINT for raw bytes, asked of their lowercase copy: an alternation of literals matches ~5x
+# faster than the same alternation under (?i) (80-byte container log lines: 0.8 vs 4.8 µs).
+HINT_LOWERCASE_BYTES: Final = re.compile(HINT.pattern.removeprefix("(?i)").lower().encode())
 # A value already hashed (`hmac-sha256:<hex>`) is left alone: redacting twice changes nothing.
 BEARER: Final = re.compile(r"(?i)(\bbearer\s+)(?!hmac-sha256:)([A-Za-z0-9\-._~+/]+=*)")
 BASIC: Final = re.compile(r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?basic\s+)(?!hmac-sha256:)"
@@ -136,6 +138,11 @@ NAMES_ONLY: Final = frozenset({"kind", "apiVersion", "name", "namespace", "uid",
                                "fieldsType", "manager", "operation", "time"})
 # Only these are looked for in userAgent and audit annotations (see 4.).
 SELF_EVIDENT: Final = re.compile(r"eyJ|earer|EARER|://")
+
+
+def hinted(data: bytes) -> bool:
+    """HINT on raw bytes: False means no pattern of the policy can match them."""
+    return HINT_LOWERCASE_BYTES.search(data.lower()) is not None
 
 
 @lru_cache(maxsize=8192)

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import orjson
 
-from collector.redact import HINT_BYTES, Redactor
+from collector.redact import Redactor, hinted
 from ctrail.errors import InvalidInput, Reason
 from ctrail.runtime.deadletter import redacted_bytes
 
@@ -195,7 +195,7 @@ class RedactingParser:
         """The record with every secret the policy finds hashed (collector.redact): each line
         (a reassembled container log record holds several) that is a JSON object walked whole,
         any other line scanned as text; the record itself, byte for byte, when it holds none."""
-        if not HINT_BYTES.search(data):
+        if not hinted(data):
             return data
         lines = data.split(b"\n")
         scrubbed = [self._scrub_line(line) for line in lines]

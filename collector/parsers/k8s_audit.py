@@ -27,7 +27,7 @@ from collector.parsers.common import (
     member_spans,
     parse_time,
 )
-from collector.redact import HINT_BYTES, PREFIX, SELF_EVIDENT, TAG as REDACTED, Redactor
+from collector.redact import PREFIX, SELF_EVIDENT, TAG as REDACTED, Redactor, hinted
 from ctrail.components import RawRecord
 from ctrail.ecs import DATASET_K8S_AUDIT
 from ctrail.errors import InvalidInput, Reason
@@ -301,7 +301,7 @@ def may_hold_secret(data: bytes) -> bool:
     at = data.find(URI_KEY)             # one per Event; an EventList has one per item
     while at >= 0:
         query = URI_QUERY.match(data, at)
-        if query is not None and HINT_BYTES.search(query.group(1)):
+        if query is not None and hinted(query.group(1)):
             return True
         at = data.find(URI_KEY, at + len(URI_KEY))
     return False

@@ -8,6 +8,7 @@ in a log line, a Distribution target URL or a Harbor replication endpoint.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from collector.parsers.cri_log import ContainerLogParser
 from collector.parsers.distribution import DistributionParser
 from collector.parsers.docker_event import DockerEventParser
 from collector.parsers.harbor import HarborParser
-from collector.redact import Redactor
+from collector.redact import HINT, Redactor, hinted
 from ctrail.components import RawRecord
 
 SECRET = "s3cr3t-Planted-value-91"
@@ -120,3 +121,13 @@ def test_real_records_without_secrets_are_kept_byte_for_byte(
                if line.strip()]
     assert records
     assert [r for r in records if parser.scrub(r) is not r] == []
+
+
+def test_the_byte_hint_answers_as_the_policy_hint_does(real_data: Path) -> None:
+    by_definition = re.compile(HINT.pattern.encode())
+    samples = [line for path in sorted(real_data.glob("fluentbit-k8s-container-logs/**/*.log"))
+               for line in path.read_bytes().splitlines()]
+    samples += [b"DB_PASSWORD=x", b"Authorization: BEARER x", b"eyJhbGciOi", b"x EYJ y",
+                b"GH_PAT", b"POSTGRES://A:B@C", b"%3A%2F%2F", b"nothing to see", b"ke y"]
+    assert [hinted(s) for s in samples] == [bool(by_definition.search(s)) for s in samples]
+    assert sum(hinted(s) for s in samples) == 7

@@ -11,13 +11,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from collector.parsers.k8s_audit import BODY_HINTS, HINT_BYTES, may_hold_secret
-from collector.redact import SELF_EVIDENT
+from collector.parsers.k8s_audit import BODY_HINTS, may_hold_secret
+from collector.redact import HINT, SELF_EVIDENT
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
 from corpus import write_audit_log  # noqa: E402  (shared with bench/)
 
 SELF_EVIDENT_BYTES = re.compile(SELF_EVIDENT.pattern.encode())
+HINT_BYTES = re.compile(HINT.pattern.encode())
 ANY_URI_QUERY = re.compile(rb'"requestURI"\s*:\s*"[^"?]*\?([^"]*)"')
 
 
