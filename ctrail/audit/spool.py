@@ -49,13 +49,31 @@ def append(data_dir: Path, line: bytes) -> Path:
                 # A writer killed mid-line left it without its newline: end that torn line
                 # first, or this record would be glued to it and dead-lettered with it.
                 torn = _ends_torn(out)
-                out.write((b"\n" if torn else b"") + line + b"\n")   # one write
-                out.flush()
-                os.fsync(out.fileno())
+                _append_whole(out, (b"\n" if torn else b"") + line + b"\n")
                 if created:
                     fsync_dir(data_dir)    # the new file's name is durable too
                 return path
         # A pickup renamed the file we opened: append to the new spool instead.
+
+
+def _append_whole(handle: IO[bytes], data: bytes) -> None:
+    """Append `data` and fsync, or leave the file as it was: on a full disk a write can stop
+    part way, and the part would end up a torn line (a dead letter beside the whole record
+    that record() logs); it is cut off before the error goes on."""
+    fd = handle.fileno()
+    size = os.fstat(fd).st_size
+    try:
+        with memoryview(data) as view:
+            written = 0
+            while written < len(view):              # O_APPEND: each write lands at the end
+                written += os.write(fd, view[written:])
+        os.fsync(fd)
+    except OSError:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            pass                # rare (shrinking needs no space); the next append ends it
+        raise
 
 
 def _ends_torn(handle: IO[bytes]) -> bool:

@@ -97,3 +97,28 @@ def test_a_record_that_cannot_be_kept_is_logged_and_the_command_goes_on(
     event = record(Settings(data_dir=tmp_path), "search", {"query": "still answered"})
     logged = [r for r in caplog.records if "could not be kept" in r.getMessage()]
     assert logged and event.event.id in logged[0].__dict__["record"]
+
+
+def test_a_record_cut_short_by_a_full_disk_leaves_no_torn_line(tmp_path: Path) -> None:
+    """On a real small tmpfs a write that does not fit stops part way: the part is cut off, so
+    the spool holds whole records only, and the record can be spooled again once space returns."""
+    from tests.small_filesystem import fill, small_filesystem
+
+    first = encode(audit_event("search", {"query": "before the disk filled"}))
+    big = encode(audit_event("search", {"query": "x" * 300_000}))     # more than is left
+    with small_filesystem(tmp_path / "fs", 4 * 1024 * 1024) as fs:
+        append(fs, first)
+        spooled = (fs / SPOOL).read_bytes()
+        ballast = fill(fs, leave_bytes=64 * 1024)
+        with pytest.raises(OSError):
+            append(fs, big)
+        assert (fs / SPOOL).read_bytes() == spooled             # no part of the big record
+        ballast.unlink()
+        append(fs, big)
+        bus = LocalBus(tmp_path / "bus")
+        try:
+            drain(fs, bus.producer())
+            assert published(bus, RAW) == [first, big]
+            assert published(bus, DLQ) == []
+        finally:
+            bus.close()
