@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -55,6 +56,14 @@ def create_app(settings: Settings, store: Store, db: ConsoleDb,
     @app.exception_handler(UsageError)
     async def bad_request(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # What was wrong and where, never the value sent: FastAPI's own answer echoes it (a
+        # password, in a malformed login) and fails with a 500 on bytes that are not UTF-8.
+        errors = [{"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     return app
 

@@ -249,3 +249,18 @@ def test_failed_logins_are_rate_limited_and_audited(console: ConsoleServer) -> N
     assert any("rate limited" in r["event"]["original"] for r in failures)
     assert PASSWORD not in str(records) and "wrong" not in [
         orjson.loads(r["event"]["original"]).get("password") for r in records]
+
+
+def test_a_malformed_login_is_refused_without_a_500_or_an_echo_of_what_was_sent(
+        console: ConsoleServer) -> None:
+    """Found by tests/e2e/test_console_fuzz.py: FastAPI's validation answer failed with a 500 on
+    a body that is not UTF-8, and echoed the values sent (a password) in its 422."""
+    anonymous = httpx.Client(base_url=console.url, timeout=30)
+    binary = anonymous.post("/api/login", content=b"\x00\xff" * 20)
+    assert binary.status_code == 422
+    wrong_type = anonymous.post("/api/login", json={"user": "view", "password": 12345678901})
+    assert wrong_type.status_code == 422 and "12345678901" not in wrong_type.text
+    as_text = anonymous.post("/api/login", content=b'{"user":"view","password":"hunter2-pass"}')
+    assert as_text.status_code == 422 and "hunter2-pass" not in as_text.text
+    assert as_text.json()["detail"][0]["loc"] == ["body"]
+    anonymous.close()

@@ -123,6 +123,12 @@ class BoundedHandler(BaseHTTPRequestHandler):
             parsed = super().parse_request()
         finally:
             self.rfile = rfile
+        if parsed and self.request_version == "HTTP/0.9":
+            # A request line of two words: the stdlib serves it as HTTP/0.9 (with headers
+            # parsed all the same), answering a bare body without a status. Nothing we serve
+            # speaks it: its error page, and the connection closed.
+            self.send_error(505, "HTTP/0.9 is not served")
+            return False
         if parsed:
             self.server.arm(self.connection, config.request_timeout_secs -
                             (time.monotonic() - self._started))
