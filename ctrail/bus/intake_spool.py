@@ -64,7 +64,8 @@ class IntakeSpool:
         self._stop.set()
         with self._log.wakeup:
             self._log.wakeup.notify_all()
-        self._thread.join()
+        if self._thread.ident is not None:          # started
+            self._thread.join()
         self._log.close()
 
     def _forward_until_stopped(self) -> None:
