@@ -284,7 +284,10 @@ def test_no_planted_secret_is_written_logged_notified_or_printed(tmp_path: Path,
         "ctrail search": ctrail_json(data_dir, config, "search", "*", "--limit", "10000"),
         "ctrail alerts": ctrail_json(data_dir, config, "alerts"),
         "ctrail dlq list": ctrail_json(data_dir, config, "dlq", "list", "--all"),
+        "ctrail timeline": ctrail_json(data_dir, config, "timeline", "--container", CID),
     }
+    # The container's story: its subject line, then its Docker events and log lines.
+    assert len(printed["ctrail timeline"].splitlines()) >= 1 + 3 + 3, printed["ctrail timeline"]
     dead_letters = [orjson.loads(line) for line in printed["ctrail dlq list"].splitlines()]
     assert sorted(d["reason"] for d in dead_letters) == [
         "invalid_json", "invalid_json", "invalid_json", "record_too_large", "schema_mismatch",
