@@ -4,15 +4,18 @@ The corpus is the unit test's (tests/unit/collector/test_redaction.py: audit bod
 responses, Lists of Secrets, `?token=` URIs, a GKE entry, Falco command lines) plus one value for
 each other way in: AKS envelopes, an audit webhook EventList, Docker events (JSON and text),
 container log lines (CRI and json-file), Distribution and Harbor notifications, Fluent forward
-records, and records that get dead-lettered (bad JSON, a bad EventList item). `ctrail run` takes
-them in through its own listeners and tailers, with the evidence archive on and two notify
-receivers that alerts on planted events reach; once everything is stored, dead-lettered and
-delivered it is stopped, and no planted value may be found:
+records, and records that get dead-lettered (bad JSON from four senders, a bad EventList item,
+a line cut at max_record_bytes, a forward entry that is not a map). `ctrail run` takes them in
+through its own listeners and tailers, with the evidence archive on and two notify receivers
+that alerts on planted events reach; once everything is stored, dead-lettered and delivered it
+is stopped, and no planted value may be found (tests/stored_bytes.py reads the files):
 - in any file under the data directory or the evidence directory, read as bytes, every gzip
   member and zstd frame in it decompressed (with the zstd dictionaries the store keeps), and
   every SQLite database read row by row (its WAL applied) with each full-text index asked;
-- in the run's log (debug level, JSON lines), in any request a receiver got;
-- in what `ctrail search`, `ctrail alerts` and `ctrail dlq list` print.
+  and in those files while the run still runs (the raw log's segments are deleted at close);
+- in the run's log (debug level, JSON lines), in any request a receiver got, in `ctrail
+  ingest`'s text log of the same audit log;
+- in what `ctrail search`, `alerts`, `dlq list` (base64 originals decoded) and `timeline` print.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ def _planted(n: int, name: str) -> str:
     return f"PLANTED-{n:02d}-{re.sub('[^A-Za-z0-9]+', '', name)}-Zq7"
 
 
+# The unit corpus numbers its values from 00; these follow from 40.
 MORE = {name: _planted(n, name) for n, name in enumerate((
     "aks secret data", "aks uri token", "webhook item stringData", "docker exec --password=",
     "docker label db-password", "docker inspect label API_TOKEN", "docker text exec token",
@@ -118,7 +122,8 @@ def docker_lines() -> list[bytes]:
                   "io.kubernetes.pod.namespace": "shop"}
     exec_create = {"Type": "container", "Action": f"exec_create: mysql -uroot --password="
                    f"{m['docker exec --password=']} orders", "Actor": {"ID": CID, "Attributes":
-                   attributes}, "scope": "local", "time": 1795171380, "timeNano": 1795171380000000001}
+                   attributes}, "scope": "local", "time": 1795171380,
+                   "timeNano": 1795171380000000001}
     start = {"event": {"Type": "container", "Action": "start", "Actor": {"ID": CID, "Attributes": {
         "image": "registry.example.com/shop/checkout:1.4.2", "name": "checkout"}},
         "scope": "local", "time": 1795171381, "timeNano": 1795171381000000001},
@@ -129,7 +134,8 @@ def docker_lines() -> list[bytes]:
     text = (f"2026-11-20T10:43:02.000000000Z container exec_start: sh -c export GITHUB_TOKEN="
             f"{m['docker text exec token']} {CID} (image=registry.example.com/shop/checkout:1.4.2,"
             " name=checkout)")
-    bad = f'{{"Type":"container","Action":"exec_create: psql postgres://app:{m["dlq docker url password"]}@db/orders"'
+    bad = ('{"Type":"container","Action":"exec_create: psql postgres://app:'
+           f'{m["dlq docker url password"]}@db/orders"')                    # cut short
     return [orjson.dumps(exec_create), orjson.dumps(start), text.encode(), bad.encode()]
 
 
@@ -212,15 +218,16 @@ def post(port: int, body: bytes, token: str) -> int:
     return status
 
 
-def ctrail_json(data_dir: Path, config: Path, *args: str) -> str:
+def ctrail_json(data_dir: Path, config: Path, *args: str) -> tuple[str, str]:
+    """What `ctrail <args> --format json` prints: its output and its log. It must succeed."""
     done = subprocess.run([str(EXE), *args, "--config", str(config), "--data-dir", str(data_dir),
                            "--format", "json"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
-    return done.stdout + done.stderr
+    return done.stdout, done.stderr
 
 
 def count(data_dir: Path, config: Path, *args: str) -> int:
-    return len(ctrail_json(data_dir, config, *args).splitlines())
+    return len(ctrail_json(data_dir, config, *args)[0].splitlines())
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -280,12 +287,13 @@ def test_no_planted_secret_is_written_logged_notified_or_printed(tmp_path: Path,
     # (Its default max_record_bytes takes the long line whole.)
     assert ingested.stdout.strip() == f"{len(audit_lines) - 1} accepted, 1 dead-lettered".encode()
 
-    printed = {
+    outputs = {
         "ctrail search": ctrail_json(data_dir, config, "search", "*", "--limit", "10000"),
         "ctrail alerts": ctrail_json(data_dir, config, "alerts"),
         "ctrail dlq list": ctrail_json(data_dir, config, "dlq", "list", "--all"),
         "ctrail timeline": ctrail_json(data_dir, config, "timeline", "--container", CID),
     }
+    printed = {command: out for command, (out, _log) in outputs.items()}
     # The container's story: its subject line, then its Docker events and log lines.
     assert len(printed["ctrail timeline"].splitlines()) >= 1 + 3 + 3, printed["ctrail timeline"]
     dead_letters = [orjson.loads(line) for line in printed["ctrail dlq list"].splitlines()]
@@ -314,7 +322,8 @@ def test_no_planted_secret_is_written_logged_notified_or_printed(tmp_path: Path,
     assert any("ctrail.raw" in where for where in running)
     texts.update(running)
     texts.update(originals)
-    texts.update({f"{where} output": out.encode() for where, out in printed.items()})
+    texts.update({f"{command} output and log": (out + log).encode()
+                  for command, (out, log) in outputs.items()})
     texts["the run's log"] = log.read_bytes()
     texts["ctrail ingest's output and log"] = ingested.stdout + ingested.stderr
     texts.update({f"request {n} to the Slack receiver": orjson.dumps([d.path, d.headers, d.body])
