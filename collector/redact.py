@@ -27,7 +27,8 @@ The policy (the code below follows it, and nothing else is redacted):
    the walk goes: in Secret, Pod, ConfigMap (its `data` too: credential-named keys are hashed
    in ConfigMaps like everywhere else; their other entries are only scanned as in 2) and any
    other object. A lone `key` (tolerations, secretKeyRef.key) or `pwd` (the working directory)
-   is not a credential name.
+   is not a credential name. An `image` (a container's, a Docker event's) is a reference, not
+   scanned: `token-service:1.4.2` would otherwise read as a credential name given a value.
 2. Value patterns, in any string the walk reaches (the credential alone is hashed):
    `Bearer <token>`; `Authorization: Basic <b64>`; JWTs (`eyJ...`.`...`.`...`); the password of
    a URL (`postgres://user:PASS@host/db`); a PEM private key's body (markers kept); a credential
@@ -132,10 +133,11 @@ FLAG: Final = re.compile(r"(?<![\w-])--?(?P<name>[A-Za-z][\w.-]*)(?P<sep>[ \t]+)
                          + _VALUE + ")")
 LONE_FLAG: Final = re.compile(r"--?([A-Za-z][\w.-]*)")
 NOT_A_SECRET: Final = frozenset({"", "true", "false", "null", "none", "bearer", "basic"})
-# Fields of Kubernetes objects whose string is an identifier, never a secret: not scanned.
+# Fields of Kubernetes objects (and Docker events) whose string is an identifier, never a
+# secret: not scanned.
 NAMES_ONLY: Final = frozenset({"kind", "apiVersion", "name", "namespace", "uid",
                                "resourceVersion", "creationTimestamp", "type", "imagePullPolicy",
-                               "fieldsType", "manager", "operation", "time"})
+                               "fieldsType", "manager", "operation", "time", "image", "Image"})
 # Only these are looked for in userAgent and audit annotations (see 4.).
 SELF_EVIDENT: Final = re.compile(r"eyJ|earer|EARER|://")
 

@@ -131,3 +131,21 @@ def test_the_byte_hint_answers_as_the_policy_hint_does(real_data: Path) -> None:
                 b"GH_PAT", b"POSTGRES://A:B@C", b"%3A%2F%2F", b"nothing to see", b"ke y"]
     assert [hinted(s) for s in samples] == [bool(by_definition.search(s)) for s in samples]
     assert sum(hinted(s) for s in samples) == 7
+
+
+def test_an_image_named_like_a_credential_keeps_its_tag() -> None:
+    redactor = Redactor(b"k" * 32)
+    image = "registry.example.com/shop/token-service:1.4.2"
+    docker = DockerEventParser(redactor)
+    raw = DOCKER_EXEC.replace(b"registry.example.com/shop/checkout:1.4.2", image.encode())
+    (event,) = docker.parse(record(docker.scrub(raw)))
+    assert event.container is not None and event.container.image is not None
+    assert (event.container.image.name, event.container.image.tag) == (
+        "registry.example.com/shop/token-service", ("1.4.2",))
+    pod = {"kind": "Pod", "spec": {"containers": [{"name": "app", "image": "secret-manager:1.0",
+                                                    "env": [{"name": "API_TOKEN", "value": "x"}]}]}}
+    redacted = redactor.audit({"requestObject": pod})
+    assert redacted is not None
+    container = redacted["requestObject"]["spec"]["containers"][0]
+    assert container["image"] == "secret-manager:1.0"
+    assert container["env"][0]["value"] == redactor.digest("x")
