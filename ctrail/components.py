@@ -27,6 +27,10 @@ class RawRecord:
     # The records of one stream keep their order through the bus (one file's lines: one
     # container's log, one audit log); "" for the source as a whole.
     stream: str = ""
+    # Scrubbed by its parser at intake (Parser.scrub; everything in ctrail.raw is): the parser
+    # must not redact it again, since a redactor run over its own hashes hashes some of them
+    # again (a whole last-applied-configuration, a PEM body), and it would only repeat the walk.
+    scrubbed: bool = False
 
 
 class EndOfInput(Exception):

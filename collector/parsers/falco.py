@@ -83,7 +83,7 @@ class FalcoParser(RedactingParser):
         rule = optional_str(alert, "rule")
         if rule is None or not isinstance(alert.get("output"), str):
             raise InvalidInput(Reason.SCHEMA_MISMATCH, "a Falco alert has a rule and an output")
-        redacted = self.redactor.falco(alert)
+        redacted = None if record.scrubbed else self.redactor.falco(alert)
         if redacted is not None:        # event.original re-serialised, as for audit events
             alert, text = redacted, orjson.dumps(redacted).decode()
         return [to_event(alert, rule, text, record, redacted is not None or PREFIX in text)]

@@ -264,14 +264,14 @@ class K8sAuditParser(RedactingParser):
         # Bounded nesting (it must fit the bus and the store): an EventList's items are checked
         # one by one, each on its own bytes.
         doc = load_object(record.data, "audit record", depth_checked=False)
+        redactor = None if record.scrubbed else self.redactor
         if doc.get("kind") == "EventList":
-            return self._parse_list(doc, text, record)
+            return self._parse_list(doc, text, record, redactor)
         check_depth(doc, record.data)
-        return [to_event(unwrap_envelope(doc), text, record.data, record.received,
-                         self.redactor)]
+        return [to_event(unwrap_envelope(doc), text, record.data, record.received, redactor)]
 
-    def _parse_list(self, doc: dict[str, Any], text: str,
-                    record: RawRecord) -> list[Event | Rejection]:
+    def _parse_list(self, doc: dict[str, Any], text: str, record: RawRecord,
+                    redactor: Redactor | None) -> list[Event | Rejection]:
         items = doc.get("items")
         if not isinstance(items, list):
             raise InvalidInput(Reason.SCHEMA_MISMATCH, "EventList without an items array")
@@ -286,7 +286,7 @@ class K8sAuditParser(RedactingParser):
                     raise InvalidInput(Reason.SCHEMA_MISMATCH, "the item is not an object")
                 check_depth(item, original, MAX_DEPTH - 2)    # below the list and its items
                 out.append(to_event(with_list_type(item, doc), original, original.encode(),
-                                    record.received, self.redactor))
+                                    record.received, redactor))
             except InvalidInput as exc:
                 out.append(rejection(stage=COLLECT_STAGE, reason=exc.reason, detail=exc.detail,
                                      origin=f"{record.origin} items[{i}]", raw=original.encode(),

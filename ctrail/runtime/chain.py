@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 Heard = Callable[[str, datetime, datetime | None], None]
 # The chain's steps, as dead letters name them (and `dlq replay` gives their items back).
 ENRICH, DETECT, STORE = "enrich", "detect", "store"
+# The RawEntry.source of records `dlq replay` gives back (ctrail.runtime.replay).
+REPLAYED = "replay"
 CHAIN_STEPS = (PARSE_STEP, ENRICH, DETECT, STORE)
 
 
@@ -162,4 +164,8 @@ def parse_entry(entry: RawEntry, parser_for: Callable[[str], Parser]
         return rejection(stage=PARSE_STEP, reason=Reason.UNDECODABLE,
                          detail=f"no parser for the format {entry.format!r}",
                          origin=entry.origin, raw=entry.data, dataset=None)
-    return parse_record(parser, RawRecord(entry.data, entry.origin, entry.received))
+    # A collector scrubbed its records at intake; a replayed dead letter may hold bytes that
+    # no parser of its format scrubbed (it was ingested with the wrong --source, or judged
+    # at intake and redacted as text only), so its parser redacts it now.
+    return parse_record(parser, RawRecord(entry.data, entry.origin, entry.received,
+                                          scrubbed=entry.source != REPLAYED))

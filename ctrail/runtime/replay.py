@@ -28,12 +28,12 @@ from ctrail.bus.codec import MODEL_OF_TOPIC, RawEntry, decode, encode, event_ent
 from ctrail.components import Parser, RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event, Rejection
-from ctrail.runtime.chain import DETECT, ENRICH, STORE
+from ctrail.runtime.chain import DETECT, ENRICH, REPLAYED, STORE
 from ctrail.runtime.collect import STAGE as COLLECT, parse_record
 from ctrail.runtime.deadletter import rejection
 from ctrail.runtime.pipeline import STAGES
 
-SOURCE: Final = "replay"                     # what the chain counts replayed records under
+SOURCE: Final = REPLAYED                     # what the chain counts replayed records under
 # Where a later step or stage reads its input: a replayed item goes back there. The chain's
 # steps read ctrail.raw; the store stage also stores alerts and dead letters.
 _CONSUMES: Final = {spec.name: spec.consumes for spec in STAGES}
