@@ -12,6 +12,7 @@ sends, so every byte is accounted for by its answer (a failed login by its audit
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass, field
@@ -153,9 +154,21 @@ def statuses(port: int, raw: bytes, parsed: Parsed) -> list[int]:
 
 
 @dataclass
-class Counts:
+class Counts(logging.Handler):
+    """What the run saw: answers by status, and uvicorn's error log lines (an exception in the
+    application is logged there even when the client never sees the 500)."""
+
     examples: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(logging.ERROR)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.errors.append(record.getMessage())
+
+    __hash__ = logging.Handler.__hash__
 
 
 @pytest.fixture(scope="module")
@@ -168,9 +181,12 @@ def console(tmp_path_factory: pytest.TempPathFactory
     db.close()
     viewer = login(server.url, "view")
     session = viewer.cookies["ctrail_session"].encode()
+    counts = Counts()
+    logging.getLogger("uvicorn.error").addHandler(counts)
     try:
-        yield server, session, viewer.csrf.encode(), Counts()   # type: ignore[attr-defined]
+        yield server, session, viewer.csrf.encode(), counts   # type: ignore[attr-defined]
     finally:
+        logging.getLogger("uvicorn.error").removeHandler(counts)
         viewer.close()
         server.stop()
 
@@ -208,5 +224,6 @@ def test_fuzz_left_the_console_serving(
     token = httpx.get(f"{server.url}/api/me", headers={"Authorization": f"Bearer {VIEW_TOKEN.decode()}"})
     cookie = httpx.get(f"{server.url}/api/me", cookies={"ctrail_session": session.decode()})
     assert token.json()["user"]["name"] == cookie.json()["user"]["name"] == "view"
+    assert counts.errors == []                   # no exception in the application, seen or not
     print(f"console: {counts.examples} fuzzed requests, answers by status "
           f"{dict(sorted(counts.by_status.items()))}")

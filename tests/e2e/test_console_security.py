@@ -264,3 +264,36 @@ def test_a_malformed_login_is_refused_without_a_500_or_an_echo_of_what_was_sent(
     assert as_text.status_code == 422 and "hunter2-pass" not in as_text.text
     assert as_text.json()["detail"][0]["loc"] == ["body"]
     anonymous.close()
+
+
+def test_a_login_cut_short_leaves_no_traceback(console: ConsoleServer) -> None:
+    """Found by tests/e2e/test_console_fuzz.py: a client leaving before its login body was in
+    made Starlette send a 500 to the closed connection and uvicorn log a traceback, one per
+    request, for anyone to provoke."""
+    import logging
+    import socket
+
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.ERROR)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    collected = Collect()
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(collected)
+    try:
+        port = int(console.url.rsplit(":", 1)[1])
+        for path in (b"/login", b"/api/login"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                             b"Content-Type: application/x-www-form-urlencoded\r\n\r\nuser=v")
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(4096):
+                    pass
+        assert httpx.get(f"{console.url}/login").status_code == 200
+    finally:
+        logger.removeHandler(collected)
+    assert collected.messages == []
