@@ -16,6 +16,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -77,9 +78,12 @@ ops: {{port: {ops_port}, token: {{env: DISK_TOKEN}}}}
         nonlocal number
         for _ in range(count):
             body, ids = batch_body(number)
-            wait_for(lambda: post(port, body)[0] == 200, timeout=60)
+            wait_for(partial(accepted, body), timeout=60)
             acked.update(ids)
             number += 1
+
+    def accepted(body: bytes) -> bool:
+        return post(port, body)[0] == 200
 
     def wait_all_stored(proc: subprocess.Popen[str]) -> None:
         try:
@@ -99,7 +103,7 @@ ops: {{port: {ops_port}, token: {{env: DISK_TOKEN}}}}
             wait_for(lambda: post(port, b'{"kind":"EventList","items":[]}')[0] == 200,
                      timeout=60)
             tail_lines(200)
-            ballast = fill(fs, leave_bytes=3 * 1024 * 1024)
+            ballast = fill(fs, leave_bytes=1536 * 1024)
             refusals: list[tuple[int, str | None]] = []
             deadline = time.monotonic() + 60
             while len(refusals) < 5 and time.monotonic() < deadline:
@@ -130,7 +134,7 @@ ops: {{port: {ops_port}, token: {{env: DISK_TOKEN}}}}
             wait_for(lambda: readyz(ops_port) == (200, "ready\n"), timeout=30)
             print(f"acknowledged {len(acked)} webhook events and {len(tailed)} tailed lines; "
                   f"all stored {time.monotonic() - freed:.1f} s after space returned")
-            post_batches(10)                      # some perhaps not shipped yet at the kill
+            post_batches(5)                       # some perhaps not shipped yet at the kill
         finally:
             kill_9(proc)
         for segment in (data_dir / "intake-spool").glob("*/*.log"):
