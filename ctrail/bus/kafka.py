@@ -51,6 +51,12 @@ CONFIG_ERRORS = (kafka_errors.InvalidReplicationFactorError, kafka_errors.Invali
                  kafka_errors.PolicyViolationError, kafka_errors.TopicAuthorizationFailedError)
 # The group moved on while we committed: another member owns those partitions now.
 LOST_TO_REBALANCE = (kafka_errors.CommitFailedError, kafka_errors.RebalanceInProgressError)
+# The largest record our producers send and the topics we create take (max.message.bytes): a
+# raw record of up to pipeline.max_record_bytes (1 MiB by default) with its envelope, or the
+# dead letter of one (its bytes as escaped JSON text or base64), must fit. Kafka's default of
+# 1 MiB holds neither, and a refused record was sent again for ever, holding back its source
+# (a tailed file) or the intake spool behind it.
+MAX_MESSAGE_BYTES: Final = 8 * 1024 * 1024
 
 
 def client_options(config: KafkaBusConfig) -> dict[str, Any]:
@@ -78,7 +84,8 @@ def topic_specs(config: KafkaBusConfig) -> dict[str, dict[str, Any]]:
     for topic in ALL_TOPICS:
         short = topic.removeprefix("ctrail.")
         # acks=all means "all in-sync replicas": require more than the leader when we can.
-        settings = {"min.insync.replicas": str(max(1, replicas - 1))}
+        settings = {"min.insync.replicas": str(max(1, replicas - 1)),
+                    "max.message.bytes": str(MAX_MESSAGE_BYTES)}
         if topic == ENTITIES:        # the latest fact per entity, kept until overwritten
             settings["cleanup.policy"] = "compact"
         else:
@@ -248,7 +255,7 @@ class KafkaBusProducer:
                 # kafka-python requires delivery > request + linger; retries stay unbounded
                 # within the delivery timeout.
                 request_timeout_ms=min(30_000, (delivery_ms - config.linger_ms) // 2),
-                max_block_ms=delivery_ms)
+                max_block_ms=delivery_ms, max_request_size=MAX_MESSAGE_BYTES)
         self._pending: list[FutureRecordMetadata] = []
 
     def send(self, topic: str, key: str, value: bytes) -> None:

@@ -101,3 +101,22 @@ def test_below_intake_min_free_bytes_an_append_is_refused_whole(
         assert (tmp_path / DIRECTORY / RAW / f"{0:020d}.log").read_bytes() == b""
     finally:
         spool.close()
+
+
+def test_a_record_larger_than_kafkas_default_limit_is_shipped_and_does_not_hold_back_the_rest(
+        config: KafkaBusConfig, bus: KafkaBus, tmp_path: Path) -> None:
+    """A raw record of pipeline.max_record_bytes with its envelope, or the dead letter of one,
+    is over Kafka's default 1 MiB: it was refused and sent again for ever, and everything
+    spooled behind it waited."""
+    spool = spool_of(config, tmp_path, bus)
+    spool.start()
+    try:
+        producer = spool.producer()
+        sent = [b"before", b"r" * (1024 * 1024 + 600), b"\\u0000" * 1024 * 1024, b"after"]
+        for value in sent:
+            producer.send(RAW, "stream-1", value)
+        producer.flush()
+        wait_for(lambda: len(on_kafka(config)) >= len(sent), timeout=60)
+        assert on_kafka(config) == sent
+    finally:
+        spool.close()
