@@ -161,12 +161,19 @@ class Counts(logging.Handler):
     examples: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    races: int = 0
 
     def __post_init__(self) -> None:
         super().__init__(logging.ERROR)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.errors.append(record.getMessage())
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, h11.LocalProtocolError) and "MUST_CLOSE" in str(error):
+            # uvicorn's own race: the client ended its side mid-request (we do, for incomplete
+            # requests) and h11 refuses the answer before uvicorn notices the client is gone.
+            self.races += 1
+            return
+        self.errors.append(f"{record.getMessage()} {error!r}")
 
     __hash__ = logging.Handler.__hash__
 
@@ -224,6 +231,6 @@ def test_fuzz_left_the_console_serving(
     token = httpx.get(f"{server.url}/api/me", headers={"Authorization": f"Bearer {VIEW_TOKEN.decode()}"})
     cookie = httpx.get(f"{server.url}/api/me", cookies={"ctrail_session": session.decode()})
     assert token.json()["user"]["name"] == cookie.json()["user"]["name"] == "view"
-    assert counts.errors == []                   # no exception in the application, seen or not
     print(f"console: {counts.examples} fuzzed requests, answers by status "
-          f"{dict(sorted(counts.by_status.items()))}")
+          f"{dict(sorted(counts.by_status.items()))}; uvicorn's half-close race {counts.races}")
+    assert counts.errors == []                   # no exception in the application, seen or not
