@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import Final
 
-from ctrail.bus import DLQ, RAW, Bus, Producer
+from ctrail.bus import DLQ, RAW, Bus, Consumer, Producer
 from ctrail.bus.local import LocalBus
 from ctrail.errors import Retryable
 
@@ -68,9 +68,25 @@ class IntakeSpool:
             self._thread.join()
         self._log.close()
 
+    def _connect(self) -> tuple[Consumer, Producer] | None:
+        """The spool's reader and Kafka's writer, once both can be had (registering the
+        reader writes its offset file: not on a full disk); None when stopped first."""
+        backoff = BACKOFF_SECS[0]
+        while not self._stop.is_set():
+            try:
+                return self._log.consumer(FORWARDER_GROUP, TOPICS), self.bus.producer()
+            except (Retryable, OSError) as exc:
+                log.warning("Cannot start shipping the intake spool yet; retrying.",
+                            extra={"error": str(exc), "retry_in_secs": backoff})
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_SECS[1])
+        return None
+
     def _forward_until_stopped(self) -> None:
-        consumer = self._log.consumer(FORWARDER_GROUP, TOPICS)
-        kafka = self.bus.producer()
+        connected = self._connect()
+        if connected is None:
+            return
+        consumer, kafka = connected
         backoff = BACKOFF_SECS[0]
         while True:
             try:

@@ -31,7 +31,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Final, Iterator, Sequence
+from typing import IO, Final, Iterator, Sequence
 
 from ctrail.bus import RAW, Record
 from ctrail.durable import fsync_dir, lock_directory
@@ -99,17 +99,34 @@ class LocalTopic:
         self.epoch = 0                  # +1 each time a failed flush discards the pending appends
         self.bases = sorted(int(p.stem) for p in directory.glob("*.log")) or [0]
         self._end_fd = os.open(directory / END_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        # One writing process per topic: an intake process of a `ctrail run` killed a moment
-        # ago may still be finishing its batch when the next run's intake starts.
-        self._writer_lock = lock_directory(
-            directory, f"{directory.name} is written by another process",
-            WRITER_WAIT_SECS) if writer else None
-        if writer:
-            self._open_tail()
-            self._publish_end()
-        else:
-            self.durable_end = self.bases[0]
-            self.refresh()
+        self._writer_lock: IO[str] | None = None
+        try:
+            # One writing process per topic: an intake process of a `ctrail run` killed a
+            # moment ago may still be finishing its batch when the next run's intake starts.
+            self._writer_lock = lock_directory(
+                directory, f"{directory.name} is written by another process",
+                WRITER_WAIT_SECS) if writer else None
+            if writer:
+                self._open_tail()
+                self._publish_end()
+            else:
+                self.durable_end = self.bases[0]
+                self.refresh()
+        except BaseException:
+            # A full disk refuses the first write of END_FILE: let go of what was opened, or
+            # the next try would wait for this one's writer lock (and its descriptors leak).
+            self._release_files()
+            raise
+
+    def _release_files(self) -> None:
+        file = getattr(self, "_file", None)
+        if file is not None:
+            file.close()
+        if self._writer_lock is not None:
+            self._writer_lock.close()
+            self._writer_lock = None
+        os.close(self._end_fd)
+        self._end_fd = -1
 
     def _publish_end(self) -> None:
         os.pwrite(self._end_fd, str(self.durable_end).encode().ljust(END_BYTES), 0)

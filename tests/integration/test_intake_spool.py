@@ -4,6 +4,7 @@ turned off is still shipped; below intake_min_free_bytes an append is refused wh
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +17,7 @@ from ctrail.bus.kafka import KafkaBus
 from ctrail.bus.kafka_config import KafkaBusConfig, KafkaTopicPartitions
 from ctrail.errors import Unavailable
 from tests.services import kafka_bootstrap
+from tests.small_filesystem import fill, small_filesystem
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -120,3 +122,25 @@ def test_a_record_larger_than_kafkas_default_limit_is_shipped_and_does_not_hold_
         assert on_kafka(config) == sent
     finally:
         spool.close()
+
+
+def test_a_spool_opened_on_a_full_disk_ships_once_space_returns(
+        config: KafkaBusConfig, bus: KafkaBus, tmp_path: Path) -> None:
+    """The forwarder's first offset file cannot be written on a full disk: it waits for space
+    instead of ending (nothing would ship until the next start)."""
+    with small_filesystem(tmp_path / "fs", 4 * 1024 * 1024) as fs:
+        ballast = fill(fs)
+        try:
+            spool = spool_of(config, fs, bus)
+        except OSError:
+            pytest.skip("this tmpfs refuses even the spool's directories when full")
+        spool.start()
+        try:
+            time.sleep(1.5)                         # the forwarder's first tries fail
+            ballast.unlink()
+            producer = spool.producer()
+            producer.send(RAW, "stream-1", b"after the disk was freed")
+            producer.flush()
+            wait_for(lambda: on_kafka(config) == [b"after the disk was freed"], timeout=60)
+        finally:
+            spool.close()
