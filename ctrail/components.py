@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Iterator, Protocol, Sequence
 
 from ctrail.errors import InvalidInput
 from ctrail.event import Alert, Event, Rejection
@@ -105,11 +105,17 @@ class Store(Sink, Protocol):
 
     `kind` is "events", "alerts", "dead_letters" or "dead_letter_replays" (the verdicts of
     `ctrail dlq replay`); time_from is inclusive, time_to exclusive.
-    `search` returns the newest `limit` matching documents, oldest first, as stored (ECS)."""
+    `search` returns the newest `limit` matching documents, oldest first, as stored (ECS);
+    `stream` yields the same documents in the same order a page at a time, for answers too
+    large to hold (`ctrail search --format json --limit 100000`)."""
 
     def search(self, query: str | Query, kind: str = "events",
                time_from: datetime | None = None, time_to: datetime | None = None,
                limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def stream(self, query: str | Query, kind: str = "events",
+               time_from: datetime | None = None, time_to: datetime | None = None,
+               limit: int = 100) -> Iterator[dict[str, Any]]: ...
 
     def count(self, query: str | Query, kind: str = "events",
               time_from: datetime | None = None, time_to: datetime | None = None) -> int: ...

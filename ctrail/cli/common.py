@@ -102,14 +102,17 @@ def cut_note(limit: int, output_format: str, printed: int) -> None:
 
 def print_docs(docs: Iterable[dict[str, Any]], output_format: str, title: str,
                columns: Sequence[tuple[str, str]]) -> int:
-    """Print documents as JSON Lines or as a table of `columns` (header, dotted path)."""
-    docs = list(docs)
+    """Print documents as JSON Lines, each as it comes (a stream of 100 000 is never held),
+    or as a table of `columns` (header, dotted path). Returns how many were printed."""
     if output_format == "json":
         out = sys.stdout.buffer
+        printed = 0
         for doc in docs:
             out.write(orjson.dumps(doc) + b"\n")
+            printed += 1
         out.flush()
-        return len(docs)
+        return printed
+    docs = list(docs)
     if not docs:                     # one line, not the frame of an empty table
         print(f"{title}: none.")
         return 0

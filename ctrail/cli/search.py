@@ -63,14 +63,17 @@ def run(args: argparse.Namespace) -> int:
             if not store.search(Exists(name), "events", None, None, 1):
                 warn(f"no stored event has the field {name}; is it spelled as stored "
                      "(e.g. user.name, kubernetes.audit.verb)?")
-        docs = store.search(without_own_audit(parsed), "events", time_from, time_to, limit)
+        query = without_own_audit(parsed)
+        # Results counted before printing and recorded: a reader that stops early (`| head`)
+        # has still searched. JSON is streamed (up to 100 000 documents), a table is held.
+        results = min(limit, store.count(query, "events", time_from, time_to))
+        record(settings, "search", {"query": args.query, **period(time_from, time_to),
+                                    "limit": args.limit, "results": results})
+        printed = print_docs(store.stream(query, "events", time_from, time_to, limit),
+                             args.format, "events", COLUMNS)
     finally:
         store.close()
-    # Recorded before printing: a reader that stops early (`| head`) has still searched.
-    record(settings, "search", {"query": args.query, **period(time_from, time_to),
-                                "limit": args.limit, "results": len(docs)})
-    print_docs(docs, args.format, "events", COLUMNS)
-    cut_note(args.limit, args.format, len(docs))
+    cut_note(args.limit, args.format, printed)
     return 0
 
 

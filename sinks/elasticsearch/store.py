@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
-from typing import Any, Final, Sequence
+from typing import Any, Final, Iterator, Sequence
 
 from elastic_transport import ConnectionError, TransportError
 from elasticsearch import ApiError, Elasticsearch
@@ -112,15 +112,53 @@ class ElasticsearchStore:
         after: list[Any] | None = None
         while len(found) < limit:
             size = min(PAGE, limit - len(found))
-            page = self._request(self.client.search, index=index, query=body, sort=sort,
-                                 size=size, search_after=after, track_total_hits=False,
-                                 allow_partial_search_results=False, **NO_INDEX_FAILS)
-            hits = page["hits"]["hits"]
+            hits = self._page(index, body, sort, size, after, source=True)
             found.extend(hit["_source"] for hit in hits)
             if len(hits) < size:
                 break
             after = hits[-1]["sort"]
         return found[::-1]
+
+    def stream(self, query: str | Query, kind: str = "events",
+               time_from: datetime | None = None, time_to: datetime | None = None,
+               limit: int = 100) -> Iterator[dict[str, Any]]:
+        """What `search` returns, in its order, a page at a time: the oldest of the newest
+        `limit` is found walking back without sources, then documents are read forward from
+        it, so memory holds a page of documents, not `limit` of them."""
+        index = index_of(kind, self.namespace)
+        body = self._query(query, index, time_from, time_to)
+        newest_first = [{"@timestamp": {"order": "desc"}}, {TIEBREAK[kind]: {"order": "desc"}}]
+        oldest: dict[str, Any] | None = None
+        after: list[Any] | None = None
+        seen = 0
+        while seen < limit:
+            size = min(PAGE, limit - seen)
+            hits = self._page(index, body, newest_first, size, after, source=False)
+            if not hits:
+                break
+            seen, oldest, after = seen + len(hits), hits[-1], hits[-1]["sort"]
+            if len(hits) < size:
+                break
+        if oldest is None:
+            return
+        yield self._request(self.client.get, index=oldest["_index"], id=oldest["_id"])["_source"]
+        oldest_first = [{"@timestamp": {"order": "asc"}}, {TIEBREAK[kind]: {"order": "asc"}}]
+        after, left = oldest["sort"], seen - 1
+        while left > 0:
+            size = min(PAGE, left)
+            hits = self._page(index, body, oldest_first, size, after, source=True)
+            yield from (hit["_source"] for hit in hits)
+            if len(hits) < size:
+                return
+            after, left = hits[-1]["sort"], left - len(hits)
+
+    def _page(self, index: str, body: dict[str, Any], sort: list[dict[str, Any]], size: int,
+              after: list[Any] | None, source: bool) -> list[dict[str, Any]]:
+        page = self._request(self.client.search, index=index, query=body, sort=sort, size=size,
+                             search_after=after, source=source, track_total_hits=False,
+                             allow_partial_search_results=False, **NO_INDEX_FAILS)
+        hits: list[dict[str, Any]] = page["hits"]["hits"]
+        return hits
 
     def count(self, query: str | Query, kind: str = "events",
               time_from: datetime | None = None, time_to: datetime | None = None) -> int:

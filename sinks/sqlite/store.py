@@ -44,6 +44,7 @@ MODEL_OF_KIND: Final[dict[str, type[BaseModel]]] = {
 }
 # What `search` reads back: the row's record and, for an alert that refers to its event's raw
 # record, that event's record (schema.sql).
+STREAM_PAGE: Final = 500              # rows `stream` reads and decodes at a time
 READ: Final = {
     "events": "record, NULL",
     "alerts": "record, (SELECT e.record FROM events e WHERE e.id = alerts.original_of)",
@@ -264,6 +265,36 @@ class SqliteStore:
             self._packer.refresh(self._db)         # dictionaries a writer trained since
             rows = self._db.execute(sql, (*params, limit)).fetchall()
             return [self._document(*row) for row in reversed(rows)]
+
+    def stream(self, query: str | Query, kind: str = "events",
+               time_from: datetime | None = None, time_to: datetime | None = None,
+               limit: int = 100) -> Iterator[dict[str, Any]]:
+        """What `search` returns, in its order, each document decoded as it is read: the
+        oldest of the newest `limit` is found first (one walk of the ts index), then pages of
+        rows are read forward from it, each after the last one given, so memory holds a page
+        of rows, not `limit` documents."""
+        where, params = self._where(query, kind, time_from, time_to)
+        with self._lock:
+            self._packer.refresh(self._db)
+            start = self._db.execute(f"SELECT ts, seq FROM {kind} WHERE {where} "
+                                     "ORDER BY ts DESC, seq DESC LIMIT 1 OFFSET ?",
+                                     (*params, limit - 1)).fetchone()
+        position, inclusive, left = (start or (None, None)), True, limit
+        while left > 0:
+            after = "" if position[0] is None else \
+                f" AND (ts > ? OR (ts = ? AND seq {'>=' if inclusive else '>'} ?))"
+            bounds = [] if position[0] is None else [position[0], position[0], position[1]]
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT ts, seq, {READ[kind]} FROM {kind} WHERE ({where}){after} "
+                    "ORDER BY ts, seq LIMIT ?", (*params, *bounds, min(STREAM_PAGE, left))
+                ).fetchall()
+                page = [self._document(record, event_record) for _, _, record, event_record
+                        in rows]
+            yield from page
+            if len(rows) < STREAM_PAGE:
+                return
+            position, inclusive, left = (rows[-1][0], rows[-1][1]), False, left - len(rows)
 
     def _document(self, record: bytes, event_record: bytes | None) -> dict[str, Any]:
         """The document of a row, and of an alert the raw record from its event's row."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -175,6 +175,26 @@ def test_time_bounds_include_from_and_exclude_to(store: Any) -> None:
 def test_a_limit_keeps_the_newest_and_prints_them_oldest_first(store: Any) -> None:
     assert users(store.search("*", "events", limit=2)) == [
         "system:serviceaccount:ci:deployer", "system:anonymous"]
+
+
+def test_a_stream_gives_what_search_gives_in_its_order(store: Any) -> None:
+    """`stream` (ctrail search --format json) pages forward from the oldest of the newest
+    `limit`: the same documents as `search`, in the same order, across page edges and ties on
+    @timestamp (three events per second here)."""
+    many = [event.model_copy(update={
+        "timestamp": datetime(2026, 3, 5, tzinfo=timezone.utc) + timedelta(seconds=i // 3),
+        "event": event.event.model_copy(update={"id": f"stream-{i:05d}"})})
+        for i, event in enumerate(EVENTS[i % len(EVENTS)] for i in range(1_300))]
+    store.write(many)
+    for query in ("*", "user.name:alice", "event.action:list OR user.name:bob"):
+        for limit in (1, 2, 499, 500, 501, 1_000, 1_305, 5_000):
+            streamed = list(store.stream(query, "events", limit=limit))
+            assert streamed == store.search(query, "events", limit=limit), (query, limit)
+    middle = (datetime(2026, 3, 5, 0, 1, tzinfo=timezone.utc),
+              datetime(2026, 3, 5, 0, 3, tzinfo=timezone.utc))
+    assert list(store.stream("*", "events", *middle, 100)) == store.search("*", "events",
+                                                                          *middle, 100)
+    assert list(store.stream("user.name:nobody", "events", limit=10)) == []
 
 
 def test_documents_come_back_as_stored_with_the_original_bytes(store: Any) -> None:

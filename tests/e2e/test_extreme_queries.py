@@ -3,6 +3,8 @@ traceback, and the table form is capped."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -60,3 +62,27 @@ def test_the_table_form_is_capped_and_says_so(ctrail, tmp_path: Path) -> None:  
     assert len(found.out.splitlines()) == TABLE_MAX_ROWS + 50 and found.err == ""
     small = ctrail("search", "*", "--limit", "10")
     assert "events (10)" in small.out and small.err == ""              # nothing cut: no note
+
+
+def peak_rss_kib(*args: str) -> int:
+    """The peak resident memory of `ctrail ARGS` (its output thrown away), in KiB: measured by
+    a parent of its own, so no other child of the test process counts."""
+    exe = Path(sys.executable).with_name("ctrail")
+    done = subprocess.run([sys.executable, "-c", (
+        "import resource, subprocess, sys; "
+        "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"), str(exe), *args],
+        capture_output=True, text=True, timeout=300, check=True)
+    return int(done.stdout)
+
+
+def test_json_results_are_streamed_not_held(ctrail, tmp_data_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """--format json with --limit 100000 held every document before printing the first (about
+    13 KB of memory each): it prints each as it is read, in pages, so 8 000 results take no
+    more memory than 10."""
+    ingest_events(ctrail, tmp_path, 8_000)
+    common = ("--data-dir", str(tmp_data_dir), "--format", "json", "search", "*")
+    few, many = peak_rss_kib(*common, "--limit", "10"), peak_rss_kib(*common, "--limit", "100000")
+    assert many - few < 30 * 1024, (few, many)
+    assert len(ctrail("search", "*", "--limit", "100000", "--format", "json").out
+               .splitlines()) == 8_000
