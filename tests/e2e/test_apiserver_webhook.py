@@ -53,7 +53,7 @@ def ctrail(data_dir: Path, *args: str) -> list[dict]:  # type: ignore[type-arg]
 
 def stored_ids(data_dir: Path) -> Counter[str]:
     """How many times each auditID is stored."""
-    found = ctrail(data_dir, "search", "event.dataset:kubernetes.audit", "--limit", "1000000")
+    found = ctrail(data_dir, "search", "event.dataset:kubernetes.audit", "--limit", "100000")
     return Counter(event["kubernetes"]["audit"]["auditID"] for event in found)
 
 
