@@ -40,9 +40,12 @@ class Section(BaseModel):
 class PipelineConfig(Section):
     batch_events: PositiveInt = Field(1000, description="Records a stage handles per batch.")
     batch_bytes: PositiveInt = Field(
-        1024 * 1024, description="A batch also closes once its records reach this many bytes: "
-                                 "a webhook record holds up to 400 events, and a batch of "
-                                 "batch_events of them would hold an alert back for seconds.")
+        8 * 1024 * 1024, description="A batch also closes once its records reach this many bytes: "
+                                     "a webhook record holds up to 400 events, and a batch of "
+                                     "batch_events of them would hold an alert back for seconds. "
+                                     "Smaller batches pay a batch's fixed costs (commits, "
+                                     "checkpoints) more often: at 6 000 events/s, 1 MiB "
+                                     "batches stored 10% fewer events per second than 8 MiB.")
     max_record_bytes: PositiveInt = Field(
         1024 * 1024, description="A raw record larger than this is dead-lettered, not parsed.")
 
