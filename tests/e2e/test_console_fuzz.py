@@ -29,7 +29,7 @@ from console_scenario import incident_console, login
 from ctrail.console.app import ConsoleServer
 from ctrail.console.auth import PUBLIC_PATHS, PUBLIC_PREFIXES, SAFE_METHODS
 from ctrail.console.users import ConsoleDb
-from tests.unit.collector.parser_fuzz import FUZZ
+from tests.unit.collector.parser_fuzz import FUZZ, damaged
 
 CONSOLE_FUZZ_EXAMPLES: Final = int(os.environ.get("CTRAIL_LISTENER_FUZZ_EXAMPLES", "100"))
 VIEW_TOKEN: Final = b"ctrail_viewer-fuzz-token-0123456789"
@@ -82,13 +82,7 @@ def requests(draw: st.DrawFn) -> bytes:
     headers = draw(st.permutations(headers))
     raw = (method + b" " + target + b" HTTP/1.1\r\n" + b"".join(h + b"\r\n" for h in headers)
            + b"\r\n" + body)
-    damage = draw(st.sampled_from(["none"] * 12 + ["truncate", "flip", "insert"]))
-    if damage != "none":
-        at = draw(st.integers(0, len(raw) - 1))
-        raw = (raw[:at] if damage == "truncate" else
-               raw[:at] + bytes([raw[at] ^ draw(st.integers(1, 255))]) + raw[at + 1:]
-               if damage == "flip" else raw[:at] + draw(st.binary(max_size=8)) + raw[at:])
-    return raw
+    return damaged(draw, raw)
 
 
 @dataclass

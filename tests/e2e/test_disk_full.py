@@ -53,6 +53,52 @@ def post(port: int, body: bytes) -> tuple[int, str | None]:
         conn.close()
 
 
+def post_until_refused(port: int, number: int, acked: set[str], within_secs: float
+                       ) -> tuple[int, list[tuple[int, str | None]]]:
+    """Post batches from `number` on until five are refused (or the time is up), adding the ids
+    of each batch answered 200 to `acked`: (the next batch number, the refusals' status and
+    Retry-After)."""
+    refusals: list[tuple[int, str | None]] = []
+    deadline = time.monotonic() + within_secs
+    while len(refusals) < 5 and time.monotonic() < deadline:
+        body, ids = batch_body(number)
+        status, retry_after = post(port, body)
+        if status == 200:
+            acked.update(ids)
+            number += 1
+        else:
+            refusals.append((status, retry_after))
+            time.sleep(0.2)
+    return number, refusals
+
+
+def still_running_not_ready(proc: subprocess.Popen[str], ops_port: int) -> None:
+    """While the disk is full: /readyz names the source that cannot append, and the process
+    keeps running."""
+    wait_for(lambda: "intake apiserver-log" in readyz(ops_port)[1], timeout=15)
+    assert readyz(ops_port)[0] == 503
+    assert proc.poll() is None, "ctrail run died on a full disk"
+
+
+def taken_again(port: int, number: int, acked: set[str], within_secs: float) -> int:
+    """Once space is back: post batch `number` until it is answered 200 (its ids go to
+    `acked`); the next batch number."""
+    freed = time.monotonic()
+    body, ids = batch_body(number)
+    while post(port, body)[0] != 200:
+        assert time.monotonic() - freed < within_secs, "intake did not take records again"
+        time.sleep(0.2)
+    acked.update(ids)
+    return number + 1
+
+
+def assert_no_torn_record(log_root: Path) -> None:
+    """Every segment of the log's topics ends with a whole record (after a kill -9)."""
+    for segment in log_root.glob("*/*.log"):
+        data = segment.read_bytes()
+        assert scan_valid_end(data) == len(data), f"torn record in {segment}"
+
+
 def readyz(port: int) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -130,31 +176,15 @@ ops: {{port: {ops_port}, token: {{env: DISK_TOKEN}}}}
             wait_for(lambda: post(port, b'{"kind":"EventList","items":[]}')[0] == 200)
             tail_lines(200)
             ballast = fill(fs, leave_bytes=3 * 1024 * 1024)
-            refusals: list[tuple[int, str | None]] = []
-            deadline = time.monotonic() + 120
-            while len(refusals) < 5 and time.monotonic() < deadline:
-                body, ids = batch_body(number)
-                status, retry_after = post(port, body)
-                if status == 200:
-                    acked.update(ids)
-                    number += 1
-                else:
-                    refusals.append((status, retry_after))
-                    time.sleep(0.2)
+            number, refusals = post_until_refused(port, number, acked, within_secs=120)
             assert refusals and all(s == 503 and r for s, r in refusals), refusals
             tail_lines(200)                       # appended while the disk is full
-            wait_for(lambda: "intake apiserver-log" in readyz(ops_port)[1], timeout=15)
-            assert readyz(ops_port)[0] == 503
-            assert proc.poll() is None, "ctrail run died on a full disk"
+            still_running_not_ready(proc, ops_port)
 
             ballast.unlink()
             freed = time.monotonic()
-            body, ids = batch_body(number)
-            while post(port, body)[0] != 200:
-                assert time.monotonic() - freed < 90, "intake did not take records again"
-                time.sleep(0.2)
+            taken_again(port, number, acked, within_secs=90)
             recovered = time.monotonic() - freed
-            acked.update(ids)
             wanted = acked | set(tailed)
             wait_stored(wanted, data_dir, proc)
             drained = time.monotonic() - freed
@@ -164,9 +194,7 @@ ops: {{port: {ops_port}, token: {{env: DISK_TOKEN}}}}
                   f"everything stored {drained:.1f} s after")
         finally:
             kill_9(proc)
-        for segment in (data_dir / "bus").glob("*/*.log"):
-            data = segment.read_bytes()
-            assert scan_valid_end(data) == len(data), f"torn record in {segment}"
+        assert_no_torn_record(data_dir / "bus")
         proc = start(config, data_dir)          # after a kill -9: nothing is lost either
         try:
             tail_lines(10)

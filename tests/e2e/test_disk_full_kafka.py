@@ -21,9 +21,19 @@ from pathlib import Path
 
 import pytest
 
-from ctrail.bus.local import scan_valid_end
 from ctrail.settings import load_settings
-from tests.e2e.test_disk_full import EVENT, batch_body, kill_9, post, readyz, start
+from tests.e2e.test_disk_full import (
+    EVENT,
+    assert_no_torn_record,
+    batch_body,
+    kill_9,
+    post,
+    post_until_refused,
+    readyz,
+    start,
+    still_running_not_ready,
+    taken_again,
+)
 from tests.e2e.test_run import free_port
 from tests.services import kafka_bootstrap
 from tests.small_filesystem import fill, small_filesystem
@@ -104,32 +114,15 @@ ops: {{port: {ops_port}, token: {{env: DISK_TOKEN}}}}
                      timeout=60)
             tail_lines(200)
             ballast = fill(fs, leave_bytes=1536 * 1024)
-            refusals: list[tuple[int, str | None]] = []
-            deadline = time.monotonic() + 60
-            while len(refusals) < 5 and time.monotonic() < deadline:
-                body, ids = batch_body(number)
-                status, retry_after = post(port, body)
-                if status == 200:
-                    acked.update(ids)
-                    number += 1
-                else:
-                    refusals.append((status, retry_after))
-                    time.sleep(0.2)
+            number, refusals = post_until_refused(port, number, acked, within_secs=60)
             assert refusals and all(s == 503 and r for s, r in refusals), (
                 f"{number} batches answered 200 on a full data directory; refusals: {refusals}")
             tail_lines(200)                       # appended while the disk is full
-            wait_for(lambda: "intake apiserver-log" in readyz(ops_port)[1], timeout=15)
-            assert readyz(ops_port)[0] == 503
-            assert proc.poll() is None, "ctrail run died on a full disk"
+            still_running_not_ready(proc, ops_port)
 
             ballast.unlink()
             freed = time.monotonic()
-            body, ids = batch_body(number)
-            while post(port, body)[0] != 200:
-                assert time.monotonic() - freed < 30, "intake did not take records again"
-                time.sleep(0.2)
-            acked.update(ids)
-            number += 1
+            number = taken_again(port, number, acked, within_secs=30)
             wait_all_stored(proc)
             wait_for(lambda: readyz(ops_port) == (200, "ready\n"), timeout=30)
             print(f"acknowledged {len(acked)} webhook events and {len(tailed)} tailed lines; "
@@ -137,9 +130,7 @@ ops: {{port: {ops_port}, token: {{env: DISK_TOKEN}}}}
             post_batches(5)                       # some perhaps not shipped yet at the kill
         finally:
             kill_9(proc)
-        for segment in (data_dir / "intake-spool").glob("*/*.log"):
-            data = segment.read_bytes()
-            assert scan_valid_end(data) == len(data), f"torn record in {segment}"
+        assert_no_torn_record(data_dir / "intake-spool")
         proc = start(config, data_dir)            # after a kill -9: nothing is lost either
         try:
             tail_lines(10)

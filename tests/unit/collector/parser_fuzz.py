@@ -147,3 +147,17 @@ def check(parser: Parser, data: bytes, origin: str = "fuzz:1") -> list[Event]:
         assert isinstance(event, Event)
         assert decode(EVENTS, encode(event)) == event
     return events
+
+
+def damaged(draw: st.DrawFn, raw: bytes) -> bytes:
+    """`raw` as a request on the wire may arrive (the HTTP listeners' fuzzers): whole most of
+    the time, else cut short, with a byte flipped, or with a few bytes inserted."""
+    damage = draw(st.sampled_from(["none"] * 12 + ["truncate", "flip", "insert"]))
+    if damage == "none" or not raw:
+        return raw
+    at = draw(st.integers(0, len(raw) - 1))
+    if damage == "truncate":
+        return raw[:at]
+    if damage == "flip":
+        return raw[:at] + bytes([raw[at] ^ draw(st.integers(1, 255))]) + raw[at + 1:]
+    return raw[:at] + draw(st.binary(max_size=8)) + raw[at:]

@@ -27,7 +27,7 @@ from collector.sources.harbor_webhook import HarborWebhookConfig
 from ctrail.bus.codec import RawEntry
 from ctrail.runtime.http import ListenerConfig
 from ctrail.secrets import EnvRef
-from tests.unit.collector.parser_fuzz import FUZZ, SHARED_DATA
+from tests.unit.collector.parser_fuzz import FUZZ, SHARED_DATA, damaged
 from tests.unit.collector.test_http_listener import (
     EVENT_LIST,
     TOKEN,
@@ -129,13 +129,7 @@ def requests(draw: st.DrawFn) -> bytes:
     headers = draw(st.permutations(headers))
     raw = (b" ".join(p for p in (method, target, version) if p) + newline +
            b"".join(h + newline for h in headers) + newline + body)
-    damage = draw(st.sampled_from(["none"] * 12 + ["truncate", "flip", "insert"]))
-    if damage != "none" and raw:
-        at = draw(st.integers(0, len(raw) - 1))
-        raw = (raw[:at] if damage == "truncate" else
-               raw[:at] + bytes([raw[at] ^ draw(st.integers(1, 255))]) + raw[at + 1:]
-               if damage == "flip" else raw[:at] + draw(st.binary(max_size=8)) + raw[at:])
-    return raw
+    return damaged(draw, raw)
 
 
 def exchange(port: int, raw: bytes) -> bytes:

@@ -20,6 +20,7 @@ import pytest
 from ctrail.runtime.ops import OpsConfig, OpsServer
 from ctrail.runtime.telemetry import Telemetry
 from ctrail.secrets import EnvRef
+from tests.unit.collector.test_http_framing_and_floods import exchange, status_of
 from tests.unit.collector.test_http_listener import Pki, client_tls, pki as pki  # noqa: F401
 from tests.waiting import wait_for
 
@@ -43,26 +44,6 @@ def ops(request: pytest.FixtureRequest) -> Iterator[OpsServer]:
     server = serve(**getattr(request, "param", {}))
     yield server
     server.close()
-
-
-def exchange(port: int, request: bytes, source: str = "127.0.0.1", timeout: float = 10) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout,
-                                  source_address=(source, 0)) as sock:
-        try:
-            sock.sendall(request)
-        except OSError:
-            pass
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
-        return received
-
-
-def status_of(answer: bytes) -> int:
-    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.") else 0
 
 
 def ops_threads() -> int:

@@ -22,7 +22,7 @@ from hypothesis import given, settings, strategies as st
 from ctrail.runtime.ops import OpsConfig, OpsServer
 from ctrail.runtime.telemetry import Telemetry
 from ctrail.secrets import EnvRef
-from tests.unit.collector.parser_fuzz import FUZZ
+from tests.unit.collector.parser_fuzz import FUZZ, damaged
 from tests.unit.collector.test_http_fuzz import exchange, responses
 from tests.waiting import wait_for
 
@@ -67,13 +67,7 @@ def one_request(draw: st.DrawFn) -> bytes:
 @st.composite
 def requests(draw: st.DrawFn) -> bytes:
     raw = b"".join(draw(st.lists(one_request(), min_size=1, max_size=3)))   # pipelined too
-    damage = draw(st.sampled_from(["none"] * 12 + ["truncate", "flip", "insert"]))
-    if damage != "none" and raw:
-        at = draw(st.integers(0, len(raw) - 1))
-        raw = (raw[:at] if damage == "truncate" else
-               raw[:at] + bytes([raw[at] ^ draw(st.integers(1, 255))]) + raw[at + 1:]
-               if damage == "flip" else raw[:at] + draw(st.binary(max_size=8)) + raw[at:])
-    return raw
+    return damaged(draw, raw)
 
 
 @dataclass
