@@ -8,13 +8,13 @@ import os
 import signal
 import threading
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Sequence
 
 from ctrail.cli.common import add_common, settings_of
 from ctrail.runtime.health import Heartbeat, all_alive
 from ctrail.runtime.intake import IntakeProcess, serve_sources
 from ctrail.runtime.pipeline import STAGE_NAMES, Pipeline
+from ctrail.runtime.signals import stop_on
 from ctrail.settings import Settings
 
 if TYPE_CHECKING:
@@ -136,8 +136,5 @@ def _start_console(settings: Settings, config_path: Path | None) -> ConsoleServe
 
 
 def _on_signals(stop: threading.Event) -> None:
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        log.info("Stopping.", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    stop_on((signal.SIGINT, signal.SIGTERM), stop,
+            lambda signum: log.info("Stopping.", extra={"signal": signum.name}))

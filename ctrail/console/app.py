@@ -30,6 +30,7 @@ from ctrail.console.data import ConsoleData
 from ctrail.console.pages import build_pages
 from ctrail.console.users import ConsoleDb
 from ctrail.errors import ConfigError, QueryError, UsageError
+from ctrail.runtime.signals import stop_on
 from ctrail.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,7 @@ class ConsoleServer:
         """Serve until SIGINT or SIGTERM, then stop cleanly (exit status 0, as `ctrail run`):
         the server runs in a thread, so the signals are ours, not uvicorn's."""
         stop = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda _signum, _frame: stop.set())
+        stop_on((signal.SIGINT, signal.SIGTERM), stop)
         self.start()
         try:
             while not stop.wait(1.0):

@@ -28,7 +28,6 @@ import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from types import FrameType
 from typing import IO, Callable, Final
 
 from ctrail.audit.spool import SpoolPickup
@@ -37,6 +36,7 @@ from ctrail.durable import lock_directory
 from ctrail.errors import ConfigError, CtrailError, Retryable, Unavailable
 from ctrail.logformat import configure_logging, current_format
 from ctrail.runtime.collect import Collector, collector_for
+from ctrail.runtime.signals import stop_on
 from ctrail.runtime.telemetry import Telemetry
 from ctrail.settings import Settings
 
@@ -126,10 +126,7 @@ def _child_main(settings: Settings, parent: int, verbose: bool, report: Connecti
     configure_logging(logging.DEBUG if verbose else logging.INFO, log_format)
     os.umask(0o077)
     stop = threading.Event()
-
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-    signal.signal(signal.SIGTERM, handler)
+    stop_on((signal.SIGTERM,), stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent stops us, in order
     _terminate_with_parent()
 
@@ -137,11 +134,13 @@ def _child_main(settings: Settings, parent: int, verbose: bool, report: Connecti
         while os.getppid() == parent:
             time.sleep(0.5)
         log.warning("ctrail run is gone; intake stops.")
-        stop.set()
         # Nothing is acknowledged before it is durable, so a hard exit loses nothing; an
-        # orphan that lingers would keep its ports and tail its files for nobody.
-        time.sleep(ORPHAN_GRACE_SECS)
-        os._exit(3)
+        # orphan that lingers would keep its ports and tail its files for nobody. The exit
+        # is armed first: nothing the stop waits for may keep it from happening.
+        exit_timer = threading.Timer(ORPHAN_GRACE_SECS, os._exit, (3,))
+        exit_timer.daemon = True
+        exit_timer.start()
+        stop.set()
     threading.Thread(target=watch_parent, daemon=True, name="watch-parent").start()
     try:
         held = _hold_intake_lock(settings.data_dir / "intake", parent)
