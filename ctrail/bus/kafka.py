@@ -364,11 +364,11 @@ class KafkaBusConsumer:
         """The polled messages up to max_bytes of values (at least one); each partition cut
         short is sought back to its first message left, which the next poll delivers."""
         kept: dict[TopicPartition, list[Any]] = {}
-        budget = max_bytes
+        taken_bytes = 0
         for tp, messages in batches.items():
             taken = 0
-            while taken < len(messages) and (budget > 0 or not kept and taken == 0):
-                budget -= len(messages[taken].value or b"")
+            while taken < len(messages) and taken_bytes < max_bytes:
+                taken_bytes += len(messages[taken].value or b"")
                 taken += 1
             if taken:
                 kept[tp] = messages[:taken]

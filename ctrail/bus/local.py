@@ -317,8 +317,9 @@ class _TopicCursor:
         records: list[Record] = []
         self.topic.refresh()
         end = self.topic.durable_end
-        budget = max_bytes if max_bytes is not None else -1     # -1: no byte limit
-        while len(records) < max_records and self.position < end and budget != 0:
+        taken = 0                                   # bytes of values given
+        while len(records) < max_records and self.position < end and \
+                (max_bytes is None or taken < max_bytes):
             # Frames never span segments and durable_end moves by whole frames, so the frame
             # at `position` is complete on disk.
             self._ensure(HEADER.size, end)
@@ -334,8 +335,7 @@ class _TopicCursor:
                                   self._buffer[key_start + key_len:at + frame_len],
                                   self.position, next_offset))
             self.position = next_offset
-            if budget > 0:
-                budget = max(0, budget - value_len)
+            taken += value_len
         return records
 
     def _ensure(self, needed: int, end: int) -> None:
