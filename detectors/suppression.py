@@ -48,7 +48,7 @@ class SuppressionConfig(BaseModel):
 
 
 class Window:
-    __slots__ = ("first", "start", "count", "ids", "event_ids")
+    __slots__ = ("first", "start", "count", "ids", "event_ids", "first_json", "saved")
 
     def __init__(self, first: Alert, start: float) -> None:
         self.first = first
@@ -56,6 +56,18 @@ class Window:
         self.count = 1
         self.ids = [first.event.id]
         self.event_ids = list(first.alert.event_ids)
+        # Checkpoint JSON, kept while unchanged: a batch with an alert checkpoints every open
+        # window, and most did not change in it. The first alert never changes.
+        self.first_json: orjson.Fragment | None = None
+        self.saved: orjson.Fragment | None = None
+
+    def snapshot(self, key: str) -> orjson.Fragment:
+        if self.saved is None:
+            if self.first_json is None:
+                self.first_json = orjson.Fragment(encode(self.first))
+            self.saved = orjson.Fragment(orjson.dumps(
+                [key, self.first_json, self.start, self.count, self.ids, self.event_ids]))
+        return self.saved
 
 
 class Suppressor:
@@ -86,6 +98,7 @@ class Suppressor:
         if alert.event.id in window.ids:
             return []
         window.count += alert.alert.count
+        window.saved = None
         self.suppressed += 1
         if len(window.ids) < MAX_REMEMBERED_IDS:
             window.ids.append(alert.event.id)
@@ -128,8 +141,7 @@ class Suppressor:
 
     def snapshot(self) -> dict[str, Any]:
         return {"newest": self.newest if self.windows else None, "suppressed": self.suppressed,
-                "windows": [[key, orjson.loads(encode(w.first)), w.start, w.count, w.ids,
-                             w.event_ids] for key, w in self.windows.items()]}
+                "windows": [w.snapshot(key) for key, w in self.windows.items()]}
 
     def restore(self, state: dict[str, Any]) -> None:
         if state.get("newest") is not None:

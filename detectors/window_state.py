@@ -61,12 +61,19 @@ class Group:
     """Live entries in time order, and the ids already spent (used by a fired window, or
     superseded), kept until their time leaves every window so a redelivery still counts once."""
 
-    __slots__ = ("entries", "spent", "template")
+    __slots__ = ("entries", "spent", "template", "oldest_spent", "saved")
 
     def __init__(self, template: Alert) -> None:
         self.entries: list[Entry] = []
         self.spent: dict[str, Entry] = {}
         self.template = template          # the latest candidate: the entities the alert names
+        self.oldest_spent = float("inf")  # the earliest time in `spent`: pruning it is due
+        # The group's checkpoint JSON while it is unchanged: a batch checkpoints every group,
+        # and most groups did not change in it (see `changed`).
+        self.saved: orjson.Fragment | None = None
+
+    def changed(self) -> None:
+        self.saved = None
 
     def seen(self, candidate_id: str) -> bool:
         return candidate_id in self.spent or any(e.id == candidate_id for e in self.entries)
@@ -76,7 +83,28 @@ class Group:
         for entry in entries:
             entry.used = True
             self.spent[entry.id] = entry
+            self.oldest_spent = min(self.oldest_spent, entry.t)
         self.entries = [e for e in self.entries if id(e) not in gone]
+        self.saved = None
+
+    def prune(self, horizon: float) -> bool:
+        """Forget entries and spent ids older than `horizon`; whether anything went."""
+        stale_entries = bool(self.entries) and self.entries[0].t < horizon    # in time order
+        if not stale_entries and self.oldest_spent >= horizon:
+            return False
+        self.entries = [e for e in self.entries if e.t >= horizon]
+        self.spent = {i: e for i, e in self.spent.items() if e.t >= horizon}
+        self.oldest_spent = min((e.t for e in self.spent.values()), default=float("inf"))
+        self.saved = None
+        return True
+
+    def snapshot(self, rule: str, group: str) -> orjson.Fragment:
+        if self.saved is None:
+            self.saved = orjson.Fragment(orjson.dumps([
+                rule, group, orjson.Fragment(encode(self.template)),
+                [[e.t, e.rule, e.id, e.event_id, e.value, e.used]
+                 for e in (*self.entries, *self.spent.values())]]))
+        return self.saved
 
 
 class CorrelationEngine:
@@ -116,6 +144,7 @@ class CorrelationEngine:
                       if candidate.alert.event_ids else candidate.event.id, value)
         in_order = not group.entries or t >= group.entries[-1].t
         bisect.insort(group.entries, entry, key=lambda e: e.t)
+        group.changed()
         self.dirty = True
         if rule.absence is not None:
             # Decided when the window closes (advance); the alert names what opened it.
@@ -153,13 +182,11 @@ class CorrelationEngine:
                     due.append(self._alert(rule, group_json, [*window.opened, *window.counted],
                                            group.template, at=window.end))
         for key, group in list(self.groups.items()):
-            horizon = watermark - self.rules[key[0]].timespan_secs if key[0] in self.rules else 0
-            kept = [e for e in group.entries if e.t >= horizon] if key[0] in self.rules else []
-            spent = {i: e for i, e in group.spent.items() if e.t >= horizon and key[0] in self.rules}
-            if len(kept) != len(group.entries) or len(spent) != len(group.spent):
+            rule = self.rules.get(key[0])
+            # A rule removed since: its groups go at once.
+            if group.prune(watermark - rule.timespan_secs if rule else float("inf")):
                 self.dirty = True
-                group.entries, group.spent = kept, spent
-            if not kept and not spent:
+            if not group.entries and not group.spent:
                 del self.groups[key]
         return due
 
@@ -207,10 +234,7 @@ class CorrelationEngine:
 
     def snapshot(self) -> dict[str, Any]:
         return {"newest": self.newest if self.groups else None, "late_dropped": self.late_dropped,
-                "groups": [[rule, group, orjson.loads(encode(g.template)),
-                            [[e.t, e.rule, e.id, e.event_id, e.value, e.used]
-                             for e in (*g.entries, *g.spent.values())]]
-                           for (rule, group), g in self.groups.items()]}
+                "groups": [g.snapshot(rule, group) for (rule, group), g in self.groups.items()]}
 
     def restore(self, state: dict[str, Any]) -> None:
         if state.get("newest") is not None:
@@ -222,6 +246,7 @@ class CorrelationEngine:
             for entry in map(lambda fields: Entry(*fields), entries):
                 if entry.used:
                     restored.spent[entry.id] = entry
+                    restored.oldest_spent = min(restored.oldest_spent, entry.t)
                 else:
                     restored.entries.append(entry)
             self.groups[(rule, group)] = restored
@@ -300,7 +325,7 @@ class StageState:
 
     def save(self, outbox: Sequence[Alert] = ()) -> None:
         state: dict[str, Any] = {name: part.snapshot() for name, part in self.parts.items()}
-        state["outbox"] = [orjson.loads(encode(alert)) for alert in outbox]
+        state["outbox"] = [orjson.Fragment(encode(alert)) for alert in outbox]
         self.checkpoint.save(state)
         for part in self.parts.values():
             part.dirty = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import orjson
 import pytest
 
 from correlation_support import Pipeline, exec_into, forbidden
@@ -71,6 +72,23 @@ def test_state_checkpointed_and_restored_continues_the_window(tmp_path: Path) ->
     StageState(Checkpoint(tmp_path / "correlate.json"), {"windows": second.engine})
     (alert,) = second.feed([forbidden(1 + m * 0.1) for m in range(4)])
     assert alert.alert.count == 10
+
+
+def test_a_checkpoint_is_what_the_state_is_though_unchanged_groups_keep_their_json() -> None:
+    """A group keeps its checkpoint JSON while unchanged (most groups, in most batches): after
+    every batch, new entries, fired windows and partly pruned groups included, the snapshot
+    must equal one made afresh."""
+    pipeline = Pipeline(late_events_secs=60)
+    engine = pipeline.engine
+    batches = [[forbidden(m, user="early")] for m in range(0, 10, 2)] + [
+        [forbidden(m * 0.5), exec_into(m * 0.5, "web-0")] for m in range(20, 40)]
+    for number, batch in enumerate(batches):    # the early group is pruned while untouched
+        pipeline.feed(batch)
+        engine.advance(EPOCH)
+        kept = orjson.dumps(engine.snapshot())
+        for group in engine.groups.values():
+            group.saved = None
+        assert kept == orjson.dumps(engine.snapshot()), number
 
 
 def test_the_outbox_of_the_last_batch_is_emitted_again_after_a_restart(tmp_path: Path) -> None:

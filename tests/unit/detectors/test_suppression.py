@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import orjson
+
 from correlation_support import exec_into
 from detectors import SigmaDetectorConfig
 from detectors.suppression import SuppressionConfig, Suppressor
@@ -67,8 +69,10 @@ def test_state_survives_a_snapshot_and_restore() -> None:
     first, repeat = exec_alerts([0, 1])
     s = suppressor()
     s.admit(first)
+    s.snapshot()              # a window keeps its checkpoint JSON until it changes
     s.admit(repeat)
     restored = suppressor()
-    restored.restore(s.snapshot())
+    # As the checkpoint file carries it: the snapshot holds pre-encoded JSON (orjson.Fragment).
+    restored.restore(orjson.loads(orjson.dumps(s.snapshot())))
     (update,) = restored.advance(EPOCH + timedelta(days=1))
     assert update.alert.count == 2 and update.alert.group_key == first.alert.group_key
