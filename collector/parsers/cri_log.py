@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Final
 
+import orjson
+
 from collector.parsers.common import (
     RedactingParser,
     decode_text,
@@ -28,6 +30,7 @@ from collector.parsers.common import (
     optional_str,
     parse_time,
 )
+from collector.redact import hinted
 from ctrail.components import RawRecord
 from ctrail.errors import InvalidInput, Reason
 from ctrail.event import Event
@@ -75,6 +78,16 @@ def parse_line(line: str) -> Piece:
                  fields[3] if len(fields) > 3 else "")
 
 
+def with_message(line: str, message: str) -> str:
+    """A CRI or json-file line (as parse_line read it) with another message, its time,
+    stream and partial flag kept."""
+    if line.startswith("{"):
+        doc = orjson.loads(line)
+        doc["log"] = message + ("" if not doc["log"].endswith("\n") else "\n")
+        return orjson.dumps(doc).decode()
+    return " ".join(line.split(" ", 3)[:3] + [message])
+
+
 def check_stream(stream: str | None) -> str | None:
     if stream is not None and stream not in STREAMS:
         raise InvalidInput(Reason.SCHEMA_MISMATCH, f"stream is {stream!r:.20}")
@@ -116,6 +129,26 @@ class ContainerLogParser(RedactingParser):
     """One logical container log line (one raw line, or reassembled pieces) -> one Event."""
 
     dataset: ClassVar[str] = DATASET
+
+    def scrub(self, data: bytes) -> bytes:
+        """Each piece scrubbed (RedactingParser.scrub), and the logical line too: a runtime
+        cuts a long line every 16 KiB wherever it falls, so a secret, or the word that names
+        one, may be in no piece whole. When the line holds a secret, its redacted text goes to
+        the last piece and the pieces before it are left empty, each with its own time and
+        flag, so the record still reads as the same pieces of one line."""
+        if b"\n" in data:
+            try:
+                lines = data.decode("utf-8").split("\n")
+                pieces = [parse_line(line) for line in lines]
+            except (UnicodeDecodeError, InvalidInput):
+                pieces = []                 # not a log line's pieces: the parser says why
+            joined = "".join(piece.message for piece in pieces)
+            if pieces and hinted(joined.encode()):
+                redacted = self.redactor.redact_text(joined)
+                if redacted != joined:
+                    data = "\n".join([*(with_message(line, "") for line in lines[:-1]),
+                                      with_message(lines[-1], redacted)]).encode()
+        return super().scrub(data)
 
     def parse(self, record: RawRecord) -> list[Event]:
         text = decode_text(record.data)

@@ -92,6 +92,33 @@ def test_a_secret_is_hashed_at_intake_and_the_record_still_parses(case: str) -> 
     assert parser.scrub(scrubbed) == scrubbed            # hashing twice changes nothing
 
 
+# Pieces of one long line cut where the runtime's 16 KiB buffer ended: the secret, and in the
+# CRI case the word naming it, are whole in no piece.
+CUT = len("password=s3cr3t-Plan")
+CRI_CUT = (b"2026-11-20T10:43:07.000000001Z stdout P db login " + b"x" * 40 + b" pass\n"
+           b"2026-11-20T10:43:07.000000002Z stdout P word=s3cr3t-Plan\n"
+           b"2026-11-20T10:43:07.000000003Z stdout F ted-value-91 ok")
+JSON_FILE_CUT = b"\n".join(orjson.dumps({"log": part, "stream": "stderr",
+                                         "time": f"2026-11-20T10:43:08.00000000{i}Z"})
+                           for i, part in enumerate(["retry with " + f"password={SECRET}"[:CUT],
+                                                     f"password={SECRET}"[CUT:] + " done\n"]))
+
+
+@pytest.mark.parametrize("raw", [CRI_CUT, JSON_FILE_CUT], ids=["cri", "json-file"])
+def test_a_secret_cut_between_the_pieces_of_a_long_line_is_hashed(raw: bytes) -> None:
+    redactor = Redactor(b"k" * 32)
+    parser = ContainerLogParser(redactor)
+    scrubbed = parser.scrub(raw)
+    assert b"s3cr3t" not in scrubbed and b"ted-value-91" not in scrubbed
+    assert scrubbed.count(b"\n") == raw.count(b"\n")     # the same pieces, each with its time
+    (event,) = parser.parse(record(scrubbed))
+    assert event.message is not None and "s3cr3t" not in event.message
+    assert f"password={redactor.digest(SECRET)}" in event.message
+    assert event.message.startswith(("db login", "retry with"))
+    assert event.message.endswith(("ok", "done"))
+    assert parser.scrub(scrubbed) == scrubbed
+
+
 def test_what_names_a_secret_and_the_rest_of_the_record_stay() -> None:
     parser = DockerEventParser(Redactor(b"k" * 32))
     (event,) = parser.parse(record(parser.scrub(DOCKER_LABEL)))
