@@ -12,8 +12,12 @@ Topics remain only where the key changes or another process needs the items:
 - ctrail.dlq: what a step rejected (stored by the store stage; `dlq replay` reads verdicts);
 - ctrail.events: the stored events, only when the evidence archive or an output needs them.
 
-Order inside a batch: events are stored before detection runs, so a store that asks to retry
-leaves the detector's state (suppression, tag history) untouched by the retried batch.
+The chain stores the alerts it raised in the same write as the batch's events (events first:
+an alert refers to its stored event), so an alert is searchable when its event is, without the
+hop through ctrail.alerts to the store stage (which stores correlation alerts and dead letters,
+and finds the chain's already there by id). Detection therefore runs before the write: a write
+that asks to retry has the batch detected again, as a redelivery after a kill -9 would (alert
+ids are deterministic; suppression and correlation count a redelivered id once).
 """
 
 from __future__ import annotations
@@ -86,10 +90,6 @@ class Chain:
         self.enricher.begin_batch()
         events = isolate(ENRICH, events, self.enricher.enrich, rejected)
         self.enricher.end_batch()          # facts durable before the runner commits
-        written = self.store.write(events)
-        if written.retry:
-            raise Retryable(f"the store asked to retry {len(written.retry)} items")
-        rejected.extend(written.rejected)
         outputs = [Output(EVENTS, event.key, event) for event in events] \
             if self.publish_events else []
         alerts: list[Alert] = []
@@ -97,6 +97,10 @@ class Chain:
             alerts.extend(self.windows.admit(found))
             outputs.extend(Output(CORRELATE, c.key, c) for c in candidates)
         alerts = self.windows.finish(alerts, self.detector.advance)
+        written = self.store.write([*events, *alerts])
+        if written.retry:
+            raise Retryable(f"the store asked to retry {len(written.retry)} items")
+        rejected.extend(written.rejected)
         outputs.extend(Output(ALERTS, alert.key, alert) for alert in alerts)
         return StageResult(outputs, rejected)
 

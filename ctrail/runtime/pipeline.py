@@ -105,7 +105,8 @@ def correlate_stage(ctx: "BuildContext") -> Stage:
 
 
 def store_stage(ctx: "BuildContext") -> Stage:
-    """Alerts and dead letters into the store (the chain stores its events itself)."""
+    """Correlation alerts and dead letters into the store. The chain stores its events and
+    its own alerts itself; meeting those alerts again here, the store keeps them once, by id."""
     store = ctx.store()
 
     def handle(items: Sequence[Item]) -> StageResult:
