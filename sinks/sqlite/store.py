@@ -452,6 +452,11 @@ def _is_original(as_json: bytes, audit: dict[str, Any], original: str) -> bool:
     kube-apiserver wrote with its own escaping (\\u0026) or spacing is parsed to compare."""
     if as_json == original.encode():
         return True
+    # A webhook's EventList item never is (its kind and apiVersion come from the list, not
+    # its bytes): told without parsing it, by the apiVersion missing from those bytes.
+    version = audit.get("apiVersion")
+    if isinstance(version, str) and f'"{version}"' not in original:
+        return False
     try:
         return bool(orjson.loads(original) == audit)
     except orjson.JSONDecodeError:
