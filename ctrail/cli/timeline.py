@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Final
+from itertools import groupby
+from typing import Any, Final, Iterable, Iterator
 
 import orjson
 from rich.console import Console
 from rich.table import Table
 
 from ctrail.audit.trail import record
-from ctrail.cli.common import add_common, print_docs, settings_of
+from ctrail.cli.common import add_common, cut_note, fetch_limit, print_docs, settings_of
 from ctrail.errors import UsageError
 from ctrail.event import stored_instant
 from enrich.graph import EntityGraph
@@ -43,39 +44,54 @@ def register(commands: argparse._SubParsersAction) -> None:
     subject.add_argument("--image", metavar="REF_OR_DIGEST",
                          help="image reference (repository:tag) or manifest digest (sha256:...)")
     subject.add_argument("--user", metavar="NAME", help="user name, as the sources give it")
-    parser.add_argument("--limit", type=int, default=10_000, help="most events to print")
+    parser.add_argument("--limit", type=int, default=10_000,
+                        help="most events to print (default 10 000; a table at most 1 000, "
+                             "JSON at most 100 000)")
     add_common(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_of(args)
+    limit = fetch_limit(args.limit, args.format)
     graph = load_graph(settings)
     subject, query = plan(graph, args)
-    docs: list[dict[str, Any]] = []
-    if query:                        # nothing known to search for: the subject alone
-        store = settings.store.build(settings.data_dir)
-        try:
-            docs = store.search(query, "events", None, None, args.limit)
-        finally:
+    # Nothing known to search for: the subject alone, and no store to open.
+    store = settings.store.build(settings.data_dir) if query else None
+    try:
+        results = min(limit, store.count(query, "events")) if store else 0
+        # Recorded before printing: a reader that stops early (`| head`) has still looked.
+        record(settings, "timeline", {"subject": subject["type"], "query": subject["query"],
+                                      "limit": args.limit, "results": results})
+        if args.format == "json":
+            out = sys.stdout.buffer
+            out.write(orjson.dumps({"subject": subject}) + b"\n")
+            out.flush()
+        elif not results and not known(subject):
+            print(f"Nothing is known about {subject['type']} {subject['query']}: "
+                  "no facts, no events.")
+            return 0
+        else:
+            print_subject(subject)
+        found = store.stream(query, "events", None, None, limit) if store else iter(())
+        printed = print_docs(in_time_order(explain(graph, doc) for doc in found),
+                             args.format, "events", COLUMNS)
+    finally:
+        if store is not None:
             store.close()
-    docs = sorted((explain(graph, doc) for doc in docs),
-                  key=lambda d: (stored_instant(d.get("@timestamp")),
-                                 str((d.get("event") or {}).get("id"))))
-    # Recorded before printing: a reader that stops early (`| head`) has still looked.
-    record(settings, "timeline", {"subject": subject["type"], "query": subject["query"],
-                                  "limit": args.limit, "results": len(docs)})
-    if args.format == "json":
-        out = sys.stdout.buffer
-        out.write(orjson.dumps({"subject": subject}) + b"\n")
-        out.flush()
-    elif not docs and not known(subject):
-        print(f"Nothing is known about {subject['type']} {subject['query']}: no facts, no events.")
-        return 0
-    else:
-        print_subject(subject)
-    print_docs(docs, args.format, "events", COLUMNS)
+    cut_note(args.limit, args.format, printed)
     return 0
+
+
+def in_time_order(docs: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The stored events in the timeline's order: by instant, then event id, as it comes.
+
+    Both stores stream oldest first by instant (SQLite by microseconds, Elasticsearch by
+    date_nanos) but break ties differently (SQLite by arrival, Elasticsearch by event id):
+    only the events of one instant are held and sorted, so both stores answer alike and memory
+    holds the largest burst of one instant (at most the capped --limit), not every event."""
+    for _instant, same in groupby(docs, key=lambda d: stored_instant(d.get("@timestamp"))):
+        yield from sorted(same, key=lambda d: str((d.get("event") or {}).get("id")))
 
 
 def known(subject: dict[str, Any]) -> bool:
