@@ -72,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CtrailError as exc:
         print(f"ctrail: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:      # `ctrail search ... | head`: an OSError, so caught before those
+        # The reader has what it wanted. Python flushes stdout again on exit, into the closed
+        # pipe: what is left goes nowhere instead of into a second error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise
@@ -82,8 +87,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:      # `ctrail search ... | head`
-        return 0
 
 
 if __name__ == "__main__":
