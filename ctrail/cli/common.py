@@ -79,7 +79,8 @@ def field(doc: dict[str, Any], path: str) -> Any:
 
 
 MAX_LIMIT: Final = 100_000
-"""--limit's ceiling: the results are held in memory before they are printed."""
+"""--limit's ceiling. JSON streams a page at a time; the ceiling keeps one command from walking
+a whole store (narrow it with --from/--to), and bounds what the timeline holds of one instant."""
 TABLE_MAX_ROWS: Final = 1_000
 """Rows of a table: rich builds it whole before printing (100 000 rows took 1.6 GB)."""
 
