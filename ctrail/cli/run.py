@@ -75,7 +75,8 @@ def serve(settings: Settings, role: str, stages: Sequence[str], with_sources: bo
                 target=serve_sources, name="sources", daemon=True,
                 args=(settings, pipeline.bus, stop, role == "run"),
                 kwargs={"failing": lambda name, failed: pipeline.telemetry.set_failing(
-                    f"intake {name}", failed)})
+                            f"intake {name}", failed),
+                        "spooled": lambda spool: pipeline.telemetry.add_source(spool.samples)})
             sources.start()
         scheduler = _start_scheduler(settings, role)
         console = _start_console(settings, config_path) if role == "run" else None

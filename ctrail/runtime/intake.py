@@ -32,12 +32,13 @@ from typing import IO, Callable, Final
 
 from ctrail.audit.spool import SpoolPickup
 from ctrail.bus import Bus
+from ctrail.bus.intake_spool import IntakeSpool, SpoolBacklog
 from ctrail.durable import lock_directory
 from ctrail.errors import ConfigError, CtrailError, Retryable, Unavailable
 from ctrail.logformat import configure_logging, current_format
 from ctrail.runtime.collect import Collector, collector_for
 from ctrail.runtime.signals import stop_on
-from ctrail.runtime.telemetry import Telemetry
+from ctrail.runtime.telemetry import Sample, Telemetry
 from ctrail.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,18 +47,21 @@ PREVIOUS_INTAKE_WAIT_SECS: Final = 30.0
 ORPHAN_GRACE_SECS: Final = 5.0
 PR_SET_PDEATHSIG: Final = 1
 RESTART_BACKOFF_SECS: Final = (1.0, 30.0)
+BACKLOG_REPORT_SECS: Final = 1.0        # how often the intake process tells its spool's backlog
 Failing = Callable[[str, bool], None]
 
 
 def serve_sources(settings: Settings, bus: Bus, stop: threading.Event, publish_spool: bool,
                   ready: Callable[[], None] = lambda: None,
-                  failing: Failing = lambda _name, _failing: None) -> None:
+                  failing: Failing = lambda _name, _failing: None,
+                  spooled: Callable[[IntakeSpool], None] = lambda _spool: None) -> None:
     """Run every configured source until `stop`: each in a thread of its own, appending to
     ctrail.raw; with `publish_spool`, also the audit spool's pickup (ctrail.raw's writer
     publishes what other commands spooled). `ready` is called once every source is built
     (listening, files opened); a source that cannot be built raises (ConfigError...).
     `failing(source, True)` when a source's batches cannot be appended (a full disk), and
-    `(source, False)` once they can again (for /readyz)."""
+    `(source, False)` once they can again (for /readyz). `spooled(spool)` once the intake
+    spool is open (Kafka with bus.intake_spool), for its backlog in /metrics."""
     telemetry = Telemetry()
     collectors: list[Collector] = []
     pickup: SpoolPickup | None = None
@@ -81,6 +85,8 @@ def serve_sources(settings: Settings, bus: Bus, stop: threading.Event, publish_s
             thread.start()
         log.info("Intake is running.", extra={"sources": [c.name for c in collectors]})
         ready()
+        if spool is not None:
+            spooled(spool)          # after ready(): the intake process's first word is "ready"
         stop.wait()
         for thread in threads:
             thread.join()
@@ -142,34 +148,48 @@ def _child_main(settings: Settings, parent: int, verbose: bool, report: Connecti
         exit_timer.start()
         stop.set()
     threading.Thread(target=watch_parent, daemon=True, name="watch-parent").start()
+    reports = _Reports(report)
+
+    def report_backlog(spool: IntakeSpool) -> None:
+        def send_until_stopped() -> None:
+            while not stop.wait(BACKLOG_REPORT_SECS):
+                reports.send("spool", spool.backlog())
+        threading.Thread(target=send_until_stopped, daemon=True, name="report-backlog").start()
     try:
         held = _hold_intake_lock(settings.data_dir / "intake", parent)
         try:
             bus = settings.bus.build(settings.data_dir, guest=True)
             try:
                 serve_sources(settings, bus, stop, publish_spool=True,
-                              ready=lambda: report.send(("ready", "")),
-                              failing=_reporter(report))
+                              ready=lambda: reports.send("ready", ""),
+                              failing=reports.failing, spooled=report_backlog)
             finally:
                 bus.close()
         finally:
             held.close()
     except CtrailError as exc:
-        report.send((type(exc).__name__, str(exc)))
+        reports.send(type(exc).__name__, str(exc))
         raise SystemExit(2) from None
 
 
-def _reporter(report: Connection) -> Failing:
-    """`failing` for serve_sources in the intake process: told to the parent, for /readyz."""
-    lock = threading.Lock()
+class _Reports:
+    """What the intake process tells its parent, from any of its threads: "ready" or the
+    error that kept it from starting, a source failing or recovered (/readyz), the intake
+    spool's backlog (/metrics)."""
 
-    def failing(name: str, failed: bool) -> None:
-        with lock:
+    def __init__(self, report: Connection) -> None:
+        self._report = report
+        self._lock = threading.Lock()
+
+    def send(self, kind: str, payload: object) -> None:
+        with self._lock:
             try:
-                report.send(("failing" if failed else "recovered", name))
+                self._report.send((kind, payload))
             except OSError:
                 pass                                # the parent is gone: nobody to tell
-    return failing
+
+    def failing(self, name: str, failed: bool) -> None:
+        self.send("failing" if failed else "recovered", name)
 
 
 def _hold_intake_lock(lock_dir: Path, parent: int) -> IO[str]:
@@ -234,10 +254,12 @@ class IntakeProcess:
     """The intake child of `ctrail run`, started again (with backoff) if it dies."""
 
     def __init__(self, settings: Settings, telemetry: Telemetry | None = None) -> None:
-        """`telemetry`: where a source that cannot append is marked failing (/readyz)."""
+        """`telemetry`: where a source that cannot append is marked failing (/readyz), and
+        where the intake spool's backlog is reported (/metrics)."""
         self.settings = settings
         self.telemetry = telemetry
         self._failing: set[str] = set()
+        self._backlog: SpoolBacklog | None = None       # the latest the process reported
         self._context = multiprocessing.get_context("spawn")   # no forked threads or locks
         self._process: BaseProcess | None = None
         self._stopping = threading.Event()
@@ -303,11 +325,23 @@ class IntakeProcess:
         failing = set(self._failing)
         try:
             while self._reports.poll():
-                kind, name = self._reports.recv()
-                (failing.add if kind == "failing" else failing.discard)(f"intake {name}")
+                kind, payload = self._reports.recv()
+                if kind == "spool":
+                    self._report_backlog(payload)
+                else:
+                    (failing.add if kind == "failing" else failing.discard)(f"intake {payload}")
         except (EOFError, OSError):
             pass                                     # the process ended: handled by the caller
         self._mark_failing(failing)
+
+    def _report_backlog(self, backlog: SpoolBacklog) -> None:
+        if self._backlog is None and self.telemetry is not None:
+            self.telemetry.add_source(self._backlog_samples)
+        self._backlog = backlog
+
+    def _backlog_samples(self) -> list[Sample]:
+        backlog = self._backlog
+        return [] if backlog is None else backlog.samples(time.time())
 
     def _mark_failing(self, failing: set[str]) -> None:
         if self.telemetry is not None:

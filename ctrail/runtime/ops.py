@@ -12,9 +12,11 @@ client; the credential is checked from the headers alone (a GET has no body to r
              (Kafka or the store is down: keep me, but do not count on me). Sources silent
              for longer than their quiet period (CT-OPS-001) are named in the body, one line
              each, without failing the probe: a webhook's sender cannot come back to a
-             receiver taken out of its Service for being silent
+             receiver taken out of its Service for being silent. So is what the intake spool
+             holds that Kafka has not acknowledged yet
   /metrics   counters per stage (records in, out, dead-lettered, retries), consumer lag,
-             alerts raised by rule and severity, and the notify outbox per receiver
+             alerts raised by rule and severity, the notify outbox per receiver, and the
+             intake spool's backlog (records, bytes, age of the oldest)
 """
 
 from __future__ import annotations
@@ -100,10 +102,11 @@ class OpsServer:
             silent = "".join(f"silent source: {source} ({', '.join(sorted(c for c, s in clocks.items() if s))} time)\n"
                              for source, clocks in self.telemetry.silent().items()
                              if any(clocks.values()))
+            notes = silent + _spool_backlog_line(self.telemetry)    # neither fails the probe
             if self.alive() and not failing:
-                return 200, "text/plain", "ready\n" + silent
+                return 200, "text/plain", "ready\n" + notes
             return 503, "text/plain", (f"not ready: {', '.join(failing) or 'a thread died'}\n"
-                                       + silent)
+                                       + notes)
         if path == "/metrics":
             return 200, "text/plain; version=0.0.4", prometheus_text(self.telemetry)
         return 404, "text/plain", "not found\n"
@@ -145,6 +148,17 @@ def prometheus_text(telemetry: Telemetry) -> str:
         lines.append(f"{name}{{{labels}}} {sample.value:g}" if labels
                      else f"{name} {sample.value:g}")
     return "\n".join(lines) + "\n"
+
+
+def _spool_backlog_line(telemetry: Telemetry) -> str:
+    """What the intake spool holds for Kafka, when it holds anything: named in /readyz without
+    failing it (intake still answers its senders; the spool is there for Kafka's absence)."""
+    figures = {s.name: s.value for s in telemetry.samples() if s.name.startswith("intake_spool_")}
+    if not figures.get("intake_spool_records"):
+        return ""
+    return (f"intake spool: {figures['intake_spool_records']:g} records "
+            f"({figures['intake_spool_bytes']:g} bytes) not yet shipped to Kafka, the oldest "
+            f"for {figures['intake_spool_oldest_record_age_seconds']:g} s\n")
 
 
 def _label(value: str) -> str:
