@@ -6,13 +6,16 @@ keeps working. What must hold: each webhook batch answered 200 meanwhile adds
 exactly its records to ctrail_intake_spool_records (and its bytes to ctrail_intake_spool_bytes,
 which only grow), the oldest record's age grows, /readyz names the backlog without failing;
 once ctrail.raw takes writes again every figure returns to 0 and every acknowledged event is
-stored, once."""
+stored, once. A `ctrail worker collect` (sources in its own process) shows the same figures.
+The return to 0 failed while the forwarder kept the Kafka producer a refused batch had broken."""
 
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -72,8 +75,8 @@ def set_raw_max_message_bytes(config: KafkaBusConfig, limit: int) -> None:
         bus.close()
 
 
-def test_the_backlog_grows_by_what_was_acknowledged_and_returns_to_zero_once_shipped(
-        tmp_path: Path) -> None:
+def write_config(tmp_path: Path) -> tuple[Path, int, int, KafkaBusConfig]:
+    """(config file, webhook port, ops port, the Kafka bus config of its namespace)."""
     port, ops_port = free_port(), free_port()
     namespace = f"t{uuid.uuid4().hex[:12]}."
     config = tmp_path / "ctrail.yaml"
@@ -90,7 +93,26 @@ sources:
   apiserver-webhook: {{type: k8s_audit_webhook, port: {port}, token: {{env: DISK_TOKEN}}}}
 ops: {{port: {ops_port}, token: {{env: DISK_TOKEN}}}}
 """)
-    kafka = KafkaBusConfig(bootstrap_servers=kafka_bootstrap(), namespace=namespace)
+    return config, port, ops_port, KafkaBusConfig(bootstrap_servers=kafka_bootstrap(),
+                                                  namespace=namespace)
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM, then what the process wrote on stderr; it must end cleanly."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _out, err = proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    return err
+
+
+def test_the_backlog_grows_by_what_was_acknowledged_and_returns_to_zero_once_shipped(
+        tmp_path: Path) -> None:
+    config, port, ops_port, kafka = write_config(tmp_path)
     acked: list[str] = []
     proc = start(config, tmp_path / "data")
     try:
@@ -122,12 +144,32 @@ ops: {{port: {ops_port}, token: {{env: DISK_TOKEN}}}}
         wait_for(lambda: set(acked) <= set(stored_names(config, tmp_path)), timeout=60)
         assert readyz(ops_port) == (200, "ready\n")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _out, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _out, err = proc.communicate()
-    assert proc.returncode == 0, err[-3000:]
+        stop(proc)
     names: Counter[str] = stored_names(config, tmp_path)
     assert [name for name in acked if names[name] != 1] == []              # each once
+
+
+def test_a_collect_worker_reports_its_spools_backlog_too(tmp_path: Path) -> None:
+    """`ctrail worker collect` runs its sources in its own process (no intake process)."""
+    config, port, ops_port, kafka = write_config(tmp_path)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ctrail")), "worker", "collect", "--config",
+         str(config), "--data-dir", str(tmp_path / "data")],
+        env={**os.environ, "DISK_TOKEN": "disk-token"}, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: post(port, b'{"kind":"EventList","items":[]}')[0] == 200, timeout=60)
+        wait_for(lambda: backlog(ops_port) == (0, 0, 0), timeout=30)
+        set_raw_max_message_bytes(kafka, 512)
+        for number in range(2):
+            assert post(port, batch_body(number)[0])[0] == 200
+        wait_for(lambda: backlog(ops_port)[0] == 2, timeout=15)
+        time.sleep(1.0)                                 # nothing more, nothing shipped
+        records, spooled_bytes, age = backlog(ops_port)
+        assert records == 2 and spooled_bytes > len(batch_body(1)[0]) and age >= 1.0
+        set_raw_max_message_bytes(kafka, MAX_MESSAGE_BYTES)
+        wait_for(lambda: backlog(ops_port) == (0, 0, 0), timeout=90)
+        shipped = list(kafka.read_topic(None, RAW, "backlog-test", timeout_secs=30))
+        assert all(any(f"hook-{n:05d}-000".encode() in value for value in shipped)
+                   for n in range(2))
+    finally:
+        stop(proc)
