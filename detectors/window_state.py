@@ -73,6 +73,7 @@ class Group:
         self.saved: orjson.Fragment | None = None
 
     def changed(self) -> None:
+        """Called on every change: the next checkpoint writes the group again."""
         self.saved = None
 
     def seen(self, candidate_id: str) -> bool:
@@ -85,7 +86,7 @@ class Group:
             self.spent[entry.id] = entry
             self.oldest_spent = min(self.oldest_spent, entry.t)
         self.entries = [e for e in self.entries if id(e) not in gone]
-        self.saved = None
+        self.changed()
 
     def prune(self, horizon: float) -> bool:
         """Forget entries and spent ids older than `horizon`; whether anything went."""
@@ -95,7 +96,7 @@ class Group:
         self.entries = [e for e in self.entries if e.t >= horizon]
         self.spent = {i: e for i, e in self.spent.items() if e.t >= horizon}
         self.oldest_spent = min((e.t for e in self.spent.values()), default=float("inf"))
-        self.saved = None
+        self.changed()
         return True
 
     def snapshot(self, rule: str, group: str) -> orjson.Fragment:
