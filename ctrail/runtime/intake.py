@@ -28,11 +28,10 @@ import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import IO, Callable, Final
+from typing import IO, TYPE_CHECKING, Callable, Final
 
 from ctrail.audit.spool import SpoolPickup
 from ctrail.bus import Bus
-from ctrail.bus.intake_spool import IntakeSpool, SpoolBacklog
 from ctrail.durable import lock_directory
 from ctrail.errors import ConfigError, CtrailError, Retryable, Unavailable
 from ctrail.logformat import configure_logging, current_format
@@ -40,6 +39,9 @@ from ctrail.runtime.collect import Collector, collector_for
 from ctrail.runtime.signals import stop_on
 from ctrail.runtime.telemetry import Sample, Telemetry
 from ctrail.settings import Settings
+
+if TYPE_CHECKING:       # a bus implementation's module: its objects only come in (the seam)
+    from ctrail.bus.intake_spool import IntakeSpool, SpoolBacklog
 
 log = logging.getLogger(__name__)
 STOP_WAIT_SECS: Final = 30.0
