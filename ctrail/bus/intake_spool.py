@@ -193,8 +193,7 @@ class IntakeSpool:
         connected = self._connect()
         if connected is None:
             return
-        consumer, connected_kafka = connected
-        kafka: Producer | None = connected_kafka
+        consumer, kafka = connected
         backoff = BACKOFF_SECS[0]
         while True:
             try:
@@ -203,8 +202,6 @@ class IntakeSpool:
                     if self._stop.is_set():
                         return
                     continue
-                if kafka is None:
-                    kafka = self.bus.producer()
                 for record in records:
                     kafka.send(record.topic, record.key.decode(), record.value)
                 kafka.flush()                   # acknowledged by all in-sync replicas
@@ -214,9 +211,9 @@ class IntakeSpool:
                     self._log.topic(topic).delete_consumed()
                 backoff = BACKOFF_SECS[0]
             except Retryable as exc:
-                consumer.rewind()               # shipped again: duplicates store nothing twice
-                _discard(kafka)
-                kafka = None
+                # Shipped again (duplicates store nothing twice); a Kafka producer whose
+                # flush failed has renewed itself.
+                consumer.rewind()
                 left = consumer.lag()
                 if self._stop.is_set():
                     log.warning("Records stay in the intake spool; they are shipped at the "
@@ -233,19 +230,6 @@ class IntakeSpool:
                 consumer.rewind()
                 if self._stop.wait(BACKOFF_SECS[1]):
                     return
-
-
-def _discard(kafka: Producer | None) -> None:
-    """Close a Kafka producer whose flush failed; the next batch gets a new one. kafka-python's
-    idempotent producer keeps the error of a batch the broker refused (MESSAGE_TOO_LARGE, say)
-    and fails every later send with it, even once the broker would take them: the spool
-    would never ship again (seen with Kafka 4.4 and tests/e2e/test_intake_spool_backlog.py)."""
-    close = getattr(kafka, "close", None)       # the Producer protocol has no close
-    if close is not None:
-        try:
-            close()
-        except Exception as exc:                # its connections are dropped either way
-            log.debug("Closing a failed Kafka producer failed.", extra={"error": str(exc)})
 
 
 def count_records(topic: LocalTopic, start: int, end: int) -> int:

@@ -242,40 +242,66 @@ class KafkaBus:
 
 
 class KafkaBusProducer:
-    """Sends asynchronously in batches; `flush` checks every record's acknowledgement."""
+    """Sends asynchronously in batches; `flush` checks every record's acknowledgement.
+
+    A flush that fails leaves a new kafka-python producer for the next batch: its idempotent
+    producer keeps the error of a batch the broker refused (MESSAGE_TOO_LARGE, say) and fails
+    every later send with it, so the stage would retry its batch until restarted."""
 
     def __init__(self, bus: KafkaBus) -> None:
-        config = bus.config
-        self._config = config
-        delivery_ms = int(config.delivery_timeout_secs * 1000)
-        with unavailable(config, "starting a producer"):
-            self._producer = KafkaProducer(
-                **bus.options, acks="all", enable_idempotence=True, linger_ms=config.linger_ms,
-                batch_size=config.batch_bytes, delivery_timeout_ms=delivery_ms,
-                # kafka-python requires delivery > request + linger; retries stay unbounded
-                # within the delivery timeout.
-                request_timeout_ms=min(30_000, (delivery_ms - config.linger_ms) // 2),
-                max_block_ms=delivery_ms, max_request_size=MAX_MESSAGE_BYTES)
+        self._bus = bus
+        self._config = bus.config
+        self._producer: KafkaProducer | None = None
         self._pending: list[FutureRecordMetadata] = []
+        self._client()                  # an unreachable broker shows at once, not at a send
+
+    def _client(self) -> KafkaProducer:
+        if self._producer is None:
+            config = self._config
+            delivery_ms = int(config.delivery_timeout_secs * 1000)
+            with unavailable(config, "starting a producer"):
+                self._producer = KafkaProducer(
+                    **self._bus.options, acks="all", enable_idempotence=True,
+                    linger_ms=config.linger_ms, batch_size=config.batch_bytes,
+                    delivery_timeout_ms=delivery_ms,
+                    # kafka-python requires delivery > request + linger; retries stay
+                    # unbounded within the delivery timeout.
+                    request_timeout_ms=min(30_000, (delivery_ms - config.linger_ms) // 2),
+                    max_block_ms=delivery_ms, max_request_size=MAX_MESSAGE_BYTES)
+        return self._producer
 
     def send(self, topic: str, key: str, value: bytes) -> None:
         with unavailable(self._config, f"sending to {topic}"):
-            self._pending.append(self._producer.send(self._config.topic_name(topic),
+            self._pending.append(self._client().send(self._config.topic_name(topic),
                                                      key=key.encode(), value=value))
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
-        with unavailable(self._config, f"flushing {len(pending)} records"):
-            self._producer.flush(timeout=self._config.delivery_timeout_secs + 5)
-        failed = [f for f in pending if not f.succeeded()]
-        if failed:
-            cause = failed[0].exception
-            raise Unavailable(f"Kafka at {self._config.bootstrap_servers}: {len(failed)} of "
-                              f"{len(pending)} records were not acknowledged: "
-                              f"{_describe(cause) if cause else 'no answer'}")
+        try:
+            with unavailable(self._config, f"flushing {len(pending)} records"):
+                self._client().flush(timeout=self._config.delivery_timeout_secs + 5)
+            failed = [f for f in pending if not f.succeeded()]
+            if failed:
+                cause = failed[0].exception
+                raise Unavailable(f"Kafka at {self._config.bootstrap_servers}: {len(failed)} of "
+                                  f"{len(pending)} records were not acknowledged: "
+                                  f"{_describe(cause) if cause else 'no answer'}")
+        except Unavailable:
+            self._discard()             # the caller sends the whole batch again
+            raise
+
+    def _discard(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)   # abandons what it still holds: sent again
+            except Exception as exc:        # its connections are dropped either way
+                log.debug("Closing a failed Kafka producer failed.", extra={"error": str(exc)})
 
     def close(self) -> None:
-        self._producer.close(timeout=self._config.delivery_timeout_secs)
+        self._pending = []
+        if self._producer is not None:
+            self._producer.close(timeout=self._config.delivery_timeout_secs)
 
 
 class _OwnershipListener(ConsumerRebalanceListener):

@@ -231,3 +231,24 @@ def test_flush_raises_unavailable_when_the_broker_rejects_a_record(
     producer.send(RAW, key="ns/pod", value=b"x" * 4096)
     with pytest.raises(Unavailable, match="1 of 1 records were not acknowledged"):
         producer.flush()
+
+
+def test_a_producer_whose_record_was_refused_sends_the_next_batch(
+        bus: KafkaBus, config: KafkaBusConfig) -> None:
+    """kafka-python's idempotent producer keeps the error of a batch the broker refused and
+    fails every later send with it: a stage would retry the same batch until restarted."""
+    raw = config.topic_name(RAW)
+    bus.admin.alter_configs([topic_resource(raw, {"max.message.bytes": "512"})])
+
+    def applied() -> bool:
+        described = bus.admin.describe_configs([topic_resource(raw)])["topic"][raw]
+        return bool(described.get("max.message.bytes", {}).get("value") == "512")
+    wait_for(applied)
+    producer = bus.producer()
+    producer.send(RAW, key="ns/pod", value=b"x" * 4096)
+    with pytest.raises(Unavailable):
+        producer.flush()
+    producer.send(RAW, key="ns/pod", value=b"small enough")
+    producer.flush()
+    consumer = bus.consumer("after-refusal", [RAW])
+    assert [r.value for r in drain(consumer, 1)] == [b"small enough"]
