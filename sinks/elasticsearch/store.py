@@ -20,6 +20,7 @@ from ctrail.errors import QueryError, Unavailable
 from ctrail.query import Query, as_query
 from ctrail.secrets import resolve_secret
 from sinks.elasticsearch import bulk, templates
+from sinks.elasticsearch.backing import BackingIndices
 from sinks.elasticsearch.config import ElasticsearchConfig
 from sinks.elasticsearch.search import FieldTypes, fields_of, index_of, lucene_dsl, to_dsl
 
@@ -67,12 +68,13 @@ class ElasticsearchStore:
             self.client.close()
             raise Unavailable(f"cannot install templates in Elasticsearch {config.hosts}: "
                               f"{_one_line(exc)}") from exc
+        self.indices = BackingIndices(self.client)
 
     # ── the sink side ────────────────────────────────────────────────────────────────────────
 
     def write(self, items: Sequence[Item]) -> WriteResult:
-        return bulk.write(self.client, self.namespace, items, self.config.refresh_on_write,
-                          self.config.concurrent_requests)
+        return bulk.write(self.client, self.indices, self.namespace, items,
+                          self.config.refresh_on_write, self.config.concurrent_requests)
 
     def check(self) -> None:
         try:

@@ -143,6 +143,48 @@ def test_a_replay_stores_nothing_twice_even_across_a_rollover(
     assert client.count(index=rolled["new_index"])["count"] == 0
 
 
+def searches(client: Elasticsearch, index: str) -> int:
+    """Search queries run on `index` so far (its shards' query_total)."""
+    stats = client.indices.stats(index=index, metric="search")
+    return int(stats["_all"]["total"]["search"]["query_total"])
+
+
+def renamed(events: list[Any], prefix: str) -> list[Any]:
+    return [e.model_copy(update={"event": e.event.model_copy(update={"id": f"{prefix}{i}"})})
+            for i, e in enumerate(events)]
+
+
+def test_writes_to_a_stream_that_never_rolled_over_run_no_id_lookup(
+        store: ElasticsearchStore, client: Elasticsearch) -> None:
+    """Its write index refuses a stored id itself (409): a search for ids would only cost."""
+    stream = AUDIT_STREAM.format(ns=store.namespace)
+    assert store.write(EVENTS).delivered == len(EVENTS)
+    before = searches(client, stream)
+    assert store.write(EVENTS).delivered == len(EVENTS)             # a replay: 409s
+    assert store.write(renamed(EVENTS, "more-")).delivered == len(EVENTS)
+    assert searches(client, stream) == before
+    client.indices.refresh(index=stream)
+    assert store.count("*") == 2 * len(EVENTS)
+
+
+def test_once_a_rollover_is_known_a_replay_is_found_in_the_older_index(
+        store: ElasticsearchStore, client: Elasticsearch) -> None:
+    """The store writes new events after the rollover (and so learns of it), then the old
+    events are replayed: the lookup in the older backing index leaves them out."""
+    stream = AUDIT_STREAM.format(ns=store.namespace)
+    assert store.write(EVENTS).delivered == len(EVENTS)
+    rolled = client.indices.rollover(alias=stream)
+    assert store.write(renamed(EVENTS, "after-")).delivered == len(EVENTS)
+    older = rolled["old_index"]
+    before = searches(client, older)
+    again = store.write(EVENTS)
+    assert (again.delivered, again.retry, again.rejected) == (len(EVENTS), (), ())
+    assert searches(client, older) > before                          # looked up there
+    client.indices.refresh(index=stream)
+    assert client.count(index=rolled["new_index"])["count"] == len(EVENTS)  # only the new ones
+    assert store.count("*") == 2 * len(EVENTS)
+
+
 def test_a_mapping_error_dead_letters_that_document_and_stores_the_rest(
         store: ElasticsearchStore) -> None:
     good = EVENTS[0]
