@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # docker-compose.yml's one-shot set-up of a secured Elasticsearch: Kibana's password, and a
 # `containertrail` user whose role can manage only our templates, policies and data streams.
+# `delete`: a replayed document stored a second time in a new write index, right after a
+# rollover, is deleted again from there (sinks/elasticsearch/bulk.py).
 # Passwords come from the environment; nothing is written to disk.
 set -euo pipefail
 : "${ES_URL:?}" "${ELASTIC_PASSWORD:?}" "${KIBANA_PASSWORD:?}" "${CTRAIL_ES_PASSWORD:?}"
@@ -15,7 +17,7 @@ es PUT /_security/role/containertrail '{
   "cluster": ["monitor", "manage_index_templates", "manage_ilm"],
   "indices": [{
     "names": ["logs-containertrail.*", ".ds-logs-containertrail.*"],
-    "privileges": ["create_doc", "read", "view_index_metadata", "auto_configure", "manage"]
+    "privileges": ["create_doc", "delete", "read", "view_index_metadata", "auto_configure", "manage"]
   }]
 }'
 es PUT /_security/user/containertrail "{\"password\": \"${CTRAIL_ES_PASSWORD}\", \"roles\": [\"containertrail\"]}"
