@@ -107,9 +107,8 @@ def already_stored(client: Elasticsearch, docs: Sequence[Document],
         return set()
     ids = sorted({doc.id for doc in docs})
     response = call(client.search, index=",".join(indices), query={"ids": {"values": ids}},
-                     size=len(ids), source=False, track_total_hits=False,
-                     ignore_unavailable=True, allow_no_indices=True,
-                     filter_path="hits.hits._id")
+                    size=len(ids), source=False, track_total_hits=False,
+                    ignore_unavailable=True, allow_no_indices=True, filter_path="hits.hits._id")
     return {hit["_id"] for hit in response.get("hits", {}).get("hits", [])}
 
 
@@ -125,7 +124,7 @@ def _delete_second_copies(client: Elasticsearch, indices: BackingIndices,
         return                                  # a new stream: nothing can be stored twice
     # The previous write index may hold writes not refreshed yet (searches see them only then).
     call(client.indices.refresh, index=",".join(older), ignore_unavailable=True,
-          allow_no_indices=True)
+         allow_no_indices=True)
     stored = already_stored(client, [doc for doc, _index in created], older)
     copies = [(doc, index) for doc, index in created if doc.id in stored]
     if not copies:
@@ -148,8 +147,8 @@ def create(client: Elasticsearch, docs: Sequence[Document], refresh: bool) -> li
     if not docs:
         return []
     response = call(client.bulk, operations=bulk_lines(list(docs)),
-                     refresh="wait_for" if refresh else False,
-                     filter_path="items.*.status,items.*.error,items.*._index")
+                    refresh="wait_for" if refresh else False,
+                    filter_path="items.*.status,items.*.error,items.*._index")
     return [next(iter(item.values())) for item in response["items"]]
 
 
