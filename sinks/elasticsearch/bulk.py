@@ -153,6 +153,8 @@ def create(client: Elasticsearch, docs: Sequence[Document], refresh: bool) -> li
 
 
 def call(method: Any, **kwargs: Any) -> Any:
+    """A client method's answer body, its failures as ours: Unavailable when the cluster is
+    unreachable, Retryable when it refused the request as a whole."""
     from elastic_transport import ConnectionError, TransportError
     from elasticsearch import ApiError
 
