@@ -51,7 +51,11 @@ EXE = Path(sys.executable).with_name("ctrail")
 
 from corpus import write_audit_log  # noqa: E402
 from ctrail.settings import load_settings  # noqa: E402
-from tests.services import elasticsearch_url, kafka_bootstrap  # noqa: E402
+from tests.services import (  # noqa: E402
+    elasticsearch_url,
+    empty_elasticsearch_namespace,
+    kafka_bootstrap,
+)
 
 AUDIT_EVENTS = "event.dataset:kubernetes.audit"
 STAGES = ("process", "correlate", "store")          # what a distributed deployment runs
@@ -74,7 +78,12 @@ def raw_kafka(lines: list[bytes]) -> float:
     while seen < len(lines):
         seen += sum(len(batch) for batch in consumer.poll(timeout_ms=1000).values())
     consumer.close()
-    return len(lines) / (time.perf_counter() - start)
+    rate = len(lines) / (time.perf_counter() - start)
+    from kafka.admin import KafkaAdminClient
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+    admin.delete_topics([topic])
+    admin.close()
+    return rate
 
 
 def raw_bulk(lines: list[bytes]) -> float:
@@ -100,6 +109,7 @@ def raw_bulk(lines: list[bytes]) -> float:
                            "_source": d} for d in docs), chunk_size=1000)
     rate = len(docs) / (time.perf_counter() - start)
     client.close()
+    empty_elasticsearch_namespace(namespace, close=True)
     return rate
 
 
@@ -107,7 +117,7 @@ class Workers:
     def __init__(self, tmp: Path, extra_config: str = "") -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
-        namespace = "b" + uuid.uuid4().hex[:10]
+        namespace = self.namespace = "b" + uuid.uuid4().hex[:10]
         self.config = tmp / "ctrail.yaml"
         self.config.write_text(f"""
 bus: {{type: kafka, bootstrap_servers: "{kafka_bootstrap()}", namespace: "{namespace}."}}
@@ -136,6 +146,20 @@ store: {{type: elasticsearch, hosts: ["{elasticsearch_url()}"], namespace: {name
             proc.send_signal(signal.SIGTERM)
         for proc in self.procs:
             proc.wait(timeout=60)
+        self.remove_data()
+
+    def remove_data(self) -> None:
+        """What the run left in the services: its Kafka topics go, and its data streams are
+        emptied and closed (this Elasticsearch cannot delete a data stream)."""
+        from ctrail.bus import ALL_TOPICS
+
+        empty_elasticsearch_namespace(self.namespace, close=True)
+        config = load_settings(self.config).bus
+        bus = config.build(None)
+        try:
+            bus.admin.delete_topics([config.topic_name(topic) for topic in ALL_TOPICS])
+        finally:
+            bus.close()
 
 
 def pipeline(path: Path, events: int, tmp: Path) -> float:

@@ -22,7 +22,7 @@ from ctrail.event import DeadLetterReplay, Event, Rejection
 from enrich import EnrichConfig
 from sinks.elasticsearch import ElasticsearchConfig
 from sinks.sqlite import SqliteConfig
-from tests.services import elasticsearch_url
+from tests.services import elasticsearch_url, empty_elasticsearch_namespace
 
 
 def audit(n: int, user: str, verb: str, resource: str, namespace: str | None, ips: list[str],
@@ -71,27 +71,7 @@ def elasticsearch_config(**overrides: Any) -> ElasticsearchConfig:
 def es_namespace() -> Iterator[str]:
     namespace = f"t{uuid.uuid4().hex[:12]}"
     yield namespace
-    with _client() as client:
-        for data_stream in _streams(client, namespace):
-            client.indices.close(index=data_stream["backing_indices"][-1])
-
-
-def empty_namespace(namespace: str) -> None:
-    with _client() as client:
-        for data_stream in _streams(client, namespace):
-            client.indices.rollover(alias=data_stream["name"])
-            client.indices.delete(index=",".join(data_stream["backing_indices"]))
-
-
-def _client() -> Any:
-    from elasticsearch import Elasticsearch
-
-    return Elasticsearch(elasticsearch_url())
-
-
-def _streams(client: Any, namespace: str) -> list[dict[str, Any]]:
-    resolved = client.indices.resolve_index(name=f"logs-containertrail.*-{namespace}")
-    return list(resolved["data_streams"])
+    empty_elasticsearch_namespace(namespace, close=True)
 
 
 # Both stores; Elasticsearch's runs with the integration tests.
@@ -112,7 +92,7 @@ def empty_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]
     finally:
         built.close()
         if isinstance(config, ElasticsearchConfig):
-            empty_namespace(config.namespace)
+            empty_elasticsearch_namespace(config.namespace)
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -23,10 +23,9 @@ from sinks.elasticsearch.store import ElasticsearchStore
 from tests.contract.test_store import (
     EVENTS,
     elasticsearch_config,
-    empty_namespace,
     es_namespace,  # noqa: F401  (the session's namespace)
 )
-from tests.services import elasticsearch_url
+from tests.services import elasticsearch_url, empty_elasticsearch_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +37,7 @@ def store(es_namespace: str, tmp_path: Path) -> Iterator[ElasticsearchStore]:
     built = elasticsearch_config(namespace=es_namespace).build(tmp_path)
     yield built
     built.close()
-    empty_namespace(es_namespace)
+    empty_elasticsearch_namespace(es_namespace)
 
 
 @pytest.fixture

@@ -18,11 +18,11 @@ from detectors.history_replay import hunt_history
 from detectors.sigma_rules import PACKAGED_RULES
 from tests.contract.test_store import (
     elasticsearch_config,
-    empty_namespace,
     es_namespace,  # noqa: F401  (the session's namespace)
 )
 from tests.e2e.test_hunt_history import BOB, CAROL, LATER, LEARNING
 from tests.hunt_replay import stream, streamed_alerts, summary
+from tests.services import empty_elasticsearch_namespace
 
 pytestmark = pytest.mark.integration
 NEW = [f"CT-NEW-001|{CAROL}|shop", f"CT-NEW-001|{BOB}|kube-system"]
@@ -54,7 +54,7 @@ def test_streamed_and_hunted_first_seen_alerts_agree_on_elasticsearch(
         assert sorted(summary(orjson.loads(encode(a))) for a in hunted) == \
             sorted(summary(doc) for doc in streamed)
     finally:
-        empty_namespace(es_namespace)
+        empty_elasticsearch_namespace(es_namespace)
 
 
 def test_a_rule_added_later_is_backfilled_from_elasticsearch(
@@ -71,4 +71,4 @@ def test_a_rule_added_later_is_backfilled_from_elasticsearch(
         stream_audit(after, LATER)
         assert sorted(doc["alert"]["group_key"] for doc in stored_alerts(after)) == sorted(NEW)
     finally:
-        empty_namespace(es_namespace)
+        empty_elasticsearch_namespace(es_namespace)

@@ -12,10 +12,10 @@ import pytest
 from ctrail.bus.codec import encode
 from tests.contract.test_store import (
     elasticsearch_config,
-    empty_namespace,
     es_namespace,  # noqa: F401  (the session's namespace)
 )
 from tests.hunt_replay import EXPECTED, hunted_alerts, settings, stream, streamed_alerts, summary
+from tests.services import empty_elasticsearch_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -30,4 +30,4 @@ def test_hunt_gives_the_alerts_streaming_gave_on_elasticsearch(
         assert {(rule, group) for _id, rule, group, *_ in streamed} == EXPECTED
         assert hunted == streamed
     finally:
-        empty_namespace(es_namespace)
+        empty_elasticsearch_namespace(es_namespace)

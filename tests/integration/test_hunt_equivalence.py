@@ -43,9 +43,9 @@ from enrich import EnrichConfig
 from sinks.elasticsearch.store import ElasticsearchStore
 from tests.contract.test_store import (
     elasticsearch_config,
-    empty_namespace,
     es_namespace,  # noqa: F401  (the session's namespace)
 )
+from tests.services import empty_elasticsearch_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -157,7 +157,7 @@ def store(es_namespace: str, events: list[Event],  # noqa: F811
     assert built.write(events).delivered == len(events)
     yield built
     built.close()
-    empty_namespace(es_namespace)
+    empty_elasticsearch_namespace(es_namespace)
 
 
 def backend_query(path: Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 KAFKA_BOOTSTRAP_DEFAULT = "127.0.0.1:19092"
 KAFKA_SASL_BOOTSTRAP_DEFAULT = "127.0.0.1:19094"
@@ -41,3 +42,24 @@ def kafka_sasl() -> tuple[str, Path, str]:
             Path(os.environ.get("KAFKA_SASL_CA") or state / "kafka" / "tls" / "ca.pem"),
             os.environ.get("KAFKA_SASL_CONNECTION_STRING")
             or KAFKA_SASL_CONNECTION_STRING_DEFAULT)
+
+
+def empty_elasticsearch_namespace(namespace: str, close: bool = False) -> None:
+    """Empty a namespace's data streams as far as this server allows. It has no _data_stream
+    API, so a stream, once created, cannot be deleted, nor its write index: each stream is
+    rolled over and its older backing indices deleted. With `close`, the new, empty write index
+    is closed too, so a namespace no longer used costs the node next to nothing."""
+    from elasticsearch import Elasticsearch
+
+    with Elasticsearch(elasticsearch_url()) as client:
+        for data_stream in elasticsearch_streams(client, namespace):
+            rolled = client.indices.rollover(alias=data_stream["name"])
+            client.indices.delete(index=",".join(data_stream["backing_indices"]))
+            if close:
+                client.indices.close(index=rolled["new_index"])
+
+
+def elasticsearch_streams(client: Any, namespace: str) -> list[dict[str, Any]]:
+    """The data streams of a namespace of ours, as _resolve/index describes them."""
+    resolved = client.indices.resolve_index(name=f"logs-containertrail.*-{namespace}")
+    return list(resolved["data_streams"])
