@@ -100,16 +100,25 @@ def raw_bulk(lines: list[bytes]) -> float:
     # Into a data stream under our own templates (installed by building the store), as the
     # pipeline writes: without them dynamic mapping refuses some audit fields.
     from sinks.elasticsearch import ElasticsearchConfig
-    namespace = "r" + uuid.uuid4().hex[:10]
-    ElasticsearchConfig(hosts=[elasticsearch_url()], namespace=namespace).build(REPO).close()
-    stream = f"logs-containertrail.kubernetes.audit-{namespace}"
     client = Elasticsearch(elasticsearch_url())
-    start = time.perf_counter()
-    helpers.bulk(client, ({"_op_type": "create", "_index": stream, "_id": d["event"]["id"],
-                           "_source": d} for d in docs), chunk_size=1000)
-    rate = len(docs) / (time.perf_counter() - start)
+
+    def bulk_into_new_namespace(some: list[dict[str, object]]) -> float:
+        namespace = "r" + uuid.uuid4().hex[:10]
+        ElasticsearchConfig(hosts=[elasticsearch_url()], namespace=namespace).build(REPO).close()
+        stream = f"logs-containertrail.kubernetes.audit-{namespace}"
+        start = time.perf_counter()
+        helpers.bulk(client, ({"_op_type": "create", "_index": stream, "_id": d["event"]["id"],
+                               "_source": d} for d in some), chunk_size=1000)
+        rate = len(some) / (time.perf_counter() - start)
+        empty_elasticsearch_namespace(namespace, close=True)
+        return rate
+
+    # A node started moments ago runs its first requests slowly while its JVM compiles them: a
+    # warm-up first, so that a cold baseline does not flatter the ratio (0.88 once, against
+    # ~0.5 warm).
+    bulk_into_new_namespace(docs[:5000])
+    rate = bulk_into_new_namespace(docs)
     client.close()
-    empty_elasticsearch_namespace(namespace, close=True)
     return rate
 
 
