@@ -53,7 +53,7 @@ class BackingIndices:
 
     def _resolve(self, streams: list[str]) -> None:
         resolved = call(self._client.indices.resolve_index, name=",".join(streams),
-                              ignore_unavailable=True, allow_no_indices=True)
+                        ignore_unavailable=True, allow_no_indices=True)
         found = {stream["name"]: stream["backing_indices"]
                  for stream in resolved.get("data_streams", ())}
         with self._lock:
